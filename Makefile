@@ -1,0 +1,18 @@
+# The README's two commands: `make demo` and `make test`.
+.PHONY: demo test bench lint
+
+demo:
+	scripts/demo.sh
+
+test:
+	scripts/test.sh
+
+bench:
+	scripts/setup.sh
+	.venv/bin/python bench/resp.py
+	.venv/bin/python bench/store.py
+
+lint:
+	.venv/bin/ruff check src tests bench
+	.venv/bin/ruff format --check src tests bench
+	.venv/bin/mypy

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh), then lint, type-check and run the whole test suite with coverage.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check src tests bench
+ruff format --check src tests bench
+echo "== mypy"
+mypy
+echo "== pytest"
+rm -f .coverage .coverage.*
+# Node processes started by the tests write their own coverage files.
+export COVERAGE_PROCESS_START="$PWD/pyproject.toml"
+coverage run -m pytest "$@"
+coverage combine -q
+coverage report --fail-under=75 | tail -n 3

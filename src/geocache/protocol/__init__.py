@@ -1,0 +1,1 @@
+"""RESP reading and writing, sans-IO: bytes in, commands out; replies in, bytes out."""

@@ -1,0 +1,370 @@
+"""The keyspace: entries in exact LRU order, expiry, limits, versions and the merge rule.
+
+Theory of operation:
+
+- `_data` is an OrderedDict from key to entry (entry.py), least recently used first.
+  A read or a write moves the key to the end; eviction pops from the front. All O(1).
+- An entry whose `expires_at_ms` has passed is never returned: every access checks it
+  (lazy expiry), and `active_expire` reclaims expired entries from the timing wheel
+  within a budget of keys per call (expiry.py).
+- `used_bytes` is the sum of `entry_size` over live entries. A write that would pass
+  `max_bytes` or `max_keys` first evicts least recently used entries; a write that could
+  never fit raises TooLarge before anything changes. Eviction is local: it never leaves
+  a tombstone.
+- Every write carries a version. Local writes take one from the HLC; replicated writes
+  (`apply`, `apply_delete`) bring their own and keep whichever of the two has the larger
+  (version, origin), so replicas converge whatever order writes arrive in.
+- In cluster mode deletes and expirations leave tombstones (tombstones.py); a standalone
+  store uses `NoTombstones`, which remembers nothing.
+
+The store is not thread-safe: a node's event loop owns it, and LocalCache locks it.
+Nothing here awaits or does I/O.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from geocache.clock import HLC, Clock
+from geocache.store import counters
+from geocache.store.entry import ENTRY_OVERHEAD_BYTES, Entry, Tombstone, entry_size, newer
+from geocache.store.errors import TooLarge
+from geocache.store.expiry import ExpiryWheel
+
+
+class TombstoneSpace(Protocol):
+    floor: int
+
+    def __len__(self) -> int: ...
+    def get(self, key: bytes) -> Tombstone | None: ...
+    def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None: ...
+    def discard(self, key: bytes) -> None: ...
+    def clear(self) -> None: ...
+    def reap(self, now_ms: int, max_count: int) -> int: ...
+
+
+class NoTombstones:
+    """A standalone node forgets deletes: nothing can replay an older write to it."""
+
+    __slots__ = ("floor",)
+
+    def __init__(self) -> None:
+        self.floor = 0
+
+    def __len__(self) -> int:
+        return 0
+
+    def get(self, key: bytes) -> Tombstone | None:
+        return None
+
+    def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None:
+        pass
+
+    def discard(self, key: bytes) -> None:
+        pass
+
+    def clear(self) -> None:
+        pass
+
+    def reap(self, now_ms: int, max_count: int) -> int:
+        return 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    hits: int
+    misses: int
+    evictions: int
+    expirations: int
+    keys: int
+    bytes: int
+    tombstones: int
+    max_bytes: int
+    max_keys: int
+
+
+class Store:
+    __slots__ = (
+        "_clock",
+        "_data",
+        "_wheel",
+        "evictions",
+        "expirations",
+        "hits",
+        "hlc",
+        "max_bytes",
+        "max_keys",
+        "misses",
+        "node_id",
+        "tombstones",
+        "used_bytes",
+    )
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_bytes: int = 0,
+        max_keys: int = 0,
+        node_id: str = "local",
+        tombstones: TombstoneSpace | None = None,
+        hlc: HLC | None = None,
+    ) -> None:
+        if max_bytes < 0 or max_keys < 0:
+            raise ValueError("max_bytes and max_keys must be 0 (no limit) or positive")
+        self._clock = clock
+        self._data: OrderedDict[bytes, Entry] = OrderedDict()
+        self._wheel = ExpiryWheel()
+        self.max_bytes = max_bytes
+        self.max_keys = max_keys
+        self.node_id = node_id
+        self.tombstones: TombstoneSpace = tombstones if tombstones is not None else NoTombstones()
+        self.hlc = hlc if hlc is not None else HLC(clock)
+        self.used_bytes = 0
+        self.hits = self.misses = self.evictions = self.expirations = 0
+
+    # -- reading ---------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        """Entries held, including expired ones not yet reclaimed (as Redis's DBSIZE)."""
+        return len(self._data)
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.peek(key) is not None
+
+    def get(self, key: bytes) -> bytes | None:
+        """The value of a live key, counting a hit or miss and making it most recent."""
+        entry = self._data.get(key)
+        if entry is None or (entry[1] and entry[1] <= self._clock.wall_ms() and self._expire(key)):
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._data.move_to_end(key)
+        return entry[0]
+
+    def lookup(self, key: bytes) -> Entry | None:
+        """The live entry, counting a hit or miss and making it most recent."""
+        entry = self.peek(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._data.move_to_end(key)
+        return entry
+
+    def peek(self, key: bytes) -> Entry | None:
+        """The live entry, without counting or touching LRU order."""
+        entry = self._data.get(key)
+        if entry is None or (entry[1] and entry[1] <= self._clock.wall_ms() and self._expire(key)):
+            return None
+        return entry
+
+    def keys(self) -> Iterator[bytes]:
+        """Live keys, least recently used first (a snapshot: safe to write while iterating)."""
+        now = self._clock.wall_ms()
+        for key, entry in list(self._data.items()):
+            if not entry[1] or entry[1] > now:
+                yield key
+
+    def items(self) -> Iterator[tuple[bytes, Entry]]:
+        """Live (key, entry) pairs, least recently used first (a snapshot)."""
+        now = self._clock.wall_ms()
+        for key, entry in list(self._data.items()):
+            if not entry[1] or entry[1] > now:
+                yield key, entry
+
+    def ttl_ms(self, key: bytes) -> int:
+        """Redis's PTTL: -2 for no key, -1 for no expiry, else ms left."""
+        entry = self.peek(key)
+        if entry is None:
+            return -2
+        if not entry[1]:
+            return -1
+        return max(entry[1] - self._clock.wall_ms(), 0)
+
+    def stats(self) -> StoreStats:
+        return StoreStats(
+            hits=self.hits,
+            misses=self.misses,
+            evictions=self.evictions,
+            expirations=self.expirations,
+            keys=len(self._data),
+            bytes=self.used_bytes,
+            tombstones=len(self.tombstones),
+            max_bytes=self.max_bytes,
+            max_keys=self.max_keys,
+        )
+
+    # -- local writes ----------------------------------------------------------------
+
+    def set(self, key: bytes, value: bytes, expires_at_ms: int = 0) -> Entry:
+        """Store a value written here, with a new version; returns the new entry."""
+        entry = (value, expires_at_ms, self.hlc.now(), self.node_id)
+        self._put(key, entry)
+        return entry
+
+    def delete(self, key: bytes) -> bool:
+        """Delete a key written here; True if a live key was removed."""
+        existed = self.peek(key) is not None
+        if existed:
+            self._remove(key)
+        # Even a delete of a key not held here is remembered (in cluster mode): a write
+        # of it may still be on its way from another node.
+        self.tombstones.put(key, self.hlc.now(), self.node_id, self._clock.wall_ms())
+        return existed
+
+    def expire_at(self, key: bytes, expires_at_ms: int) -> bool:
+        """Give a live key a new absolute expiry (0 removes it) as a new versioned write."""
+        entry = self.peek(key)
+        if entry is None:
+            return False
+        if expires_at_ms and expires_at_ms <= self._clock.wall_ms():
+            return self.delete(key)
+        self.set(key, entry[0], expires_at_ms)
+        return True
+
+    def incr_by(self, key: bytes, delta: int) -> int:
+        """INCRBY: add to the integer value (missing counts as 0), keeping the key's expiry."""
+        entry = self.peek(key)
+        current = counters.parse_int(entry[0]) if entry is not None else 0
+        result = counters.add_int(current, delta)
+        self.set(key, str(result).encode(), entry[1] if entry is not None else 0)
+        return result
+
+    def incr_by_float(self, key: bytes, increment: bytes) -> bytes:
+        """INCRBYFLOAT: add a decimal increment; returns the new value as stored."""
+        entry = self.peek(key)
+        result = counters.add_float(entry[0] if entry is not None else b"0", increment)
+        self.set(key, result, entry[1] if entry is not None else 0)
+        return result
+
+    def flush(self) -> None:
+        """Drop every entry (FLUSHALL). Tombstones go too, raising the resurrection floor."""
+        self._data.clear()
+        self._wheel.clear()
+        self.used_bytes = 0
+        self.tombstones.clear()
+        self.tombstones.floor = max(self.tombstones.floor, self.hlc.now())
+
+    # -- replicated writes -------------------------------------------------------------
+
+    def apply(self, key: bytes, entry: Entry) -> bool:
+        """Apply a write from another node if it is newer than what is held; True if applied.
+
+        Dropped: an entry already expired on arrival, one not newer than the live entry
+        or the tombstone, and, for a key not held at all, one at or below the
+        resurrection floor. An entry too large for this store is dropped too (it
+        cannot be held here; the other replicas keep it).
+        """
+        _value, expires_at_ms, version, origin = entry
+        self.hlc.update(version)
+        now = self._clock.wall_ms()
+        if expires_at_ms and expires_at_ms <= now:
+            return False
+        current = self._data.get(key)
+        if current is not None:
+            if not newer(version, origin, current[2], current[3]):
+                return False
+        else:
+            tomb = self.tombstones.get(key)
+            if tomb is not None:
+                if not newer(version, origin, tomb[0], tomb[1]):
+                    return False
+            elif version <= self.tombstones.floor:
+                return False
+        if self.max_bytes and entry_size(key, entry[0]) > self.max_bytes:
+            return False
+        self.tombstones.discard(key)
+        self._put(key, entry)
+        return True
+
+    def apply_delete(self, key: bytes, version: int, origin: str) -> bool:
+        """Apply a delete from another node if newer than what is held; True if applied."""
+        self.hlc.update(version)
+        current = self._data.get(key)
+        if current is not None:
+            if not newer(version, origin, current[2], current[3]):
+                return False
+            self._remove(key)
+        tomb = self.tombstones.get(key)
+        if tomb is not None and not newer(version, origin, tomb[0], tomb[1]):
+            return False
+        self.tombstones.put(key, version, origin, self._clock.wall_ms())
+        return True
+
+    def version_of(self, key: bytes) -> tuple[int, str, bool] | None:
+        """(version, origin, is_tombstone) of what is held for `key`, for repair."""
+        entry = self._data.get(key)
+        if entry is not None:
+            return entry[2], entry[3], False
+        tomb = self.tombstones.get(key)
+        return (tomb[0], tomb[1], True) if tomb is not None else None
+
+    # -- background ------------------------------------------------------------------
+
+    def active_expire(self, max_keys: int) -> int:
+        """Reclaim expired entries and old tombstones, looking at most `max_keys` keys.
+
+        Returns how many keys were looked at; less than `max_keys` means nothing due
+        is left. The caller spreads calls over time to bound the CPU taken per tick.
+        """
+        now = self._clock.wall_ms()
+        done = self._wheel.reap(now, max_keys, self._reap_one)
+        if done < max_keys:
+            done += self.tombstones.reap(now, max_keys - done)
+        return done
+
+    # -- internals -------------------------------------------------------------------
+
+    def _put(self, key: bytes, entry: Entry) -> None:
+        size = len(key) + len(entry[0]) + ENTRY_OVERHEAD_BYTES
+        max_bytes = self.max_bytes
+        if max_bytes and size > max_bytes:
+            raise TooLarge("entry", size, max_bytes)
+        data = self._data
+        old = data.pop(key, None)
+        old_expires = 0
+        if old is not None:
+            self.used_bytes -= len(key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
+            old_expires = old[1]
+        if (max_bytes and self.used_bytes + size > max_bytes) or (
+            self.max_keys and len(data) >= self.max_keys
+        ):
+            self._evict(size)
+        data[key] = entry
+        self.used_bytes += size
+        if entry[1]:
+            self._wheel.add(key, entry[1], old_expires)
+
+    def _evict(self, size: int) -> None:
+        """Evict least recently used entries until `size` more bytes and one more key fit."""
+        data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
+        while data and (
+            (max_bytes and self.used_bytes + size > max_bytes)
+            or (max_keys and len(data) >= max_keys)
+        ):
+            old_key, old = data.popitem(last=False)
+            self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
+            self.evictions += 1
+
+    def _remove(self, key: bytes) -> Entry:
+        entry = self._data.pop(key)
+        self.used_bytes -= len(key) + len(entry[0]) + ENTRY_OVERHEAD_BYTES
+        return entry
+
+    def _expire(self, key: bytes) -> bool:
+        """Reclaim an expired entry; always True, so lookups can chain it in a condition."""
+        entry = self._remove(key)
+        self.expirations += 1
+        # In cluster mode the expiry acts as a delete at the entry's version, so an
+        # older write replayed later cannot bring the key back.
+        self.tombstones.put(key, entry[2], entry[3], self._clock.wall_ms())
+        return True
+
+    def _reap_one(self, key: bytes, now_ms: int) -> None:
+        entry = self._data.get(key)
+        if entry is not None and entry[1] and entry[1] <= now_ms:
+            self._expire(key)
