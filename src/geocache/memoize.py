@@ -2,11 +2,14 @@
 
 A call's key is `namespace:qualified function name:digest`, where the digest covers the
 bound arguments after defaults are applied: `f(1)`, `f(1, b=2)` (2 the default) and
-`f(a=1)` are one key; `f(1, b=5)` is another. Arguments are encoded as canonical JSON
-where they can be, else by `repr()`; objects whose repr is not stable (the default
-repr shows an address) should get a `key_builder`. For methods, `self` is part of the
-key like any argument: give the class a `__repr__` that names its state (dataclasses
-have one) for keys that are stable across processes, or pass a `key_builder`.
+`f(a=1)` are one key; `f(1, b=5)` is another. Arguments are encoded by a canonical text
+that names each value's type (`_canonical`), so `1`, `1.0`, `True` and `"1"`, a list and
+a tuple, `{1: x}` and `{"1": x}`, `b"x"` and `"b'x'"` all give different keys, while
+equal dicts and sets give one key whatever their order. Other objects are encoded by
+type and `repr()`; objects whose repr is not stable (the default repr shows an address)
+should get a `key_builder`. For methods, `self` is part of the key like any argument:
+give the class a `__repr__` that names its state (dataclasses have one) for keys that
+are stable across processes, or pass a `key_builder`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,27 @@ def qualified_name(fn: Callable[..., Any]) -> str:
 
 
 def _canonical(value: object) -> str:
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), default=repr)
-    except (TypeError, ValueError):  # e.g. dicts with mixed key types
-        return repr(value)
+    """A self-delimiting text of `value` that differs when its types or values differ.
+
+    Plain JSON would not do: it writes tuples as lists, int dict keys as strings, and
+    anything else by a repr that can equal a string argument's text. Subclasses are
+    encoded as their base (a namedtuple as a tuple), as they compare equal to it.
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return json.dumps(value)  # JSON tells these apart: null, true, 1, 1.0, "1"
+    if isinstance(value, list):
+        return "[" + ",".join(_canonical(item) for item in value) + "]"
+    if isinstance(value, tuple):
+        return "(" + ",".join(_canonical(item) for item in value) + ")"
+    if isinstance(value, dict):
+        pairs = sorted(f"{_canonical(k)}:{_canonical(v)}" for k, v in value.items())
+        return "{" + ",".join(pairs) + "}"
+    if isinstance(value, set | frozenset):
+        return "<set>{" + ",".join(sorted(_canonical(item) for item in value)) + "}"
+    if isinstance(value, bytes):
+        return "<bytes>" + json.dumps(value.hex())
+    kind = type(value)
+    return f"<{json.dumps(kind.__module__ + '.' + kind.__qualname__)}>{json.dumps(repr(value))}"
 
 
 class KeyMaker:

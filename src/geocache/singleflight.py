@@ -61,32 +61,38 @@ class Flights(Generic[T]):
 
 
 class AsyncFlights(Generic[T]):
-    """Singleflight for coroutines on one event loop."""
+    """Singleflight for coroutines on one event loop.
+
+    The load runs in a task of its own that every caller, the first included, awaits
+    through `asyncio.shield`: a caller that is cancelled (a timeout, a client gone)
+    stops waiting, but the load goes on for the others and a cancellation never
+    reaches them.
+    """
 
     def __init__(self) -> None:
-        self._calls: dict[Hashable, asyncio.Future[T]] = {}
+        self._calls: dict[Hashable, asyncio.Task[T]] = {}
         self.coalesced = 0
 
     def __len__(self) -> int:
         return len(self._calls)
 
     async def do(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
-        future = self._calls.get(key)
-        if future is not None:
-            self.coalesced += 1
-            # shield: one waiter being cancelled must not cancel the others' load.
-            return await asyncio.shield(future)
-        future = asyncio.get_running_loop().create_future()
-        self._calls[key] = future
-        try:
-            result = await loader()
-        except BaseException as exc:
-            future.set_exception(exc)
-            # Retrieve it so a load nobody else waited for logs no "never retrieved".
-            future.exception()
-            raise
+        task = self._calls.get(key)
+        if task is None:
+            task = asyncio.ensure_future(_await(loader))
+            self._calls[key] = task
+            task.add_done_callback(lambda done: self._finish(key, done))
         else:
-            future.set_result(result)
-            return result
-        finally:
+            self.coalesced += 1
+        return await asyncio.shield(task)
+
+    def _finish(self, key: Hashable, task: asyncio.Task[T]) -> None:
+        if self._calls.get(key) is task:
             del self._calls[key]
+        if not task.cancelled():
+            # Retrieve it so a load nobody waited for logs no "never retrieved".
+            task.exception()
+
+
+async def _await(loader: Callable[[], Awaitable[T]]) -> T:
+    return await loader()

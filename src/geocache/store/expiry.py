@@ -1,13 +1,16 @@
 """The timing wheel that finds expired keys without scanning the keyspace.
 
 Keys with an expiry are filed under the slot `expires_at_ms // slot_ms`. A slot is due
-once the wall clock has passed its end, when every key filed in it has expired, unless
-the key was written again since: the store checks each key's real expiry before it
-removes it, so a stale filing costs one lookup and nothing else.
+once the wall clock has passed its end, when every key filed in it has expired. The
+store still checks each key's real expiry before it removes it.
 
 A key is filed again only when its expiry moves to a different slot, so rewriting a
-hot key with the same TTL does not grow the wheel. A heap of slot numbers gives the
-next due slot in O(log slots).
+hot key with the same TTL does not grow the wheel. The store withdraws a key's filing
+when its entry leaves (deleted, evicted, expired, given another expiry): a slot is a
+dict, so that costs O(1), and the wheel never holds more keys than the store, however
+many keys pass through it before their slots come due. A heap of slot numbers gives
+the next due slot in O(log slots); a slot emptied by withdrawals stays until it is due,
+so the heap holds each slot once.
 
 Lazy expiry (the store checks `expires_at_ms` on every access) keeps expired keys from
 ever being returned; the wheel only reclaims their memory, at most one slot late.
@@ -30,24 +33,32 @@ class ExpiryWheel:
         if slot_ms <= 0:
             raise ValueError("slot_ms must be positive")
         self._slot_ms = slot_ms
-        self._slots: dict[int, list[bytes]] = {}
+        self._slots: dict[int, dict[bytes, None]] = {}
         self._heap: list[int] = []
 
     def __len__(self) -> int:
-        """Filed references, stale ones included."""
+        """Keys filed."""
         return sum(len(keys) for keys in self._slots.values())
 
     def add(self, key: bytes, expires_at_ms: int, previous_expires_at_ms: int = 0) -> None:
-        """File `key` under its expiry, unless it is already filed in that slot."""
+        """File `key` under its expiry, moving it from the slot of its previous expiry."""
         slot = expires_at_ms // self._slot_ms
-        if previous_expires_at_ms and previous_expires_at_ms // self._slot_ms == slot:
-            return
+        if previous_expires_at_ms:
+            if previous_expires_at_ms // self._slot_ms == slot:
+                return
+            self.discard(key, previous_expires_at_ms)
         keys = self._slots.get(slot)
         if keys is None:
-            self._slots[slot] = [key]
+            self._slots[slot] = {key: None}
             heapq.heappush(self._heap, slot)
         else:
-            keys.append(key)
+            keys[key] = None
+
+    def discard(self, key: bytes, expires_at_ms: int) -> None:
+        """Withdraw `key`, filed under `expires_at_ms`, because its entry left the store."""
+        keys = self._slots.get(expires_at_ms // self._slot_ms)
+        if keys is not None:
+            keys.pop(key, None)
 
     def clear(self) -> None:
         self._slots.clear()
@@ -66,7 +77,7 @@ class ExpiryWheel:
             slot = heap[0]
             keys = slots[slot]
             while keys and done < max_keys:
-                expire(keys.pop(), now_ms)
+                expire(keys.popitem()[0], now_ms)
                 done += 1
             if not keys:
                 heapq.heappop(heap)

@@ -30,7 +30,14 @@ from typing import Protocol
 
 from geocache.clock import HLC, Clock
 from geocache.store import counters
-from geocache.store.entry import ENTRY_OVERHEAD_BYTES, Entry, Tombstone, entry_size, newer
+from geocache.store.entry import (
+    ENTRY_OVERHEAD_BYTES,
+    EXPIRY_OVERHEAD_BYTES,
+    Entry,
+    Tombstone,
+    entry_size,
+    newer,
+)
 from geocache.store.errors import TooLarge
 from geocache.store.expiry import ExpiryWheel
 
@@ -204,6 +211,9 @@ class Store:
         """Store a value written here, with a new version; returns the new entry."""
         entry = (value, expires_at_ms, self.hlc.now(), self.node_id)
         self._put(key, entry)
+        # A delete's tombstone is older than this write: drop it, as `apply` does on
+        # the replicas, so that every replica keeps the same tombstones.
+        self.tombstones.discard(key)
         return entry
 
     def delete(self, key: bytes) -> bool:
@@ -255,7 +265,7 @@ class Store:
         """Apply a write from another node if it is newer than what is held; True if applied.
 
         Dropped: an entry already expired on arrival, one not newer than the live entry
-        or the tombstone, and, for a key not held at all, one at or below the
+        or the tombstone, and, for a key not held live, one at or below the
         resurrection floor. An entry too large for this store is dropped too (it
         cannot be held here; the other replicas keep it).
         """
@@ -269,13 +279,14 @@ class Store:
             if not newer(version, origin, current[2], current[3]):
                 return False
         else:
-            tomb = self.tombstones.get(key)
-            if tomb is not None:
-                if not newer(version, origin, tomb[0], tomb[1]):
-                    return False
-            elif version <= self.tombstones.floor:
+            # The floor applies even when the key has a tombstone: a late, older delete
+            # may have left one below the floor after the newer one was dropped.
+            if version <= self.tombstones.floor:
                 return False
-        if self.max_bytes and entry_size(key, entry[0]) > self.max_bytes:
+            tomb = self.tombstones.get(key)
+            if tomb is not None and not newer(version, origin, tomb[0], tomb[1]):
+                return False
+        if self.max_bytes and entry_size(key, entry[0], expires_at_ms) > self.max_bytes:
             return False
         self.tombstones.discard(key)
         self._put(key, entry)
@@ -321,6 +332,8 @@ class Store:
 
     def _put(self, key: bytes, entry: Entry) -> None:
         size = len(key) + len(entry[0]) + ENTRY_OVERHEAD_BYTES
+        if entry[1]:
+            size += EXPIRY_OVERHEAD_BYTES
         max_bytes = self.max_bytes
         if max_bytes and size > max_bytes:
             raise TooLarge("entry", size, max_bytes)
@@ -328,8 +341,10 @@ class Store:
         old = data.pop(key, None)
         old_expires = 0
         if old is not None:
-            self.used_bytes -= len(key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
             old_expires = old[1]
+            self.used_bytes -= len(key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
+            if old_expires:
+                self.used_bytes -= EXPIRY_OVERHEAD_BYTES
         if (max_bytes and self.used_bytes + size > max_bytes) or (
             self.max_keys and len(data) >= self.max_keys
         ):
@@ -338,6 +353,8 @@ class Store:
         self.used_bytes += size
         if entry[1]:
             self._wheel.add(key, entry[1], old_expires)
+        elif old_expires:
+            self._wheel.discard(key, old_expires)
 
     def _evict(self, size: int) -> None:
         """Evict least recently used entries until `size` more bytes and one more key fit."""
@@ -349,10 +366,16 @@ class Store:
             old_key, old = data.popitem(last=False)
             self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
             self.evictions += 1
+            if old[1]:
+                self.used_bytes -= EXPIRY_OVERHEAD_BYTES
+                self._wheel.discard(old_key, old[1])
 
     def _remove(self, key: bytes) -> Entry:
         entry = self._data.pop(key)
         self.used_bytes -= len(key) + len(entry[0]) + ENTRY_OVERHEAD_BYTES
+        if entry[1]:
+            self.used_bytes -= EXPIRY_OVERHEAD_BYTES
+            self._wheel.discard(key, entry[1])
         return entry
 
     def _expire(self, key: bytes) -> bool:

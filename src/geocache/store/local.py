@@ -23,6 +23,8 @@ from geocache.clock import Clock, SystemClock
 from geocache.memoize import KeyBuilder, KeyMaker, custom_key
 from geocache.serializers import Serializer, get_serializer
 from geocache.singleflight import AsyncFlights, Flights
+from geocache.store import counters
+from geocache.store.errors import NotAnInteger
 from geocache.store.keyspace import Store, StoreStats
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -99,9 +101,11 @@ class LocalCache:
         raw = to_key(key)
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float):
             raise TypeError(f"ttl_s is a number of seconds, not {type(ttl_s).__name__}")
-        with self._lock:
-            if ttl_s <= 0:
+        if ttl_s <= 0:
+            with self._lock:
                 return self._store.delete(raw)
+        check_ttl_s(ttl_s)  # NaN and infinity: a ValueError, not an OverflowError
+        with self._lock:
             return self._store.expire_at(raw, self._clock.wall_ms() + math.ceil(ttl_s * 1000))
 
     def ttl(self, key: str | bytes) -> float | None:
@@ -114,12 +118,26 @@ class LocalCache:
         return math.inf if ms == -1 else ms / 1000
 
     def incr(self, key: str | bytes, delta: int = 1) -> int:
-        """Add to an integer counter (stored as its decimal text, as Redis does)."""
+        """Add to an integer counter; a missing key counts as 0 and the TTL is kept.
+
+        With the raw serializer the count is decimal text, as in Redis; with any other
+        it is the serializer's form of an int, so `set(k, 5)`, `incr(k)` and `get(k)`
+        agree. A value that is not a 64-bit int raises NotAnInteger, changing nothing.
+        """
         if isinstance(delta, bool) or not isinstance(delta, int):
             raise TypeError(f"delta is an int, not {type(delta).__name__}")
         raw = to_key(key)
         with self._lock:
-            return self._store.incr_by(raw, delta)
+            if self._serializer.name == "raw":
+                return self._store.incr_by(raw, delta)
+            entry = self._store.peek(raw)
+            current = self._serializer.loads(entry[0]) if entry is not None else 0
+            if type(current) is not int or not counters.INT64_MIN <= current <= counters.INT64_MAX:
+                raise NotAnInteger()
+            result = counters.add_int(current, delta)
+            expires_at_ms = entry[1] if entry is not None else 0
+            self._store.set(raw, self._serializer.dumps(result), expires_at_ms)
+            return result
 
     def clear(self) -> None:
         with self._lock:
@@ -139,6 +157,7 @@ class LocalCache:
     ) -> Any:
         """The cached value, or `fn()` stored and returned; concurrent callers wait for one."""
         raw = to_key(key)
+        check_ttl_s(ttl_s)  # before fn runs, not after
         value = self.get(raw, _MISSING)
         if value is not _MISSING:
             return value

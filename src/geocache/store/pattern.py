@@ -54,7 +54,9 @@ def _translate_class(pattern: bytes, i: int, out: list[bytes]) -> int:
         if c == b"\\" and i + 1 < n:
             items.append(re.escape(pattern[i + 1 : i + 2]))
             i += 2
-        elif i + 2 < n and pattern[i + 1 : i + 2] == b"-" and pattern[i + 2 : i + 3] != b"]":
+        elif i + 2 < n and pattern[i + 1 : i + 2] == b"-":
+            # As Redis: a `-` with any byte after it makes a range, even `]`: `[a-]x]`
+            # is the range `]`..`a` and the byte `x`.
             lo, hi = sorted((pattern[i], pattern[i + 2]))
             items.append(re.escape(bytes([lo])) + b"-" + re.escape(bytes([hi])))
             i += 3

@@ -1,0 +1,110 @@
+"""The `geocache` command: `serve`, `demo` and `status`.
+
+Every setting of `geocache serve` comes from config.NodeConfig, so each flag, its
+environment variable and its TOML key are documented in one place (`--help` shows the
+defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from geocache import __version__
+from geocache.config import NodeConfig, load, setting_help
+
+
+def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "settings", "each may also come from GEOCACHE_<NAME> or the --config TOML file"
+    )
+    for name, (default, help_text, kind) in setting_help().items():
+        flag = "--" + name.replace("_", "-")
+        shown = f"{help_text} (default: {default!r})"
+        if isinstance(default, bool):
+            group.add_argument(flag, action="store_true", default=None, help=shown)
+        else:
+            metavar = "SIZE" if kind == "size" else name.upper()
+            group.add_argument(flag, default=None, metavar=metavar, help=shown)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="geocache", description="A geo-distributed in-memory cache that speaks Redis."
+    )
+    parser.add_argument("--version", action="version", version=f"geocache {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run a node")
+    serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
+    _add_setting_flags(serve)
+
+    demo = commands.add_parser("demo", help="start a local node, run a workload, show it live")
+    demo.add_argument("--duration", type=float, default=10.0, help="seconds of workload (10)")
+    demo.add_argument("--keys", type=int, default=10_000, help="distinct keys (10000)")
+    demo.add_argument("--no-live", action="store_true", help="print a summary, no live table")
+
+    status = commands.add_parser("status", help="show a node's state")
+    status.add_argument("--host", default="127.0.0.1")
+    status.add_argument("--port", type=int, default=7379)
+    status.add_argument("--password", default=None)
+    return parser
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency where available
+        asyncio.run(coro)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from geocache.observability import logs
+    from geocache.server.node import Node
+
+    overrides = {name: getattr(args, name) for name in setting_help()}
+    try:
+        config = load(args.config, overrides=overrides)
+    except (ValueError, OSError) as exc:
+        print(f"geocache serve: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(config.effective_node_id, config.region, config.log_level, config.log_json)
+
+    async def main() -> None:
+        node = Node(config)
+        await node.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, node.request_stop)
+        await node.run()
+
+    try:
+        _run(main())
+    except OSError as exc:
+        print(f"geocache serve: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    if args.command == "demo":
+        from geocache.cli.demo import run_demo
+
+        return run_demo(args.duration, args.keys, live=not args.no_live)
+    if args.command == "status":
+        from geocache.cli.status import run_status
+
+        return run_status(args.host, args.port, args.password)
+    return 2  # pragma: no cover - argparse requires a command
+
+
+__all__ = ["NodeConfig", "build_parser", "main"]

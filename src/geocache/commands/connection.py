@@ -1,0 +1,212 @@
+"""Connection commands: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET and CLIENT."""
+
+from __future__ import annotations
+
+import hmac
+
+from geocache.commands.context import Session
+from geocache.commands.strings import NOT_INTEGER, SYNTAX_ERROR
+from geocache.commands.table import SubHandler, command, subcommand
+from geocache.protocol.types import OK, PONG, Error, Simple, Verbatim
+from geocache.store.counters import parse_int
+from geocache.store.errors import StoreError
+
+# The Redis version whose replies we follow; clients gate features on it.
+REDIS_COMPAT_VERSION = "7.0.15"
+_NO_KEYS = (0, 0, 0)
+WRONGPASS = Error("WRONGPASS invalid username-password pair or user is disabled.")
+
+
+@command("ping", -1, "fast", keys=_NO_KEYS, group="connection", summary="Ping the server")
+def cmd_ping(session: Session, argv: list[bytes]) -> object:
+    if len(argv) > 2:
+        return Error("ERR wrong number of arguments for 'ping' command")
+    return PONG if len(argv) == 1 else argv[1]
+
+
+@command("echo", 2, "fast", keys=_NO_KEYS, group="connection", summary="Echo the given string")
+def cmd_echo(session: Session, argv: list[bytes]) -> object:
+    return argv[1]
+
+
+def _password_ok(session: Session, username: bytes, password: bytes) -> bool:
+    required = session.node.config.requirepass.encode()
+    if username != b"default":
+        return False
+    return not required or hmac.compare_digest(password, required)
+
+
+@command("auth", -2, "fast noauth", keys=_NO_KEYS, group="connection", summary="Authenticate")
+def cmd_auth(session: Session, argv: list[bytes]) -> object:
+    if len(argv) > 3:
+        return SYNTAX_ERROR
+    if len(argv) == 2:
+        if not session.node.config.requirepass:
+            return Error(
+                "ERR AUTH <password> called without any password configured for the default "
+                "user. Are you sure your configuration is correct?"
+            )
+        username, password = b"default", argv[1]
+    else:
+        username, password = argv[1], argv[2]
+    if not _password_ok(session, username, password):
+        return WRONGPASS
+    session.authenticated = True
+    return OK
+
+
+def _valid_name(name: bytes) -> bool:
+    return all(0x21 <= c <= 0x7E for c in name)
+
+
+_BAD_NAME = Error("ERR Client names cannot contain spaces, newlines or special characters.")
+
+
+@command("hello", -1, "fast noauth", keys=_NO_KEYS, group="connection", summary="Handshake")
+def cmd_hello(session: Session, argv: list[bytes]) -> object:
+    version = 0
+    if len(argv) >= 2:
+        try:
+            version = parse_int(argv[1])
+        except StoreError:
+            return Error("ERR Protocol version is not an integer or out of range")
+        if not 2 <= version <= 3:
+            return Error("NOPROTO unsupported protocol version")
+    credentials, name, j = None, None, 2
+    while j < len(argv):
+        option, more = argv[j].upper(), len(argv) - 1 - j
+        if option == b"AUTH" and more >= 2:
+            credentials = (argv[j + 1], argv[j + 2])
+            j += 3
+        elif option == b"SETNAME" and more >= 1:
+            name = argv[j + 1]
+            if not _valid_name(name):
+                return _BAD_NAME
+            j += 2
+        else:
+            return Error(f"ERR Syntax error in HELLO option '{argv[j].decode('utf-8', 'surrogateescape')}'")
+    if credentials is not None:
+        if not _password_ok(session, *credentials):
+            return WRONGPASS
+        session.authenticated = True
+    if not session.authenticated:
+        return Error(
+            "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+            "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+            "select the RESP protocol version at the same time"
+        )
+    if name is not None:
+        session.name = name
+    if version:
+        session.proto = version
+    return {
+        b"server": b"redis",
+        b"version": REDIS_COMPAT_VERSION.encode(),
+        b"proto": session.proto,
+        b"id": session.id,
+        b"mode": b"standalone",
+        b"role": b"master",
+        b"modules": [],
+    }
+
+
+@command("select", 2, "fast", keys=_NO_KEYS, group="connection", summary="Select the database")
+def cmd_select(session: Session, argv: list[bytes]) -> object:
+    try:
+        index = parse_int(argv[1])
+    except StoreError:
+        return NOT_INTEGER
+    if index != 0:
+        return Error("ERR DB index is out of range")
+    return OK
+
+
+@command(
+    "quit", -1, "fast noauth", keys=_NO_KEYS, group="connection", summary="Close the connection"
+)
+def cmd_quit(session: Session, argv: list[bytes]) -> object:
+    session.closing = True
+    return OK
+
+
+@command(
+    "reset", 1, "fast noauth", keys=_NO_KEYS, group="connection", summary="Reset the connection"
+)
+def cmd_reset(session: Session, argv: list[bytes]) -> object:
+    session.proto = 2
+    session.name = b""
+    session.authenticated = not session.node.config.requirepass
+    return Simple("RESET")
+
+
+def client_line(session: Session, now_ms: int) -> str:
+    age_s = (now_ms - session.created_ms) // 1000
+    idle_s = (now_ms - session.last_ms) // 1000
+    return (
+        f"id={session.id} addr={session.addr} laddr={session.laddr} fd=-1 "
+        f"name={session.name.decode('utf-8', 'surrogateescape')} age={age_s} idle={idle_s} flags=N db=0 "
+        f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 "
+        f"omem=0 tot-mem=0 events=r cmd={session.last_cmd.decode()} user=default redir=-1 "
+        f"resp={session.proto} lib-name={session.lib_name.decode('utf-8', 'surrogateescape')} "
+        f"lib-ver={session.lib_ver.decode('utf-8', 'surrogateescape')}"
+    )
+
+
+def _client_setname(session: Session, argv: list[bytes]) -> object:
+    if not _valid_name(argv[2]):
+        return _BAD_NAME
+    session.name = argv[2]
+    return OK
+
+
+def _client_setinfo(session: Session, argv: list[bytes]) -> object:
+    attr = argv[2].upper()
+    if attr not in (b"LIB-NAME", b"LIB-VER"):
+        return Error(f"ERR Unrecognized option '{argv[2].decode('utf-8', 'surrogateescape')}'")
+    if any(c < 0x21 or c > 0x7E for c in argv[3]):
+        return Error(f"ERR {attr.decode()} cannot contain spaces, newlines or special characters.")
+    if attr == b"LIB-NAME":
+        session.lib_name = argv[3]
+    else:
+        session.lib_ver = argv[3]
+    return OK
+
+
+def _client_list(session: Session, argv: list[bytes]) -> object:
+    now = session.node.clock.mono_ms()
+    return Verbatim("".join(client_line(s, now) + "\n" for s in session.node.sessions()))
+
+
+_CLIENT_HELP = [
+    b"CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    b"GETNAME",
+    b"    Return the name of the current connection.",
+    b"ID",
+    b"    Return the ID of the current connection.",
+    b"INFO",
+    b"    Return information about the current client connection.",
+    b"LIST",
+    b"    Return information about client connections.",
+    b"SETINFO <option> <value>",
+    b"    Set client meta attributes (LIB-NAME, LIB-VER).",
+    b"SETNAME <name>",
+    b"    Assign the name <name> to the current connection.",
+    b"HELP",
+    b"    Print this help.",
+]
+
+# subcommand -> (arity counting CLIENT itself, handler)
+_CLIENT: dict[bytes, tuple[int, SubHandler]] = {
+    b"ID": (2, lambda s, a: s.id),
+    b"GETNAME": (2, lambda s, a: s.name or None),
+    b"SETNAME": (3, _client_setname),
+    b"SETINFO": (4, _client_setinfo),
+    b"LIST": (-2, _client_list),
+    b"INFO": (2, lambda s, a: Verbatim(client_line(s, s.node.clock.mono_ms()) + "\n")),
+    b"HELP": (2, lambda s, a: _CLIENT_HELP),
+}
+
+
+@command("client", -2, "", keys=_NO_KEYS, group="connection", summary="Client connection commands")
+def cmd_client(session: Session, argv: list[bytes]) -> object:
+    return subcommand(session, argv, _CLIENT, "CLIENT")

@@ -1,0 +1,86 @@
+"""What a command handler sees: the client's session and, through it, the node.
+
+Handlers are plain functions `cmd_x(session, argv) -> reply`. They never do I/O; the
+server turns replies into bytes and closes the connection when `session.closing` is
+set. The node is reached through the `NodeContext` protocol so the command layer can
+be driven by tests without sockets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from geocache.clock import Clock
+from geocache.config import NodeConfig
+from geocache.store.keyspace import Store
+from geocache.store.scan import Scanner
+
+if TYPE_CHECKING:
+    from geocache.commands.table import Command
+
+
+class NodeContext(Protocol):
+    """The node as commands see it."""
+
+    @property
+    def config(self) -> NodeConfig: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def started_ms(self) -> int: ...
+    @property
+    def scanner(self) -> Scanner: ...
+    @property
+    def table(self) -> dict[bytes, Command]: ...
+
+    def sessions(self) -> Iterator[Session]: ...
+    def info_sections(self) -> dict[str, dict[str, object]]: ...
+    def reset_stats(self) -> None: ...
+    def apply_config(self, config: NodeConfig) -> None: ...
+
+
+class Session:
+    """One client connection's state."""
+
+    __slots__ = (
+        "addr",
+        "authenticated",
+        "closing",
+        "created_ms",
+        "id",
+        "laddr",
+        "last_cmd",
+        "last_ms",
+        "lib_name",
+        "lib_ver",
+        "multi",
+        "multi_dirty",
+        "name",
+        "node",
+        "proto",
+        "store",
+        "watched",
+    )
+
+    def __init__(self, node: NodeContext, session_id: int, addr: str = "", laddr: str = "") -> None:
+        self.node = node
+        self.store = node.store
+        self.id = session_id
+        self.addr = addr
+        self.laddr = laddr
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.proto = 2
+        self.authenticated = not node.config.requirepass
+        self.closing = False
+        self.created_ms = self.last_ms = node.clock.mono_ms()
+        self.last_cmd = b"NULL"
+        # MULTI state: the queued commands (None outside MULTI), whether one was refused,
+        # and the versions of watched keys (None: absent when watched).
+        self.multi: list[list[bytes]] | None = None
+        self.multi_dirty = False
+        self.watched: dict[bytes, int | None] = {}

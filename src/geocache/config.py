@@ -1,0 +1,139 @@
+"""Node configuration: one table of settings, read from defaults, a TOML file, the
+environment and flags, each overriding the one before.
+
+Every setting is a field of `NodeConfig` with its default, unit and help text in the
+field's metadata; the CLI builds its flags from this table (`--max-bytes`), the
+environment is read as `GEOCACHE_MAX_BYTES`, and a TOML file uses `max_bytes = ...` or
+`max-bytes = ...`. Sizes accept suffixes (`64mb`, `1gib`; k/m/g are powers of 1024 as
+in redis.conf).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+_SIZE = re.compile(r"(\d+)\s*([kmg]i?b?|b)?", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from `1048576`, `1mb`, `1MiB` or `1m`."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"not a size: {text!r} (use e.g. 1048576, 64mb or 1gib)")
+    number, unit = match.groups()
+    return int(number) * _UNITS[(unit or "")[:1].lower()]
+
+
+def _setting(default: Any, help: str, kind: str = "") -> Any:
+    return field(default=default, metadata={"help": help, "kind": kind})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    bind: str = _setting("127.0.0.1", "address to listen on (RESP and HTTP); loopback by default")
+    port: int = _setting(7379, "RESP port (7379, so a local Redis on 6379 is not in the way)")
+    http_port: int = _setting(7380, "HTTP API port; 0 turns HTTP off")
+    node_id: str = _setting("", "this node's id in the cluster (default: bind:port)")
+    region: str = _setting("local", "the region this node belongs to")
+    max_bytes: int = _setting(
+        1 << 30, "memory limit for entries (keys + values + overhead); 0 = none", "size"
+    )
+    max_keys: int = _setting(0, "limit on the number of keys; 0 = none")
+    default_ttl_s: int = _setting(0, "TTL in seconds for writes that give none; 0 = none")
+    requirepass: str = _setting("", "password clients must AUTH with; empty = no AUTH")
+    max_clients: int = _setting(10_000, "connections accepted at once (as Redis's maxclients)")
+    max_key_bytes: int = _setting(64 << 10, "largest key accepted (64 KiB)", "size")
+    max_value_bytes: int = _setting(32 << 20, "largest value accepted (32 MiB)", "size")
+    max_query_buffer_bytes: int = _setting(
+        128 << 20, "bytes buffered for one client's unfinished command (128 MiB)", "size"
+    )
+    max_output_buffer_bytes: int = _setting(
+        64 << 20, "replies queued for a client that does not read before it is cut off", "size"
+    )
+    max_pipeline: int = _setting(
+        1024, "commands run for one client before others get a turn (fairness)"
+    )
+    idle_timeout_s: int = _setting(0, "close connections idle this long; 0 = never")
+    log_level: str = _setting("info", "debug, info, warning or error")
+    log_json: bool = _setting(False, "log one JSON object per line")
+
+    def __post_init__(self) -> None:
+        for name in ("port", "http_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ValueError(f"{name} must be 0..65535, not {value}")
+        for name in ("max_bytes", "max_keys", "default_ttl_s", "idle_timeout_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more")
+        for name in (
+            "max_clients",
+            "max_key_bytes",
+            "max_value_bytes",
+            "max_query_buffer_bytes",
+            "max_output_buffer_bytes",
+            "max_pipeline",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ValueError(
+                f"log_level must be debug, info, warning or error, not {self.log_level}"
+            )
+
+    @property
+    def effective_node_id(self) -> str:
+        return self.node_id or f"{self.bind}:{self.port}"
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def setting_help() -> dict[str, tuple[Any, str, str]]:
+    """name -> (default, help, kind) for every setting."""
+    return {f.name: (f.default, f.metadata["help"], f.metadata["kind"]) for f in fields(NodeConfig)}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a setting's text (from the environment, flags or TOML) into its type."""
+    kinds = {f.name: (f.type, f.metadata["kind"]) for f in fields(NodeConfig)}
+    if name not in kinds:
+        raise ValueError(f"unknown setting {name!r}")
+    type_name, kind = kinds[name]
+    if kind == "size":
+        return parse_size(value)
+    if type_name == "int":
+        return int(value)
+    if type_name == "bool":
+        if isinstance(value, bool):
+            return value
+        return str(value).strip().lower() in ("1", "true", "yes", "on")
+    return str(value)
+
+
+def load(
+    toml_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> NodeConfig:
+    """Defaults, then the TOML file, then GEOCACHE_* variables, then `overrides` (flags)."""
+    values: dict[str, Any] = {}
+    if toml_path:
+        with open(toml_path, "rb") as f:
+            for key, value in tomllib.load(f).items():
+                values[key.replace("-", "_")] = value
+    env = os.environ if environ is None else environ
+    for name in setting_help():
+        text = env.get("GEOCACHE_" + name.upper())
+        if text is not None:
+            values[name] = text
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return NodeConfig(**{name: coerce(name, value) for name, value in values.items()})

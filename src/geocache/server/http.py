@@ -1,0 +1,303 @@
+"""The HTTP API: keys, stats, cluster view, health, Prometheus metrics and OpenAPI.
+
+An aiohttp application served from the node's own event loop, so a handler reads and
+writes the store exactly as a RESP command does, with no lock and no await in
+between: a key PUT over HTTP is read over RESP and the reverse, with the same
+versions and the same absolute expiry.
+
+Keys are any bytes, percent-encoded in the path after `/v1/keys/`. The key is taken
+from the raw (still encoded) path and decoded to bytes here: aiohttp's decoded path is
+text, which cannot hold arbitrary bytes, and its normalised URL would resolve `..`.
+
+One middleware does what every request needs: the bearer-token check (when
+requirepass is set), timing into the per-operation latency histograms, a count per
+status code, and turning every error, aiohttp's own 404/405/413 included, into a JSON
+`{"error": ...}` body. Limits (DESIGN.md section 10) are checked before work is done:
+key length from the path, value length from Content-Length before the body is read.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from time import perf_counter_ns
+from typing import TYPE_CHECKING
+from urllib.parse import unquote_to_bytes
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+
+from geocache import __version__
+from geocache.observability.metrics import NodeCollector
+from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
+from geocache.store.entry import Entry
+from geocache.store.errors import TooLarge
+
+if TYPE_CHECKING:
+    from geocache.server.node import Node
+
+log = logging.getLogger("geocache.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+KEY_PREFIX = "/v1/keys/"
+# Anything after the prefix, slashes and newlines included (`.` would stop at %0A).
+KEY_ROUTE = KEY_PREFIX + r"{key:[\s\S]+}"
+# The request line holds the key percent-encoded (up to 3 bytes per key byte) plus
+# the method, prefix and query: room for the largest key allowed, and no more.
+REQUEST_LINE_SLACK_BYTES = 1024
+OCTET_STREAM = "application/octet-stream"
+TTL_HEADER = "X-Geocache-Ttl-Ms"
+
+
+class HttpServer:
+    """The running HTTP listener; `close()` stops it (the node calls it on stop)."""
+
+    def __init__(self, runner: web.AppRunner, port: int) -> None:
+        self._runner = runner
+        self.port = port
+
+    async def close(self) -> None:
+        await self._runner.cleanup()
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+class HttpApi:
+    """The handlers; each is named after its OpenAPI operationId."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._store = node.store
+        self._registry = CollectorRegistry()
+        self._registry.register(NodeCollector(node, self._connections))
+        ProcessCollector(registry=self._registry)
+        self._openapi: web.Response | None = None
+        self.server: web.Server | None = None  # set once the runner is set up
+
+    def _connections(self) -> int:
+        return len(self.server.connections) if self.server is not None else 0
+
+    # -- keys ------------------------------------------------------------------------
+
+    def _key(self, request: web.Request) -> bytes:
+        key = unquote_to_bytes(request.rel_url.raw_path[len(KEY_PREFIX) :])
+        limit = self._node.config.max_key_bytes
+        if len(key) > limit:
+            raise _Reply(error(414, f"key of {len(key)} bytes is longer than {limit} bytes"))
+        return key
+
+    async def get_key(self, request: web.Request) -> web.StreamResponse:
+        entry = self._store.lookup(self._key(request))
+        if entry is None:
+            return error(404, "no such key")
+        etag = f'"{entry[2]}"'
+        if _matches(request.headers.get("If-None-Match"), etag):
+            return web.Response(status=304, headers=self._entry_headers(entry, etag))
+        return web.Response(
+            body=entry[0], content_type=OCTET_STREAM, headers=self._entry_headers(entry, etag)
+        )
+
+    head_key = get_key  # aiohttp sends the headers of GET's response without its body
+
+    def _entry_headers(self, entry: Entry, etag: str) -> dict[str, str]:
+        headers = {"ETag": etag}
+        if entry[1]:
+            ttl_ms = max(entry[1] - self._node.clock.wall_ms(), 0)
+            headers[TTL_HEADER] = str(ttl_ms)
+        return headers
+
+    async def put_key(self, request: web.Request) -> web.StreamResponse:
+        key = self._key(request)
+        expires_at_ms = self._expires_at_ms(request.query.getall("ttl", []))
+        limit = self._node.config.max_value_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return error(413, f"value of {request.content_length} bytes is over {limit} bytes")
+        value = await request.read()  # the app's client_max_size stops a longer chunked body
+        created = self._store.peek(key) is None
+        try:
+            entry = self._store.set(key, value, expires_at_ms)
+        except TooLarge as exc:
+            return error(413, str(exc).removeprefix("ERR "))
+        return web.Response(status=201 if created else 204, headers={"ETag": f'"{entry[2]}"'})
+
+    def _expires_at_ms(self, ttl: list[str]) -> int:
+        """Absolute expiry from `?ttl=` seconds (as SET EX), or the default TTL, or 0."""
+        if not ttl:
+            default_s = self._node.config.default_ttl_s
+            return self._node.clock.wall_ms() + default_s * 1000 if default_s else 0
+        text = ttl[0]
+        if len(ttl) > 1 or not (text.isascii() and text.isdigit()):
+            raise _Reply(error(400, "ttl must be one whole number of seconds"))
+        ttl_s = int(text)
+        if not 1 <= ttl_s <= MAX_TTL_S:
+            raise _Reply(error(400, f"ttl must be from 1 to {MAX_TTL_S} seconds"))
+        return self._node.clock.wall_ms() + ttl_s * 1000
+
+    async def delete_key(self, request: web.Request) -> web.StreamResponse:
+        if self._store.delete(self._key(request)):
+            return web.Response(status=204)
+        return error(404, "no such key")
+
+    # -- the node --------------------------------------------------------------------
+
+    async def get_stats(self, request: web.Request) -> web.StreamResponse:
+        node = self._node
+        store, stats = node.store, node.stats
+        return web.json_response(
+            {
+                "node_id": node.node_id,
+                "region": node.config.region,
+                "version": __version__,
+                "uptime_s": node.uptime_s(),
+                "keys": len(store),
+                "used_bytes": store.used_bytes,
+                "max_bytes": store.max_bytes,
+                "max_keys": store.max_keys,
+                "hits": store.hits,
+                "misses": store.misses,
+                "evictions": store.evictions,
+                "expirations": store.expirations,
+                "tombstones": len(store.tombstones),
+                "connected_clients": node.connection_count(),
+                "connections_received": stats.connections_received,
+                "commands_processed": stats.commands_processed,
+                "http_requests": sum(node.metrics.http_statuses.values()),
+            }
+        )
+
+    async def get_cluster(self, request: web.Request) -> web.StreamResponse:
+        node = self._node
+        me = {
+            "node_id": node.node_id,
+            "region": node.config.region,
+            "address": node.config.bind,
+            "resp_port": node.resp_port,
+            "http_port": node.http_port,
+            "state": "up",
+            "self": True,
+        }
+        return web.json_response(
+            {"node_id": node.node_id, "region": node.config.region, "nodes": [me]}
+        )
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"status": "ok", "node_id": self._node.node_id})
+
+    async def readyz(self, request: web.Request) -> web.StreamResponse:
+        if self._node.ready:
+            return web.json_response({"status": "ready", "node_id": self._node.node_id})
+        body = {"status": "not ready", "node_id": self._node.node_id}
+        return web.json_response(body, status=503)
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        body = generate_latest(self._registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        if self._openapi is None:
+            document = openapi_document(self._node.config, __version__)
+            self._openapi = web.json_response(document)
+        return web.Response(body=self._openapi.body, content_type="application/json")
+
+
+class _Reply(Exception):
+    """Carries an error response out of argument checking."""
+
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = (t.strip().removeprefix("W/") for t in if_none_match.split(","))
+    return any(t in (etag, "*") for t in tags)
+
+
+# (method, path, operation): the route table; the operation names the handler, the
+# latency histogram's `command` label and the OpenAPI operationId.
+ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("GET", KEY_ROUTE, "get_key"),
+    ("HEAD", KEY_ROUTE, "head_key"),
+    ("PUT", KEY_ROUTE, "put_key"),
+    ("DELETE", KEY_ROUTE, "delete_key"),
+    ("GET", "/v1/stats", "get_stats"),
+    ("GET", "/v1/cluster", "get_cluster"),
+    ("GET", "/healthz", "healthz"),
+    ("GET", "/readyz", "readyz"),
+    ("GET", "/metrics", "metrics"),
+    ("GET", "/openapi.json", "openapi"),
+)
+
+
+def _middleware(node: Node, operations: dict[object, str]) -> Middleware:
+    metrics = node.metrics
+    token = node.config.requirepass
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started_ns = perf_counter_ns()
+        operation = operations.get(request.match_info.route, "unmatched")
+        response: web.StreamResponse
+        try:
+            if token and operation not in PUBLIC and not _authorized(request, expected):
+                response = error(401, "missing or wrong bearer token", _CHALLENGE)
+            else:
+                response = await handler(request)
+        except _Reply as reply:
+            response = reply.response
+        except web.HTTPException as exc:
+            headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+            response = error(exc.status, exc.reason, headers)
+        except Exception:
+            log.exception("http handler failed", extra={"operation": operation})
+            response = error(500, "internal error")
+        metrics.http.record(operation, perf_counter_ns() - started_ns)
+        metrics.count_status(response.status)
+        return response
+
+    return observe
+
+
+# Unmatched requests get their 404 or 405 without a token: that reveals nothing.
+PUBLIC = OPEN_OPERATIONS | {"unmatched"}
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="geocache"'}
+
+
+def _authorized(request: web.Request, expected: bytes) -> bool:
+    given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(given, expected)
+
+
+def build_app(node: Node, api: HttpApi) -> web.Application:
+    # Keyed by route, not handler: GET and HEAD share one handler.
+    operations: dict[object, str] = {}
+    app = web.Application(client_max_size=node.config.max_value_bytes)
+    for method, path, operation in ROUTES:
+        handler: Handler = getattr(api, operation)
+        route = app.router.add_route(method, path, handler)
+        operations[route] = operation
+    app.middlewares.append(_middleware(node, operations))
+    return app
+
+
+async def start_http(node: Node) -> HttpServer:
+    config = node.config
+    max_line_size = 3 * config.max_key_bytes + REQUEST_LINE_SLACK_BYTES
+    api = HttpApi(node)
+    runner = web.AppRunner(build_app(node, api), access_log=None, max_line_size=max_line_size)
+    await runner.setup()
+    api.server = runner.server
+    site = web.TCPSite(runner, config.bind, config.http_port, reuse_address=True)
+    await site.start()
+    port = config.http_port
+    for address in runner.addresses:
+        port = address[1]
+    return HttpServer(runner, port)

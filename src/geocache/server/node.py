@@ -1,0 +1,237 @@
+"""A node's lifecycle: its store, its listeners, its background cycles, its shutdown.
+
+`Node` owns one event loop's worth of state: the store, the client sessions and the
+counters that INFO and /metrics read. `start()` binds the listeners, `run()` serves
+until `request_stop()` (SIGTERM/SIGINT), and `stop()` stops accepting, lets the replies
+already produced reach their clients, and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+
+from geocache import __version__
+from geocache.clock import Clock, SystemClock
+from geocache.commands.context import Session
+from geocache.commands.table import Command, build_table
+from geocache.config import NodeConfig
+from geocache.observability.metrics import Metrics
+from geocache.server.http import HttpServer, start_http
+from geocache.server.resp import RespConnection
+from geocache.store.keyspace import Store
+from geocache.store.scan import Scanner
+
+log = logging.getLogger("geocache.node")
+
+# The active expiry cycle runs every 100 ms and may take 25 ms of it (Redis's
+# ACTIVE_EXPIRE_CYCLE_SLOW_TIME_PERC), checking the clock every 200 keys.
+EXPIRE_TICK_S = 0.1
+EXPIRE_BUDGET_S = 0.025
+EXPIRE_BATCH_KEYS = 200
+# How often idle connections are looked for, when idle_timeout_s is set.
+IDLE_CHECK_S = 1.0
+# How long a graceful stop waits for replies to drain before closing hard.
+DRAIN_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Plain counters bumped on the hot path and read at scrape time."""
+
+    connections_received: int = 0
+    rejected_connections: int = 0
+    commands_processed: int = 0
+    net_input_bytes: int = 0
+    net_output_bytes: int = 0
+    protocol_errors: int = 0
+    output_limit_disconnects: int = 0
+    idle_disconnects: int = 0
+    expire_cycles: int = 0
+
+    def reset(self) -> None:
+        for f in fields(self):
+            setattr(self, f.name, 0)
+
+
+class Node:
+    def __init__(self, config: NodeConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.node_id = config.effective_node_id
+        self.store = Store(
+            self.clock,
+            max_bytes=config.max_bytes,
+            max_keys=config.max_keys,
+            node_id=self.node_id,
+        )
+        self.scanner = Scanner(self.clock)
+        self.table: dict[bytes, Command] = build_table()
+        self.stats = NodeStats()
+        self.metrics = Metrics(self.table)
+        # True from listening until stop begins; /readyz reports it.
+        self.ready = False
+        self.started_ms = self.clock.wall_ms()
+        self._started_mono_ms = self.clock.mono_ms()
+        self._connections: dict[int, RespConnection] = {}
+        self._next_id = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self.resp_port = config.port
+        self.http_port = config.http_port
+        self._http: HttpServer | None = None
+
+    # -- NodeContext ---------------------------------------------------------------------
+
+    def sessions(self) -> Iterator[Session]:
+        for conn in list(self._connections.values()):
+            if conn.session is not None:
+                yield conn.session
+
+    def reset_stats(self) -> None:
+        self.stats.reset()
+        self.metrics.reset()
+        store = self.store
+        store.hits = store.misses = store.evictions = store.expirations = 0
+
+    def apply_config(self, config: NodeConfig) -> None:
+        """CONFIG SET: limits take effect at once; a smaller max_bytes evicts on next write."""
+        self.config = config
+        self.store.max_bytes = config.max_bytes
+        self.store.max_keys = config.max_keys
+
+    def info_sections(self) -> dict[str, dict[str, object]]:
+        from geocache.observability.info import info_sections
+
+        return info_sections(self)
+
+    # -- connections ---------------------------------------------------------------------
+
+    def next_client_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    def register(self, conn: RespConnection) -> None:
+        assert conn.session is not None
+        self._connections[conn.session.id] = conn
+
+    def unregister(self, conn: RespConnection) -> None:
+        if conn.session is not None:
+            self._connections.pop(conn.session.id, None)
+
+    def uptime_s(self) -> int:
+        return (self.clock.mono_ms() - self._started_mono_ms) // 1000
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: RespConnection(self),
+            self.config.bind,
+            self.config.port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        self._servers.append(server)
+        self.resp_port = server.sockets[0].getsockname()[1]
+        if self.config.http_port:
+            self._http = await start_http(self)
+            self.http_port = self._http.port
+        self._tasks.append(asyncio.create_task(self._expire_loop()))
+        if self.config.idle_timeout_s:
+            self._tasks.append(asyncio.create_task(self._idle_loop()))
+        # Entries are untracked tuples; freezing what startup allocated keeps full GC
+        # passes short (they would otherwise walk every long-lived object).
+        gc.freeze()
+        self.ready = True
+        log.info(
+            "node ready",
+            extra={
+                "resp": f"{self.config.bind}:{self.resp_port}",
+                "http": f"{self.config.bind}:{self.http_port}" if self._http else "off",
+                "pid": os.getpid(),
+            },
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Serve until request_stop(), then stop gracefully."""
+        await self._stop.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        self.ready = False
+        log.info("node stopping", extra={"clients": len(self._connections)})
+        for server in self._servers:
+            server.close()
+        if self._http is not None:
+            await self._http.close()
+        for task in self._tasks:
+            task.cancel()
+        for conn in list(self._connections.values()):
+            conn.close()
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while self._connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self._connections.values()):
+            conn.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        log.info("node stopped")
+
+    # -- background cycles -----------------------------------------------------------------
+
+    async def _expire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(EXPIRE_TICK_S)
+            self.expire_cycle()
+
+    def expire_cycle(self) -> int:
+        """Reclaim expired keys for at most EXPIRE_BUDGET_S; returns keys looked at."""
+        self.stats.expire_cycles += 1
+        deadline = time.perf_counter() + EXPIRE_BUDGET_S
+        total = 0
+        while time.perf_counter() < deadline:
+            done = self.store.active_expire(EXPIRE_BATCH_KEYS)
+            total += done
+            if done < EXPIRE_BATCH_KEYS:
+                break
+        return total
+
+    async def _idle_loop(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_S)
+            limit_ms = self.config.idle_timeout_s * 1000
+            if not limit_ms:
+                continue
+            now = self.clock.mono_ms()
+            for conn in list(self._connections.values()):
+                if conn.session is not None and now - conn.session.last_ms > limit_ms:
+                    self.stats.idle_disconnects += 1
+                    conn.close()
+
+
+def server_facts() -> dict[str, object]:
+    return {
+        "redis_version": "7.0.15",
+        "geocache_version": __version__,
+        "redis_mode": "standalone",
+        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
+        "arch_bits": 64,
+        "multiplexing_api": "epoll",
+        "python_version": platform.python_version(),
+        "process_id": os.getpid(),
+    }

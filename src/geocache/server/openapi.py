@@ -1,0 +1,257 @@
+"""The OpenAPI 3.0 description of the HTTP API, served at /openapi.json.
+
+Built from the node's config, so it states this node's real limits and whether a
+bearer token is needed (a node without requirepass declares no security, and one with
+it declares which operations stay open). tests/integration/test_http_openapi.py runs
+schemathesis against it: every response a real node gives must match this document.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geocache.config import NodeConfig
+
+# The longest TTL `?ttl=` takes: 100 years of 365.25 days. Longer than any cache
+# needs, and it keeps the absolute expiry in ms far inside int64 (as SET EX does).
+MAX_TTL_S = 3_155_760_000
+# Operations anyone may call when requirepass is set: probes and this document.
+OPEN_OPERATIONS = frozenset({"healthz", "readyz", "openapi"})
+
+Schema = dict[str, Any]
+
+_INT = {"type": "integer", "minimum": 0}
+_STR = {"type": "string"}
+
+
+def _object(properties: dict[str, Schema]) -> Schema:
+    return {
+        "type": "object",
+        "required": sorted(properties),
+        "properties": properties,
+    }
+
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": _object({"error": _STR}),
+    "Health": _object({"status": {"type": "string", "enum": ["ok"]}, "node_id": _STR}),
+    "Ready": _object(
+        {"status": {"type": "string", "enum": ["ready", "not ready"]}, "node_id": _STR}
+    ),
+    "Stats": _object(
+        {
+            "node_id": _STR,
+            "region": _STR,
+            "version": _STR,
+            **{
+                name: _INT
+                for name in (
+                    "uptime_s",
+                    "keys",
+                    "used_bytes",
+                    "max_bytes",
+                    "max_keys",
+                    "hits",
+                    "misses",
+                    "evictions",
+                    "expirations",
+                    "tombstones",
+                    "connected_clients",
+                    "connections_received",
+                    "commands_processed",
+                    "http_requests",
+                )
+            },
+        }
+    ),
+    "ClusterNode": _object(
+        {
+            "node_id": _STR,
+            "region": _STR,
+            "address": _STR,
+            "resp_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "http_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+            "state": {"type": "string", "enum": ["up", "suspect", "down", "joining", "leaving"]},
+            "self": {"type": "boolean"},
+        }
+    ),
+    "Cluster": _object(
+        {
+            "node_id": _STR,
+            "region": _STR,
+            "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/ClusterNode"}},
+        }
+    ),
+}
+
+
+def _json(schema: str, description: str) -> Schema:
+    content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+    return {"description": description, "content": content}
+
+
+def _error(description: str) -> Schema:
+    return _json("Error", description)
+
+
+_ETAG = {
+    "description": "The entry's version (a 64-bit hybrid logical clock value), quoted",
+    "required": True,
+    "schema": {"type": "string", "pattern": '^"[0-9]+"$'},
+}
+_TTL = {
+    "description": "Milliseconds the key has left; absent when it never expires",
+    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+}
+_VALUE = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+
+
+def _key_operations(config: NodeConfig) -> dict[str, Schema]:
+    key_errors = {
+        "414": _error(f"The key is longer than max_key_bytes ({config.max_key_bytes})"),
+    }
+    if_none_match = {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "Answer 304 when the entry's ETag is among these",
+        "schema": {"type": "string"},
+    }
+    found = {"ETag": _ETAG, "X-Geocache-Ttl-Ms": _TTL}
+    return {
+        "get": {
+            "operationId": "get_key",
+            "summary": "Read a key's value (raw bytes)",
+            "parameters": [if_none_match],
+            "responses": {
+                "200": {"description": "The value", "headers": found, "content": _VALUE},
+                "304": {"description": "Unchanged since the given ETag", "headers": found},
+                "404": _error("No such key"),
+                **key_errors,
+            },
+        },
+        "head": {
+            "operationId": "head_key",
+            "summary": "A key's headers (ETag, TTL, length) without its value",
+            "parameters": [if_none_match],
+            "responses": {
+                "200": {"description": "The key exists", "headers": found},
+                "304": {"description": "Unchanged since the given ETag", "headers": found},
+                "404": {"description": "No such key"},
+                "414": {"description": "The key is longer than max_key_bytes"},
+            },
+        },
+        "put": {
+            "operationId": "put_key",
+            "summary": "Write a key's value (the raw body), optionally with a TTL",
+            "parameters": [
+                {
+                    "name": "ttl",
+                    "in": "query",
+                    "required": False,
+                    "description": "Seconds until the key expires (as SET EX); default:"
+                    " the node's default_ttl_s, or never",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_S},
+                }
+            ],
+            "requestBody": {"required": False, "content": _VALUE},
+            "responses": {
+                "201": {"description": "Created", "headers": {"ETag": _ETAG}},
+                "204": {"description": "Replaced", "headers": {"ETag": _ETAG}},
+                "400": _error("Bad ttl"),
+                "413": _error(
+                    f"The value is over max_value_bytes ({config.max_value_bytes})"
+                    " or the entry over max_bytes"
+                ),
+                **key_errors,
+            },
+        },
+        "delete": {
+            "operationId": "delete_key",
+            "summary": "Delete a key",
+            "responses": {
+                "204": {"description": "Deleted"},
+                "404": _error("No such key"),
+                **key_errors,
+            },
+        },
+    }
+
+
+def _get(operation_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
+    return {"get": {"operationId": operation_id, "summary": summary, "responses": responses}}
+
+
+def _paths(config: NodeConfig) -> dict[str, Schema]:
+    key_param = {
+        "name": "key",
+        "in": "path",
+        "required": True,
+        "description": "The key's bytes, percent-encoded (%2F for a slash inside the key)",
+        "schema": {"type": "string", "minLength": 1},
+    }
+    return {
+        "/v1/keys/{key}": {"parameters": [key_param], **_key_operations(config)},
+        "/v1/stats": _get("get_stats", "Counters of this node", {"200": _json("Stats", "Stats")}),
+        "/v1/cluster": _get(
+            "get_cluster", "The nodes this node knows", {"200": _json("Cluster", "Membership")}
+        ),
+        "/healthz": _get(
+            "healthz", "Liveness: the process serves", {"200": _json("Health", "Alive")}
+        ),
+        "/readyz": _get(
+            "readyz",
+            "Readiness: listening (later also warmed up and a member)",
+            {"200": _json("Ready", "Ready"), "503": _json("Ready", "Not ready yet, or stopping")},
+        ),
+        "/metrics": _get(
+            "metrics",
+            "Prometheus text exposition",
+            {"200": {"description": "Metrics", "content": {"text/plain": {"schema": _STR}}}},
+        ),
+        "/openapi.json": _get(
+            "openapi",
+            "This document",
+            {
+                "200": {
+                    "description": "OpenAPI 3.0",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+        ),
+    }
+
+
+def _secure(document: Schema, open_operations: frozenset[str]) -> None:
+    """Require the bearer token everywhere but the open operations, and say 401 can come."""
+    document["components"]["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "The node's requirepass"}
+    }
+    document["security"] = [{"bearer": []}]
+    for item in document["paths"].values():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            if operation["operationId"] in open_operations:
+                operation["security"] = []
+            elif method == "head":
+                operation["responses"]["401"] = {"description": "Missing or wrong token"}
+            else:
+                operation["responses"]["401"] = _error("Missing or wrong bearer token")
+
+
+def openapi_document(config: NodeConfig, version: str) -> Schema:
+    document: Schema = {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "geocache HTTP API",
+            "version": version,
+            "description": "Keys are any bytes; values are raw bodies. Errors are JSON"
+            ' `{"error": "..."}`. A key written here is the same key over RESP.',
+        },
+        "paths": _paths(config),
+        "components": {"schemas": SCHEMAS},
+    }
+    if config.requirepass:
+        _secure(document, OPEN_OPERATIONS)
+    return document

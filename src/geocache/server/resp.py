@@ -1,0 +1,180 @@
+"""The RESP front end: one `asyncio.Protocol` per client connection.
+
+The hot path, as asyncpg and Redis do it: `data_received` feeds the bytes to the
+sans-IO reader, runs every complete command in order, and writes all the replies with
+one `transport.write` per batch. Nothing awaits, so a command's read and write of the
+store are atomic with respect to every other client.
+
+Limits (DESIGN.md section 10), each cutting off only the offending client:
+- the reader bounds one command's size and the bytes buffered for it;
+- after `max_pipeline` commands the connection stops reading and yields to others,
+  resuming on the next loop iteration (fairness, and it bounds one batch's replies);
+- replies queued beyond `max_output_buffer_bytes` (a client that sends but does not
+  read) close the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from bisect import bisect_left
+from time import perf_counter_ns
+from typing import TYPE_CHECKING, cast
+
+from geocache.commands.context import Session
+from geocache.commands.table import dispatch
+from geocache.observability.metrics import LATENCY_BOUNDS_NS
+from geocache.protocol.reader import ProtocolError, RequestReader
+from geocache.protocol.writer import encode_into
+
+if TYPE_CHECKING:
+    from geocache.server.node import Node
+
+log = logging.getLogger("geocache.resp")
+
+MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+
+
+class RespConnection(asyncio.Protocol):
+    __slots__ = ("_node", "_paused", "_reader", "_table", "_transport", "session")
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._table = node.table
+        config = node.config
+        self._reader = RequestReader(
+            max_bulk_bytes=max(config.max_value_bytes, config.max_key_bytes),
+            max_query_buffer_bytes=config.max_query_buffer_bytes,
+        )
+        self._transport: asyncio.Transport | None = None
+        self._paused = False
+        self.session: Session | None = None
+
+    # -- asyncio callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        node = self._node
+        node.stats.connections_received += 1
+        if node.connection_count() >= node.config.max_clients:
+            node.stats.rejected_connections += 1
+            self._transport.write(MAX_CLIENTS_REACHED)
+            self._transport.close()
+            return
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.session = Session(node, node.next_client_id(), _addr(peer), _addr(local))
+        node.register(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None:
+            self._node.unregister(self)
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.session is None:
+            return
+        self._node.stats.net_input_bytes += len(data)
+        try:
+            self._reader.feed(data)
+        except ProtocolError as exc:
+            self._fail(exc)
+            return
+        if not self._paused:
+            self._run()
+
+    # -- the command loop ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        """Run the buffered commands, up to max_pipeline, and write their replies once."""
+        session, transport, reader = self.session, self._transport, self._reader
+        if session is None or transport is None:
+            return
+        node, table = self._node, self._table
+        out: list[bytes] = []
+        budget = node.config.max_pipeline
+        done = 0
+        # Per-command latency (parse + run + encode): plain ints, see metrics.py.
+        latency = node.metrics.resp
+        slots = latency.by_raw if node.metrics.resp_timed else None
+        start = perf_counter_ns()
+        try:
+            while done < budget:
+                argv = reader.gets()
+                if argv is False:
+                    break
+                done += 1
+                encode_into(out, dispatch(table, session, argv), session.proto)
+                if slots is not None:
+                    end = perf_counter_ns()
+                    slot = slots.get(argv[0]) or latency.slot_for(argv[0])
+                    slot[bisect_left(LATENCY_BOUNDS_NS, end - start)] += 1
+                    slot[-1] += end - start
+                    start = end
+                if session.closing:
+                    break
+        except ProtocolError as exc:
+            self._flush(out)
+            self._fail(exc)
+            return
+        finally:
+            node.stats.commands_processed += done
+            session.last_ms = node.clock.mono_ms()
+        self._flush(out)
+        if session.closing:
+            transport.close()
+        elif done >= budget:
+            self._yield_turn()
+        elif self._paused:
+            self._paused = False
+            transport.resume_reading()
+
+    def _yield_turn(self) -> None:
+        """Let other clients run before the rest of this client's pipeline."""
+        if self._transport is None:
+            return
+        if not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        asyncio.get_running_loop().call_soon(self._run)
+
+    def _flush(self, out: list[bytes]) -> None:
+        transport = self._transport
+        if not out or transport is None or transport.is_closing():
+            return
+        data = b"".join(out)
+        self._node.stats.net_output_bytes += len(data)
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._node.config.max_output_buffer_bytes:
+            self._node.stats.output_limit_disconnects += 1
+            log.warning(
+                "closing client over its output buffer limit",
+                extra={"client": self.session.addr if self.session else "?"},
+            )
+            transport.abort()
+
+    def _fail(self, exc: ProtocolError) -> None:
+        """Answer a protocol error and close, as Redis does."""
+        transport = self._transport
+        self._node.stats.protocol_errors += 1
+        if transport is not None and not transport.is_closing():
+            message = str(exc).replace("\r", " ").replace("\n", " ")
+            transport.write(b"-ERR " + message.encode() + b"\r\n")
+            transport.close()
+
+    def close(self) -> None:
+        """Close after the replies already queued are sent (graceful shutdown)."""
+        if self._transport is not None:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def _addr(info: object) -> str:
+    if isinstance(info, tuple) and len(info) >= 2:
+        host, port = info[0], info[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(info or "")

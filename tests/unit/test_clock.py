@@ -1,0 +1,161 @@
+"""Clocks and the hybrid logical clock: versions only ever go up."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from geocache.clock import (
+    COUNTER_BITS,
+    COUNTER_MASK,
+    HLC,
+    MAX_VERSION,
+    ManualClock,
+    OffsetClock,
+    SystemClock,
+    make_version,
+    version_ms,
+)
+
+NOW_MS = 1_700_000_000_000
+
+
+def test_manual_clock_moves_only_when_told() -> None:
+    clock = ManualClock(wall_ms=NOW_MS, mono_ms=5)
+    assert (clock.wall_ms(), clock.mono_ms()) == (NOW_MS, 5)
+    clock.advance(250)
+    assert (clock.wall_ms(), clock.mono_ms()) == (NOW_MS + 250, 255)
+    clock.set_wall_ms(NOW_MS - 1000)  # NTP steps the wall clock back
+    assert (clock.wall_ms(), clock.mono_ms()) == (NOW_MS - 1000, 255)
+    with pytest.raises(ValueError, match="backwards"):
+        clock.advance(-1)
+
+
+def test_offset_clock_shifts_wall_time_only() -> None:
+    base = ManualClock(wall_ms=NOW_MS, mono_ms=7)
+    skewed = OffsetClock(base, -30_000)
+    assert (skewed.wall_ms(), skewed.mono_ms()) == (NOW_MS - 30_000, 7)
+
+
+def test_system_clock_reads_the_machine() -> None:
+    clock = SystemClock()
+    first = clock.mono_ms()
+    assert clock.wall_ms() > NOW_MS  # after November 2023
+    assert clock.mono_ms() >= first
+
+
+def test_version_layout_is_48_bits_of_ms_and_16_of_counter() -> None:
+    version = make_version(NOW_MS, 3)
+    assert version == (NOW_MS << 16) | 3
+    assert version_ms(version) == NOW_MS
+    assert version & COUNTER_MASK == 3
+    assert COUNTER_BITS == 16
+    assert make_version(NOW_MS, 1 << 16) == make_version(NOW_MS)  # counter is masked
+
+
+def test_now_follows_the_wall_clock() -> None:
+    clock = ManualClock(NOW_MS)
+    hlc = HLC(clock)
+    assert hlc.now() == make_version(NOW_MS)
+    assert hlc.now() == make_version(NOW_MS, 1)  # same ms: the counter counts
+    clock.advance(5)
+    assert hlc.now() == make_version(NOW_MS + 5)
+    assert hlc.last == make_version(NOW_MS + 5)
+
+
+def test_versions_increase_when_the_wall_clock_goes_back() -> None:
+    clock = ManualClock(NOW_MS)
+    hlc = HLC(clock)
+    before = hlc.now()
+    clock.set_wall_ms(NOW_MS - 60_000)
+    after = [hlc.now() for _ in range(3)]
+    assert before < after[0] < after[1] < after[2]
+    assert version_ms(after[2]) == NOW_MS  # held at the latest ms seen, counting up
+    clock.set_wall_ms(NOW_MS + 1)
+    assert hlc.now() == make_version(NOW_MS + 1)  # and the wall clock takes over again
+
+
+def test_counter_overflow_within_one_ms_borrows_the_next_ms() -> None:
+    clock = ManualClock(NOW_MS)
+    hlc = HLC(clock)
+    versions = [hlc.now() for _ in range(COUNTER_MASK + 3)]
+    assert all(a < b for a, b in itertools.pairwise(versions))
+    assert versions[COUNTER_MASK] == make_version(NOW_MS, COUNTER_MASK)
+    assert versions[COUNTER_MASK + 1] == make_version(NOW_MS + 1, 0)
+    clock.advance(1)  # the wall clock catching up does not repeat a version
+    assert hlc.now() == make_version(NOW_MS + 1, 2)
+
+
+def test_update_with_a_future_version_moves_past_it() -> None:
+    clock = ManualClock(NOW_MS)
+    hlc = HLC(clock)
+    received = make_version(NOW_MS + 60_000, 9)  # a sender whose clock is a minute ahead
+    assert hlc.update(received) == received + 1
+    assert hlc.now() == received + 2  # local events stay after what was received
+    clock.advance(60_001)
+    assert hlc.now() == make_version(NOW_MS + 60_001)
+
+
+def test_update_with_a_past_version_still_advances() -> None:
+    clock = ManualClock(NOW_MS)
+    hlc = HLC(clock)
+    issued = hlc.now()
+    assert hlc.update(make_version(NOW_MS - 5000)) == issued + 1
+    clock.advance(1)
+    assert hlc.update(make_version(NOW_MS - 5000)) == make_version(NOW_MS + 1)
+
+
+@pytest.mark.parametrize("received", [-1, MAX_VERSION + 1])
+def test_update_refuses_a_version_out_of_range(received: int) -> None:
+    hlc = HLC(ManualClock(NOW_MS))
+    with pytest.raises(ValueError, match="out of range"):
+        hlc.update(received)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("now"), st.integers(-10_000, 10_000)),
+            st.tuples(st.just("update"), st.integers(-10_000, 100_000)),
+        ),
+        max_size=60,
+    )
+)
+def test_every_version_is_larger_than_all_before(events: list[tuple[str, int]]) -> None:
+    clock = ManualClock(NOW_MS)
+    hlc = HLC(clock)
+    highest = 0
+    for kind, ms in events:
+        if kind == "now":
+            clock.set_wall_ms(NOW_MS + ms)  # the wall clock wanders, both ways
+            version = hlc.now()
+        else:
+            received = make_version(NOW_MS + ms, ms & 0xFF)
+            version = hlc.update(received)
+            assert version > received
+        assert version > highest
+        assert version >= make_version(clock.wall_ms())
+        highest = version
+
+
+def test_now_is_unique_across_threads() -> None:
+    hlc = HLC(ManualClock(NOW_MS))  # one frozen ms: every version comes from the counter
+    results: list[list[int]] = [[] for _ in range(8)]
+    start = threading.Barrier(8, timeout=10)
+
+    def issue(out: list[int]) -> None:
+        start.wait()
+        out.extend(hlc.now() for _ in range(2000))
+
+    threads = [threading.Thread(target=issue, args=(out,)) for out in results]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    issued = [v for out in results for v in out]
+    assert len(set(issued)) == len(issued) == 16_000
+    assert all(a < b for out in results for a, b in itertools.pairwise(out))

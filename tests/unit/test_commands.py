@@ -1,0 +1,212 @@
+"""The command layer without sockets: a fake node on a ManualClock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from geocache.clock import ManualClock
+from geocache.commands.context import Session
+from geocache.commands.table import build_table, dispatch
+from geocache.config import NodeConfig
+from geocache.protocol.types import NULL_ARRAY, Error
+from geocache.store.keyspace import Store
+from geocache.store.scan import Scanner
+
+
+class FakeNode:
+    def __init__(self, **settings: object) -> None:
+        self.config = NodeConfig(**settings)  # type: ignore[arg-type]
+        self.clock = ManualClock()
+        self.store = Store(self.clock, max_bytes=self.config.max_bytes)
+        self.scanner = Scanner(self.clock)
+        self.started_ms = self.clock.wall_ms()
+        self.table = build_table()
+        self._sessions: list[Session] = []
+        self.resets = 0
+
+    def sessions(self) -> Iterator[Session]:
+        return iter(self._sessions)
+
+    def info_sections(self) -> dict[str, dict[str, object]]:
+        return {"server": {"redis_version": "7.0.15"}, "geocache": {"node_id": "n1"}}
+
+    def reset_stats(self) -> None:
+        self.resets += 1
+
+    def apply_config(self, config: NodeConfig) -> None:
+        self.config = config
+        self.store.max_bytes = config.max_bytes
+
+
+@pytest.fixture
+def node() -> FakeNode:
+    return FakeNode()
+
+
+def run(node: FakeNode, *args: bytes | str, session: Session | None = None) -> object:
+    if session is None:
+        session = Session(node, 1)  # type: ignore[arg-type]
+    argv = [a.encode() if isinstance(a, str) else a for a in args]
+    return dispatch(node.table, session, argv)
+
+
+def test_set_get_with_expiry_on_manual_clock(node: FakeNode) -> None:
+    assert run(node, "SET", "k", "v", "EX", "10") == b"+OK\r\n"
+    assert run(node, "TTL", "k") == 10
+    node.clock.advance(9_400)
+    assert run(node, "TTL", "k") == 1  # rounded as Redis does
+    assert run(node, "PTTL", "k") == 600
+    node.clock.advance(600)
+    assert run(node, "GET", "k") is None
+    assert run(node, "TTL", "k") == -2
+
+
+@pytest.mark.parametrize(
+    ("args", "reply"),
+    [
+        (("SET", "k", "v", "NX", "XX"), "ERR syntax error"),
+        (("SET", "k", "v", "EX", "0"), "ERR invalid expire time in 'set' command"),
+        (("SET", "k", "v", "EX", "-5"), "ERR invalid expire time in 'set' command"),
+        (("SET", "k", "v", "EX", "x"), "ERR value is not an integer or out of range"),
+        (("SET", "k", "v", "EX"), "ERR syntax error"),
+        (("SET", "k", "v", "KEEPTTL", "PX", "5"), "ERR syntax error"),
+        (("SETEX", "k", "0", "v"), "ERR invalid expire time in 'setex' command"),
+        (("GET",), "ERR wrong number of arguments for 'get' command"),
+        (("NOPE", "a"), "ERR unknown command 'NOPE', with args beginning with: 'a' "),
+        (
+            ("EXPIRE", "k", "5", "NX", "XX"),
+            "ERR NX and XX, GT or LT options at the same time are not compatible",
+        ),
+        (
+            ("EXPIRE", "k", "5", "GT", "LT"),
+            "ERR GT and LT options at the same time are not compatible",
+        ),
+        (("EXPIRE", "k", "5", "ZZ"), "ERR Unsupported option ZZ"),
+        (("SELECT", "1"), "ERR DB index is out of range"),
+        (("CLIENT", "NOPE"), "ERR unknown subcommand 'NOPE'. Try CLIENT HELP."),
+        (("CLIENT", "SETNAME"), "ERR wrong number of arguments for 'client|setname' command"),
+        (("HELLO", "4"), "NOPROTO unsupported protocol version"),
+    ],
+)
+def test_errors_match_redis(node: FakeNode, args: tuple[str, ...], reply: str) -> None:
+    result = run(node, *args)
+    assert isinstance(result, Error)
+    assert str(result) == reply
+
+
+def test_set_options(node: FakeNode) -> None:
+    assert run(node, "SET", "k", "1", "NX") == b"+OK\r\n"
+    assert run(node, "SET", "k", "2", "NX") is None
+    assert run(node, "SET", "k", "3", "NX", "GET") == b"1"
+    assert run(node, "SET", "k", "4", "XX", "GET") == b"1"
+    assert run(node, "GET", "k") == b"4"
+    assert run(node, "SET", "k", "5", "PX", "1000") == b"+OK\r\n"
+    assert run(node, "SET", "k", "6", "KEEPTTL") == b"+OK\r\n"
+    assert run(node, "PTTL", "k") == 1000
+    assert run(node, "SET", "k", "7") == b"+OK\r\n"
+    assert run(node, "TTL", "k") == -1
+    assert run(node, "SET", "missing", "v", "XX") is None
+
+
+def test_counters(node: FakeNode) -> None:
+    assert run(node, "INCR", "n") == 1
+    assert run(node, "INCRBY", "n", "41") == 42
+    assert run(node, "DECRBY", "n", "2") == 40
+    assert run(node, "SET", "n", "9223372036854775807") == b"+OK\r\n"
+    assert str(run(node, "INCR", "n")) == "ERR increment or decrement would overflow"
+    assert run(node, "GET", "n") == b"9223372036854775807"
+    assert run(node, "SET", "f", "10.50") == b"+OK\r\n"
+    assert run(node, "INCRBYFLOAT", "f", "0.1") == b"10.6"
+    assert run(node, "SET", "f", "5.0e3") == b"+OK\r\n"
+    assert run(node, "INCRBYFLOAT", "f", "2.0e2") == b"5200"
+    assert run(node, "INCR", "f") == 5201
+    assert run(node, "SET", "g", "1.5") == b"+OK\r\n"
+    assert str(run(node, "INCR", "g")) == "ERR value is not an integer or out of range"
+
+
+def test_ranges_and_append(node: FakeNode) -> None:
+    assert run(node, "SET", "s", "This is a string") == b"+OK\r\n"
+    assert run(node, "GETRANGE", "s", "0", "3") == b"This"
+    assert run(node, "GETRANGE", "s", "-3", "-1") == b"ing"
+    assert run(node, "GETRANGE", "s", "0", "-1") == b"This is a string"
+    assert run(node, "GETRANGE", "s", "10", "100") == b"string"
+    assert run(node, "SETRANGE", "z", "5", "hi") == 7
+    assert run(node, "GET", "z") == b"\x00" * 5 + b"hi"
+    assert run(node, "APPEND", "z", "!") == 8
+    assert run(node, "STRLEN", "z") == 8
+
+
+def test_expire_options(node: FakeNode) -> None:
+    run(node, "SET", "k", "v")
+    assert run(node, "EXPIRE", "k", "100", "XX") == 0
+    assert run(node, "EXPIRE", "k", "100", "NX") == 1
+    assert run(node, "EXPIRE", "k", "50", "GT") == 0
+    assert run(node, "EXPIRE", "k", "200", "GT") == 1
+    assert run(node, "EXPIRE", "k", "300", "LT") == 0
+    assert run(node, "PERSIST", "k") == 1
+    assert run(node, "TTL", "k") == -1
+    assert run(node, "EXPIRE", "k", "0") == 1
+    assert run(node, "EXISTS", "k") == 0
+
+
+def test_auth_required() -> None:
+    node = FakeNode(requirepass="secret")
+    session = Session(node, 1)  # type: ignore[arg-type]
+    assert str(run(node, "GET", "k", session=session)) == "NOAUTH Authentication required."
+    assert str(run(node, "AUTH", "wrong", session=session)).startswith("WRONGPASS")
+    assert run(node, "AUTH", "secret", session=session) == b"+OK\r\n"
+    assert run(node, "GET", "k", session=session) is None
+
+
+def test_scan_and_keys(node: FakeNode) -> None:
+    for i in range(25):
+        run(node, "SET", f"user:{i}", "v")
+    run(node, "SET", "other", "v")
+    seen: set[bytes] = set()
+    cursor = b"0"
+    for _ in range(100):
+        reply = run(node, "SCAN", cursor, "MATCH", "user:*", "COUNT", "7")
+        assert isinstance(reply, list)
+        cursor, keys = reply
+        seen.update(keys)
+        if cursor == b"0":
+            break
+    assert seen == {f"user:{i}".encode() for i in range(25)}
+    keys = run(node, "KEYS", "user:1?")
+    assert isinstance(keys, list)
+    assert sorted(keys) == sorted(f"user:{i}".encode() for i in range(10, 20))
+
+
+def test_hello_switches_protocol(node: FakeNode) -> None:
+    session = Session(node, 7)  # type: ignore[arg-type]
+    reply = run(node, "HELLO", "3", "SETNAME", "app", session=session)
+    assert isinstance(reply, dict)
+    assert reply[b"proto"] == 3 and reply[b"id"] == 7
+    assert session.proto == 3 and session.name == b"app"
+
+
+def test_value_limit(node: FakeNode) -> None:
+    small = FakeNode(max_value_bytes=10)
+    assert str(run(small, "SET", "k", "x" * 11)).startswith("ERR string exceeds maximum")
+    assert run(small, "GET", "k") is None
+
+
+def test_multi_exec_and_watch(node: FakeNode) -> None:
+    a, b = Session(node, 1), Session(node, 2)  # type: ignore[arg-type]
+    assert run(node, "MULTI", session=a) == b"+OK\r\n"
+    assert run(node, "SET", "k", "1", session=a) == b"+QUEUED\r\n"
+    assert run(node, "INCR", "k", session=a) == b"+QUEUED\r\n"
+    assert run(node, "GET", "k", session=b) is None  # nothing ran yet
+    assert run(node, "EXEC", session=a) == [b"+OK\r\n", 2]
+    assert run(node, "WATCH", "k", session=a) == b"+OK\r\n"
+    run(node, "MULTI", session=a)
+    run(node, "SET", "k", "mine", session=a)
+    run(node, "SET", "k", "theirs", session=b)
+    assert run(node, "EXEC", session=a) is NULL_ARRAY
+    assert run(node, "GET", "k", session=a) == b"theirs"
+    run(node, "MULTI", session=a)
+    assert str(run(node, "GET", session=a)) == "ERR wrong number of arguments for 'get' command"
+    assert str(run(node, "EXEC", session=a)).startswith("EXECABORT")
+    assert str(run(node, "EXEC", session=a)) == "ERR EXEC without MULTI"
