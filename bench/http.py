@@ -89,6 +89,21 @@ def node_argv(resp_port: int, http_port: int, metrics: bool, pin: list[str]) -> 
     return [*pin, *env, sys.executable, *serve, "--http-port", str(http_port)]
 
 
+class Node(ServerProcess):
+    """A geocache node process with its HTTP port."""
+
+    def __init__(self, name: str, argv: list[str], port: int, http_port: int, log: Path) -> None:
+        super().__init__(name, argv, port, log)
+        self.http_port = http_port
+
+
+def new_node(name: str, metrics: bool, pin: list[str], logs: Path) -> Node:
+    """A node (not started yet) on free ports; `metrics=False` turns RESP timing off."""
+    port, http_port = free_port(), free_port()
+    argv = node_argv(port, http_port, metrics, pin)
+    return Node(name, argv, port, http_port, logs / f"{name}.log")
+
+
 def http_get(port: int, path: str, timeout_s: float = 1.0) -> int:
     """Status of GET `path`, by hand over a socket (no client library in the way)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
@@ -155,7 +170,13 @@ def run_wrk(
     script.write_text(WRK_SCRIPT % {"seed": 7, "body": body, "keys": KEYS, "method": method})
     argv = [
         *taskset_prefix(1 if args.taskset else None),
-        *("wrk", "-t1", f"-c{CONNECTIONS}", f"-d{args.http_duration_s}s", "--latency"),
+        *(
+            "wrk",
+            "-t1",
+            f"-c{CONNECTIONS}",
+            f"-d{max(1, round(args.http_duration_s))}s",
+            "--latency",
+        ),
         *("-s", str(script), f"http://127.0.0.1:{port}"),
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=args.http_duration_s + 30)
@@ -269,34 +290,64 @@ def measure_http_and_resp(
 SCENARIOS = (("50 clients", []), ("50 clients -P 16", ["-P", "16"]))
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure_metrics_cost(
-    nodes: dict[str, int], args: argparse.Namespace, console: Console
-) -> dict[str, dict[str, list[Triple]]]:
-    """scenario/command -> side ("on"/"off") -> runs; sides alternate within each round."""
+    nodes: dict[str, ServerProcess], args: argparse.Namespace, console: Console
+) -> tuple[dict[str, dict[str, list[Triple]]], dict[str, dict[str, list[float]]]]:
+    """Interleaved runs, one command at a time so the node's CPU time is that command's.
+
+    Returns (scenario|cmd -> side -> (rps, p50, p99) runs, scenario|cmd -> side -> CPU
+    microseconds per command). CPU per command is the steadier of the two on a shared
+    machine: other processes take wall time from a run, hardly the node's CPU time.
+    """
     runs: dict[str, dict[str, list[Triple]]] = {}
+    cpu: dict[str, dict[str, list[float]]] = {}
     for rnd in range(1, args.rounds + 1):
         for name, extra in SCENARIOS:
-            order = ("on", "off") if rnd % 2 else ("off", "on")
-            for side in order:
-                console.print(f"[dim]round {rnd}: metrics {side}, {name}[/]")
-                found = run_resp(nodes[side], "set,get", extra, args)
-                for cmd, triple in found.items():
-                    runs.setdefault(f"{name}|{cmd}", {"on": [], "off": []})[side].append(triple)
-    return runs
+            for cmd in ("set", "get"):
+                order = ("on", "off") if rnd % 2 else ("off", "on")
+                for side in order:
+                    console.print(f"[dim]round {rnd}: metrics {side}, {name}, {cmd}[/]")
+                    node = nodes[side]
+                    before = cpu_s(node.pid)
+                    found = run_resp(node.port, cmd, extra, args)
+                    used_us = (cpu_s(node.pid) - before) * 1e6 / args.resp_requests
+                    key = f"{name}|{cmd}"
+                    runs.setdefault(key, {"on": [], "off": []})[side].append(found[cmd])
+                    cpu.setdefault(key, {"on": [], "off": []})[side].append(used_us)
+    return runs, cpu
 
 
-def summarize_cost(cost: dict[str, dict[str, list[Triple]]]) -> list[dict[str, object]]:
+def summarize_cost(
+    cost: dict[str, dict[str, list[Triple]]], cpu: dict[str, dict[str, list[float]]]
+) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for key, sides in cost.items():
         scenario, cmd = key.split("|")
         on, off = median(sides["on"]), median(sides["off"])
         ratio = on["rps"] / off["rps"] if on["rps"] and off["rps"] else None
+        cpu_on, cpu_off = (statistics.median(cpu[key][side]) for side in ("on", "off"))
         rounds = {side: [dict(zip(FIELDS, t, strict=True)) for t in r] for side, r in sides.items()}
         rows.append(
             {"scenario": scenario, "command": cmd, "on": on, "off": off, "ratio": ratio,
-             "rounds": rounds}
+             "cpu_us_per_op": {"on": cpu_on, "off": cpu_off},
+             "cpu_ratio": cpu_off / cpu_on if cpu_on else None,
+             "rounds": rounds, "cpu_rounds": cpu[key]}
         )  # fmt: skip
     return rows
+
+
+def verdict(ratio: float | None) -> str:
+    """A ratio of metrics-off cost to metrics-on, marked against the 0.95 target."""
+    if ratio is None:
+        return "-"
+    mark = "[green]pass[/]" if ratio >= METRICS_RATIO_TARGET else "[yellow]miss[/]"
+    return f"{ratio:.3f} {mark}"
 
 
 def fmt(x: float | None, spec: str) -> str:
@@ -327,21 +378,19 @@ def print_tables(report: dict[str, object], console: Console) -> None:
     cost = report["metrics_cost"]
     assert isinstance(cost, list)
     table = Table(title="RESP with per-command latency metrics on vs off (redis-benchmark)")
-    for col in ("scenario", "cmd", "on ops/s", "off ops/s", "on/off"):
+    columns = ("scenario", "cmd", "on ops/s", "off ops/s", "on/off ops", "CPU us/op on/off", "CPU")
+    for col in columns:
         table.add_column(col, justify="left" if col in ("scenario", "cmd") else "right")
     for row in cost:
-        ratio = row["ratio"]
-        mark = (
-            ""
-            if ratio is None
-            else (" [green]pass[/]" if ratio >= METRICS_RATIO_TARGET else " [yellow]miss[/]")
-        )
+        cpu = row["cpu_us_per_op"]
         table.add_row(
             row["scenario"],
             row["command"].upper(),
             fmt(row["on"]["rps"], ",.0f"),
             fmt(row["off"]["rps"], ",.0f"),
-            fmt(ratio, ".3f") + mark,
+            verdict(row["ratio"]),
+            f"{fmt(cpu['on'], '.2f')}/{fmt(cpu['off'], '.2f')}",
+            verdict(row["cpu_ratio"]),
         )
     console.print(table)
 
@@ -389,38 +438,30 @@ def main(argv: list[str]) -> int:
     logs = args.json.parent
     started = time.time()
     errors: list[str] = []
-    ports = {"on": (free_port(), free_port()), "off": (free_port(), free_port())}
-    on = ServerProcess(
-        "geocache", node_argv(*ports["on"], True, pin), ports["on"][0], logs / "http-node.log"
-    )
-    off = ServerProcess(
-        "geocache-no-metrics",
-        node_argv(*ports["off"], False, pin),
-        ports["off"][0],
-        logs / "http-node-off.log",
-    )
     throughput: dict[str, dict[str, float | None]] = {}
     cost_rows: list[dict[str, object]] = []
-    cost: dict[str, dict[str, list[Triple]]] = {}
-    with tempfile.TemporaryDirectory() as tmp, on:
-        wait_http(ports["on"][1])
-        preload(ports["on"][0])
-        console.print(f"node pid {on.pid}: {shlex.join(on.argv)}")
+    node = new_node("http-node", True, pin, logs)
+    with tempfile.TemporaryDirectory() as tmp, node:
+        wait_http(node.http_port)
+        preload(node.port)
+        console.print(f"node pid {node.pid}: {shlex.join(node.argv)}")
         try:
-            runs = measure_http_and_resp(ports["on"], args, console, Path(tmp))
+            runs = measure_http_and_resp((node.port, node.http_port), args, console, Path(tmp))
             throughput = {path: median(r) for path, r in runs.items()}
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             errors.append(f"throughput: {exc}")
-        if not args.skip_metrics_cost:
-            with off:
-                console.print(f"no-metrics node pid {off.pid}")
-                try:
-                    cost = measure_metrics_cost(
-                        {"on": ports["on"][0], "off": ports["off"][0]}, args, console
-                    )
-                except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                    errors.append(f"metrics cost: {exc}")
-            cost_rows = summarize_cost(cost)
+    if not args.skip_metrics_cost:
+        # Two fresh nodes with the same history, so only the switch differs.
+        on, off = new_node("resp-on", True, pin, logs), new_node("resp-off", False, pin, logs)
+        with on, off:
+            preload(on.port)
+            preload(off.port)
+            console.print(f"metrics-on node pid {on.pid}, metrics-off node pid {off.pid}")
+            try:
+                cost, cpu = measure_metrics_cost({"on": on, "off": off}, args, console)
+                cost_rows = summarize_cost(cost, cpu)
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                errors.append(f"metrics cost: {exc}")
     report: dict[str, object] = {
         "started_unix_s": started,
         "duration_s": round(time.time() - started, 1),

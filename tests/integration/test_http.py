@@ -357,3 +357,18 @@ def test_requirepass_needs_the_bearer_token(tmp_path: Path) -> None:
         assert isinstance(document, dict) and document["security"] == [{"bearer": []}]
     finally:
         node.server.stop()
+
+
+def test_config_set_requirepass_applies_to_http_at_once(tmp_path: Path) -> None:
+    node = start_http_node(tmp_path)
+    try:
+        assert node.request("GET", "/v1/stats").status == 200
+        with node.redis() as client:
+            client.config_set("requirepass", TOKEN)
+        assert node.request("GET", "/v1/stats").status == 401
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        assert node.request("GET", "/v1/stats", headers=good).status == 200
+        document = node.request("GET", "/openapi.json").json()
+        assert isinstance(document, dict) and "bearer" in document["components"]["securitySchemes"]
+    finally:
+        node.server.stop()

@@ -6,9 +6,12 @@ accepted, use after delete, auth ignored) over its coverage, fuzzing and statefu
 phases. Examples are bounded and the seed fixed, so a run takes seconds and a failure
 reproduces; `GEOCACHE_SCHEMATHESIS_SEED` picks another seed to explore further.
 
-Two nodes: one open, with small key and value limits so 413 and 414 are reachable;
-one with requirepass, which schemathesis calls with the bearer token and also without
-it (the `ignored_auth` check).
+Two nodes: one open, one with requirepass, which schemathesis calls with the bearer
+token and also without it (the `ignored_auth` check). Both keep the default key and
+value limits: a key's limit is in bytes, which a JSON schema cannot state for a string,
+so a small limit would make schemathesis's "valid" keys fail; test_http.py covers the
+413 and 414 answers instead. The node's log must show no traceback afterwards: bad
+requests (schemathesis also probes with a NUL byte in a header) are the client's fault.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def schemathesis(workdir: Path, http_port: int, *args: str) -> None:
 
 
 def test_open_node_conforms_to_its_openapi(tmp_path: Path) -> None:
-    node = start_http_node(tmp_path, "--max-value-bytes", "4096", "--max-key-bytes", "64")
+    node = start_http_node(tmp_path)
     try:
         schemathesis(tmp_path, node.http_port)
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import threading
 
 import pytest
 from hypothesis import given
@@ -140,22 +139,3 @@ def test_every_version_is_larger_than_all_before(events: list[tuple[str, int]]) 
         assert version > highest
         assert version >= make_version(clock.wall_ms())
         highest = version
-
-
-def test_now_is_unique_across_threads() -> None:
-    hlc = HLC(ManualClock(NOW_MS))  # one frozen ms: every version comes from the counter
-    results: list[list[int]] = [[] for _ in range(8)]
-    start = threading.Barrier(8, timeout=10)
-
-    def issue(out: list[int]) -> None:
-        start.wait()
-        out.extend(hlc.now() for _ in range(2000))
-
-    threads = [threading.Thread(target=issue, args=(out,)) for out in results]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=10)
-    issued = [v for out in results for v in out]
-    assert len(set(issued)) == len(issued) == 16_000
-    assert all(a < b for out in results for a, b in itertools.pairwise(out))

@@ -103,6 +103,7 @@ def test_add_int_overflow_is_an_error_with_redis_text() -> None:
         (b"0", b"0.00000000000000001", b"0.00000000000000001"),
         (b"1.23456789012345678901", b"0", b"1.23456789012345679"),
         (b"7", b"2.5E1", b"32"),
+        (b"0", b"1e-4950", b"0"),  # a long double subnormal: accepted, prints as 0
     ],
 )
 def test_add_float_formats_as_redis(current: bytes, increment: bytes, result: bytes) -> None:
@@ -121,6 +122,14 @@ def test_add_float_formats_as_redis(current: bytes, increment: bytes, result: by
         (b"inf", b"1", NanOrInfinity, NAN_OR_INF),
         (b"1", b"inf", NanOrInfinity, NAN_OR_INF),
         (b"1", b"-infinity", NanOrInfinity, NAN_OR_INF),
+        # Past the long double range: strtold gives infinity or zero, and Redis refuses.
+        (b"1", b"1e5000", NotAFloat, NOT_A_FLOAT),
+        (b"1", b"1.2e4932", NotAFloat, NOT_A_FLOAT),
+        (b"1", b"-1e999999999", NotAFloat, NOT_A_FLOAT),
+        (b"1", b"1e-5000", NotAFloat, NOT_A_FLOAT),
+        (b"1", b"1e-4951", NotAFloat, NOT_A_FLOAT),
+        (b"1e5000", b"1", NotAFloat, NOT_A_FLOAT),
+        (b"1e4932", b"1e4932", NanOrInfinity, NAN_OR_INF),
     ],
 )
 def test_add_float_errors_as_redis(
@@ -129,6 +138,15 @@ def test_add_float_errors_as_redis(
     with pytest.raises(error) as raised:
         add_float(current, increment)
     assert str(raised.value) == text
+
+
+def test_add_float_results_stay_within_the_long_double_range() -> None:
+    """Was: "1e999999" made a value of a million digits, "1e1000000" a decimal.Overflow."""
+    assert len(add_float(b"0", b"1e4932")) == 4933  # as long as Redis's
+    with pytest.raises(NotAFloat):
+        add_float(b"0", b"1e999999")
+    with pytest.raises(NotAFloat):
+        add_float(b"0", b"1e1000000")
 
 
 # Where geocache deliberately differs from redis-server (long double arithmetic):

@@ -161,6 +161,27 @@ def test_clear_and_expire_cycle(cache: LocalCache, clock: ManualClock) -> None:
     assert len(cache) == 0
 
 
+def test_writes_from_many_threads_get_distinct_versions(cache: LocalCache) -> None:
+    """The HLC is not thread-safe by itself: LocalCache's lock must serialize every write."""
+    start = threading.Barrier(8, timeout=TIMEOUT_S)
+
+    def write(thread_no: int) -> None:
+        start.wait()
+        for i in range(500):
+            cache.set(f"{thread_no}:{i}", i)
+            if i % 50 == 0:
+                cache.incr(f"{thread_no}:counter")
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT_S)
+    versions = [entry[2] for _, entry in cache._store.items()]  # white box
+    assert len(versions) == 8 * 501
+    assert len(set(versions)) == len(versions)
+
+
 def test_limits_evict_least_recently_used(clock: ManualClock) -> None:
     cache = LocalCache(max_keys=3, clock=clock)
     for key in "abc":

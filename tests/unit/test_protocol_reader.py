@@ -98,6 +98,8 @@ VALID: list[tuple[str, bytes, list[list[bytes]]]] = [
     ("inline stops at NUL", b"echo a\x00b c\r\n", [[b"echo", b"a"]]),
     ("a top-level $ is an inline line", b"$4\r\nPING\r\n", [[b"$4"], [b"PING"]]),
     ("a top-level + is an inline line", b"+PING\r\n:1\r\n", [[b"+PING"], [b":1"]]),
+    ("a top-level push header is an inline line", PING + b">2\r\n", [[b"PING"], [b">2"]]),
+    ("a top-level map header is an inline line", b"%1\r\n", [[b"%1"]]),
     (
         "inline, multibulk, inline, multibulk",
         b"PING\r\n" + PING + b"ECHO hi\r\n*2\r\n$4\r\nECHO\r\n$2\r\nyo\r\n",
@@ -248,6 +250,36 @@ def test_many_commands_in_chunks_of_every_size() -> None:
     for size in (1, 7, 100, 4096, 16384, 65536):
         pieces = [data[i : i + size] for i in range(0, len(data), size)]
         assert run(RequestReader(), pieces) == (commands, None)
+
+
+def test_unauthenticated_clients_get_redis_7_limits() -> None:
+    unauth_count = "Protocol error: unauthenticated multibulk length"
+    unauth_bulk = "Protocol error: unauthenticated bulk length"
+    ten = encode_command(*[b"a"] * 10)
+    assert run(RequestReader(auth_required=True), [ten]) == ([[b"a"] * 10], None)
+    assert run(RequestReader(auth_required=True), [b"*11\r\n"]) == ([], unauth_count)
+    assert run(RequestReader(auth_required=True), [b"*2\r\n$3\r\nGET\r\n$16385\r\n"]) == (
+        [],
+        unauth_bulk,
+    )
+    assert parse(b"*2\r\n$3\r\nGET\r\n$16385\r\n") == ([], None)  # no password: fine
+
+
+def test_auth_state_applies_from_the_next_command() -> None:
+    """The server flips the state right after running AUTH (or RESET), between two gets."""
+    big = encode_command(b"SET", b"k", b"v" * 20000)
+    reader = RequestReader(auth_required=True)
+    reader.feed(encode_command(b"AUTH", b"pw") + big + PING)
+    assert reader.gets() == [b"AUTH", b"pw"]
+    reader.set_auth_required(False)
+    assert not reader.auth_required
+    assert reader.gets() == [b"SET", b"k", b"v" * 20000]
+    assert reader.gets() == [b"PING"]
+    reader.feed(PING + big)
+    assert reader.gets() == [b"PING"]
+    reader.set_auth_required(True)
+    with pytest.raises(ProtocolError, match="unauthenticated bulk length"):
+        reader.gets()
 
 
 def test_limits_must_be_positive() -> None:

@@ -92,7 +92,7 @@ def cmd_hello(session: Session, argv: list[bytes]) -> object:
     if not session.authenticated:
         return Error(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
-            "HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and "
+            "HELLO AUTH <user> <pass> option can be used to authenticate the client and "
             "select the RESP protocol version at the same time"
         )
     if name is not None:

@@ -15,7 +15,7 @@ from geocache.store.errors import StoreError
 
 SYNTAX_ERROR = Error("ERR syntax error")
 NOT_INTEGER = Error("ERR value is not an integer or out of range")
-TOO_BIG = Error("ERR string exceeds maximum allowed size (max-value-bytes)")
+TOO_BIG = Error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
 
 # Option flags, as Redis's OBJ_* bits.
 NX, XX, GET, KEEPTTL, PERSIST, EX, PX, EXAT, PXAT = (1 << i for i in range(9))
@@ -169,15 +169,16 @@ def cmd_getdel(session: Session, argv: list[bytes]) -> object:
     "getex", -2, "write fast", summary="Get the value of a key and optionally set its expiration"
 )
 def cmd_getex(session: Session, argv: list[bytes]) -> object:
+    store, key = session.store, argv[1]
     try:
         flags, expire = _parse_options(argv, 2, False)
+        # As Redis: a missing key answers nil before the expiry is validated.
+        entry = store.lookup(key)
+        if entry is None:
+            return None
         expires_at = _expire_at_ms(session, expire, flags, "getex") if expire is not None else 0
     except _Reply as reply:
         return reply.reply
-    store, key = session.store, argv[1]
-    entry = store.lookup(key)
-    if entry is None:
-        return None
     if expire is not None:
         if expires_at <= session.node.clock.wall_ms():
             store.delete(key)

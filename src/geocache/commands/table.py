@@ -41,6 +41,9 @@ class Command:
     group: str
     summary: str
     handler: Handler
+    # Precomputed for dispatch: a write whose only key is argv[1], or any other write.
+    write: bool = False
+    single_key: bool = False
 
     def keys(self, argv: list[bytes]) -> list[bytes]:
         """The key arguments of a call, from the key positions."""
@@ -74,6 +77,8 @@ def command(
             group=group,
             summary=summary or (handler.__doc__ or "").strip().splitlines()[0],
             handler=handler,
+            write="write" in flags.split(),
+            single_key=keys == (1, 1, 1),
         )
         _REGISTRY[cmd.name] = cmd
         return handler
@@ -147,11 +152,13 @@ def dispatch(table: dict[bytes, Command], session: Session, argv: list[bytes]) -
         from geocache.commands.transactions import queue
 
         return queue(session, argv)
-    if "write" in cmd.flags:
+    if cmd.write:
         limit = session.node.config.max_key_bytes
-        for key in cmd.keys(argv):
-            if len(key) > limit:
+        if cmd.single_key:
+            if len(argv[1]) > limit:
                 return KEY_TOO_LARGE
+        elif any(len(key) > limit for key in cmd.keys(argv)):
+            return KEY_TOO_LARGE
     session.last_cmd = cmd.name
     try:
         return cmd.handler(session, argv)

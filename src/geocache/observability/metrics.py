@@ -5,8 +5,10 @@ those takes a lock and does float arithmetic per observation). It bumps plain in
 
 - `CommandLatency` keeps, per command, one list of ints: a count per latency bucket
   (the last one +Inf) followed by the sum of all observed nanoseconds. Recording is
-  a dict lookup, one `bisect` over the precomputed bucket bounds and two list-item
-  increments. The call count is the sum of the buckets.
+  one clock read, a dict lookup, a `bisect` over the precomputed bucket bounds (skipped
+  for the first bucket, where most commands land) and two list-item increments; the
+  RESP loop does it inline (server/resp.py), about 0.15 us a command. The call count
+  is the sum of the buckets.
 - The node's `NodeStats`, the store's hit/miss/eviction/expiration counters and the
   HTTP status counters here are plain attributes as well.
 
@@ -55,7 +57,8 @@ LATENCY_BOUNDS_S: tuple[float, ...] = (
 LATENCY_BOUNDS_NS: tuple[int, ...] = tuple(round(b * 1e9) for b in LATENCY_BOUNDS_S)
 # Layout of one command's list: a count per bound, one for +Inf, then the sum in ns.
 INF_INDEX = len(LATENCY_BOUNDS_NS)
-SLOT_LEN = INF_INDEX + 2
+SUM_INDEX = INF_INDEX + 1
+SLOT_LEN = SUM_INDEX + 1
 # Raw spellings of command names remembered for the fast lookup; past this, odd
 # spellings still count (under their table name) but through the slower path.
 MAX_SPELLINGS = 1024
@@ -100,7 +103,7 @@ class CommandLatency:
         """Count one call of `name` that took `elapsed_ns` (for paths less hot than RESP)."""
         slot = self.by_name.get(name) or self.slot(name)
         slot[bisect_left(LATENCY_BOUNDS_NS, elapsed_ns)] += 1
-        slot[-1] += elapsed_ns
+        slot[SUM_INDEX] += elapsed_ns
 
     def reset(self) -> None:
         """Zero every count in place (the hot path holds references to the slots)."""

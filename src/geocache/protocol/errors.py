@@ -18,6 +18,9 @@ TOO_BIG_MBULK_COUNT = "Protocol error: too big mbulk count string"
 TOO_BIG_BULK_COUNT = "Protocol error: too big bulk count string"
 TOO_BIG_INLINE = "Protocol error: too big inline request"
 UNBALANCED_QUOTES = "Protocol error: unbalanced quotes in request"
+# Before AUTH, when a password is set (Redis >= 7.0): see pyparser.UNAUTH_*.
+UNAUTH_MULTIBULK_LENGTH = "Protocol error: unauthenticated multibulk length"
+UNAUTH_BULK_LENGTH = "Protocol error: unauthenticated bulk length"
 # Redis closes such a client without a reply (it only logs); we say why before closing.
 QUERY_BUFFER_LIMIT = "Protocol error: query buffer limit exceeded"
 

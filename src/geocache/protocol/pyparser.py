@@ -11,7 +11,8 @@ Theory of operation (processInputBuffer, processInlineBuffer, processMultibulkBu
   byte, must have arrived after it. Numbers are parsed like Redis's `string2ll`: no sign
   but `-`, no leading zeros, 64-bit range. A count <= 0 is an empty command (skipped).
 - A bulk is `$<length>` then the payload then two bytes that nobody checks.
-- Limits are checked when a header line is complete, before its payload is waited for;
+- Limits are checked when a header line is complete, before its payload is waited for
+  (tighter ones while `auth_required`: Redis 7 protects itself from strangers so);
   a header line still without CR after 64 KiB is an error, as is an item (in progress
   or complete) larger than the query buffer limit.
 
@@ -32,6 +33,8 @@ from geocache.protocol.errors import (
     TOO_BIG_BULK_COUNT,
     TOO_BIG_INLINE,
     TOO_BIG_MBULK_COUNT,
+    UNAUTH_BULK_LENGTH,
+    UNAUTH_MULTIBULK_LENGTH,
     UNBALANCED_QUOTES,
     ProtocolError,
     expected_dollar,
@@ -39,11 +42,18 @@ from geocache.protocol.errors import (
 from geocache.protocol.splitargs import split_args
 
 STAR, DOLLAR, CR, LF = 0x2A, 0x24, 0x0D, 0x0A
+# What a client that has not authenticated yet may send when a password is set (Redis 7):
+# at most this many arguments, and bulks of at most this many bytes.
+UNAUTH_MAX_COUNT = 10
+UNAUTH_MAX_BULK_BYTES = 16 * 1024
 # PROTO_INLINE_MAX_SIZE: the longest header or inline line Redis waits for (bytes).
 INLINE_MAX_BYTES = 64 * 1024
 # Compact the buffer once this many consumed bytes sit in front of it (bytes): keeps
 # compaction amortized O(1) per byte without holding much dead memory.
 _COMPACT_AFTER_BYTES = 64 * 1024
+# Payloads at least this long (bytes) are copied out through a memoryview (one copy, not
+# two); below it the view costs more than the second copy.
+_COPY_VIA_VIEW_BYTES = 4096
 _LENGTH = re.compile(rb"0|-?[1-9][0-9]{0,18}")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
@@ -53,6 +63,8 @@ SKIPPED = None
 
 def parse_length(text: bytes) -> int | None:
     """A header number as Redis's string2ll reads it, or None when it is not one."""
+    if 0 < len(text) < 19 and text.isdigit() and (text[0] != 0x30 or len(text) == 1):
+        return int(text)  # the common case, without the regular expression
     if _LENGTH.fullmatch(text) is None:
         return None
     value = int(text)
@@ -72,6 +84,7 @@ class PythonRequestParser:
         "_max_count",
         "_max_qbuf",
         "_pos",
+        "auth_required",
     )
 
     def __init__(self, *, max_bulk_bytes: int, max_query_buffer_bytes: int, max_count: int):
@@ -84,6 +97,7 @@ class PythonRequestParser:
         self._argv: list[bytes] = []
         self._left = 0  # elements still to read in the frame; 0 between items
         self._bulk = -1  # payload length of the element being read, -1 before its header
+        self.auth_required = False  # the client has yet to AUTH: the UNAUTH_* limits apply
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -158,6 +172,8 @@ class PythonRequestParser:
         count = parse_length(bytes(self._buf[self._pos + 1 : cr]))
         if count is None or count > self._max_count:
             raise ProtocolError(INVALID_MULTIBULK_LENGTH)
+        if count > UNAUTH_MAX_COUNT and self.auth_required:
+            raise ProtocolError(UNAUTH_MULTIBULK_LENGTH)
         self._pos = cr + 2
         self._left = max(count, 0)
         return True
@@ -172,6 +188,8 @@ class PythonRequestParser:
         length = parse_length(bytes(buf[pos + 1 : cr]))
         if length is None or length < 0 or length > self._max_bulk:
             raise ProtocolError(INVALID_BULK_LENGTH)
+        if length > UNAUTH_MAX_BULK_BYTES and self.auth_required:
+            raise ProtocolError(UNAUTH_BULK_LENGTH)
         self._pos = cr + 2
         self._bulk = length
         return True
@@ -180,8 +198,11 @@ class PythonRequestParser:
         start, length = self._pos, self._bulk
         if len(self._buf) - start < length + 2:
             return False
-        with memoryview(self._buf) as view:
-            self._argv.append(bytes(view[start : start + length]))
+        if length < _COPY_VIA_VIEW_BYTES:
+            self._argv.append(bytes(self._buf[start : start + length]))
+        else:  # one copy instead of two
+            with memoryview(self._buf) as view:
+                self._argv.append(bytes(view[start : start + length]))
         self._pos = start + length + 2
         self._bulk = -1
         self._left -= 1

@@ -19,11 +19,14 @@ Finding an anomaly's first byte: the reader keeps the bytes fed to hiredis since
 point where hiredis stood between items. A second hiredis reader replays them (same
 bytes, same results), reading its cursor after each command; the end of the last command
 before the anomaly is the item's start. `_k` moves forward by reading the cursor after one
-command in every 16 KiB ("tracking"), which keeps the replay window small and cheap.
+command in every 64 KiB ("tracking"), which keeps the replay window small and cheap.
 
 When hiredis runs out of input (gets() is False) the cursor shows the item it waits on:
 - a top-level item that is not `*` (an inline line): the exact parser takes over there;
 - a bulk header: its length is checked now, not once the payload has arrived;
+- an array inside the frame (depth > 1): Redis has refused it already, so does the exact
+  parser; so it does for a top-level RESP3 aggregate header (`%`, `~`, `>`, `|`), which
+  to Redis is an inline line;
 - a frame still incomplete after a whole further read: it is large, so the exact parser
   takes it over (one buffer, exact query-buffer accounting) and hands back after it.
 Array headers over `max_multibulk_len` are refused by hiredis itself (its `maxelements`).
@@ -36,8 +39,11 @@ Two differences from Redis remain on the fast path, both about malformed frames:
   read like bulk strings and an array (hiredis returns the same values for them);
 - an element of another wrong type (`:1`, `_`, ...) is reported when its frame ends, not
   as soon as the element arrives (hiredis has already consumed it).
-When the cursor is unavailable (`_hiredis_cursor.AVAILABLE` False), only the exact parser
-runs: about 8x slower per command, same behaviour.
+(And in both engines a NUL byte is an ordinary byte, where Redis's strchr stalls: see
+pyparser.)
+While the client has yet to authenticate (`set_auth_required`), and wherever the cursor is
+unavailable (`_hiredis_cursor.AVAILABLE` False), only the exact parser runs: some 10x
+slower per command, same behaviour.
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ from typing import Literal
 import hiredis
 
 from geocache.protocol import _hiredis_cursor
-from geocache.protocol._hiredis_cursor import Cursor
+from geocache.protocol._hiredis_cursor import ARRAY, Cursor
 from geocache.protocol.errors import ProtocolError
 from geocache.protocol.pyparser import DOLLAR, LF, STAR, PythonRequestParser, parse_length
 
@@ -60,8 +66,8 @@ DEFAULT_MAX_BULK_BYTES = 512 * 1024 * 1024
 DEFAULT_MAX_QUERY_BUFFER_BYTES = 1024 * 1024 * 1024
 DEFAULT_MAX_MULTIBULK_LEN = 1024 * 1024
 # Read hiredis's cursor after one command per this many bytes (bytes): bounds the replay
-# window and what it retains, at the cost of ~0.1 us per 16 KiB.
-_TRACK_EVERY_BYTES = 16 * 1024
+# window and what it retains, at the cost of ~2 us per 64 KiB (~0.004 us per command).
+_TRACK_EVERY_BYTES = 64 * 1024
 # A well-formed header line fits in this (bytes): `$`, `-`, 19 digits, CR LF.
 _HEADER_PEEK_BYTES = 32
 # What hiredis raises on input it cannot read: its own errors, and TypeError for a RESP3
@@ -103,6 +109,7 @@ class RequestReader:
         max_bulk_bytes: int = DEFAULT_MAX_BULK_BYTES,
         max_query_buffer_bytes: int = DEFAULT_MAX_QUERY_BUFFER_BYTES,
         max_multibulk_len: int = DEFAULT_MAX_MULTIBULK_LEN,
+        auth_required: bool = False,
     ) -> None:
         if max_bulk_bytes < 0 or max_query_buffer_bytes < 1 or max_multibulk_len < 1:
             raise ValueError("limits must be positive")
@@ -115,6 +122,7 @@ class RequestReader:
             max_count=max_multibulk_len,
         )
         self._fast_ok = _hiredis_cursor.AVAILABLE
+        self._exact.auth_required = auth_required
         self._force_exact = False  # the exact parser must read the next item itself
         # hiredis gets at most `_step` bytes between two checks, and the replay window is
         # trimmed every `_track_after` bytes: an over-limit bulk or command then always
@@ -145,6 +153,24 @@ class RequestReader:
             self._queued += [data[i : i + step] for i in range(0, len(data), step)]
         else:
             self._feed_hiredis(data)
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether the client has yet to authenticate (a password is set and no AUTH yet)."""
+        return bool(self._exact.auth_required)
+
+    def set_auth_required(self, required: bool) -> None:
+        """Apply (or lift) Redis's limits for unauthenticated clients from the next command on.
+
+        Until AUTH succeeds, a request may carry at most 10 arguments and bulks of at most
+        16 KiB ("Protocol error: unauthenticated ..."). Requests are then read by the exact
+        parser only: a stranger's few commands need no speed.
+        """
+        self._exact.auth_required = required
+        cursor = self._cursor
+        if required and cursor is not None:  # the exact parser takes over at the next item
+            just_returned = cursor.depth() < 0  # hiredis emitted a command, read nothing since
+            self._to_exact(self._end - cursor.unconsumed() if just_returned else self._locate())
 
     def gets(self) -> list[bytes] | Literal[False]:
         """The next complete command, or False until more bytes are fed.
@@ -178,7 +204,12 @@ class RequestReader:
         """A command or False from the exact parser, or hiredis's answer once it took over."""
         parser = self._exact
         while True:
-            if self._fast_ok and not self._force_exact and parser.next_byte() == STAR:
+            if (
+                self._fast_ok
+                and not self._force_exact
+                and not parser.auth_required
+                and parser.next_byte() == STAR
+            ):
                 self._to_fast(parser.take_rest())
                 return self._hgets()
             cmd = parser.gets()
@@ -237,7 +268,10 @@ class RequestReader:
         """hiredis returned False: check what it waits on. True when gets() should go on."""
         cursor = self._cursor
         assert cursor is not None
-        if cursor.depth() > 1:  # inside an array inside the frame: Redis has refused it
+        depth = cursor.depth()
+        if depth > 1 or (depth == 1 and cursor.root_type() != ARRAY):
+            # An array inside the frame (Redis has refused it already), or a top-level
+            # `%`, `~`, `>`, `|` header hiredis took for an aggregate (an inline line).
             self._resync()
             return True
         unconsumed = cursor.unconsumed()

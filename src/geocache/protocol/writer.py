@@ -14,8 +14,9 @@ is sent as a UTF-8 bulk string, and an int outside 64 bits as a big number.
 Formats that follow Redis: an error or simple string never contains CR or LF (replaced by
 spaces, as addReplyErrorLength does); a float is `%.17g` in a RESP2 bulk (addReplyDouble
 of Redis <= 7.0; 7.2 prints the shortest form instead) and, in RESP3, `,inf`, `,-inf`,
-`,nan`, an integer for an integral value below 2**53, else the shortest round-tripping
-form, as Redis 7.2's d2string does.
+`,nan`, an integer for an integral value within 2**62 (as Redis 7.2's d2string), else
+Python's shortest round-tripping repr (Redis's fpconv may differ in exponent style, e.g.
+`1.5e-7`; clients read both).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ _BULK_HEADERS = [b"$%d\r\n" % n for n in range(1024)]
 # with its header: the batch join copies it once anyway.
 _SEPARATE_BYTES = 512
 _NULL2, _NULL3, _NULL_ARRAY2 = b"$-1\r\n", b"_\r\n", b"*-1\r\n"
-_EXACT_INT_LIMIT = 2**53  # a double below this is an integer exactly (d2string's rule)
+# d2string prints an integral double within this bound as an integer (its double2ll).
+_EXACT_INT_LIMIT = float(2**62)
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -192,7 +194,7 @@ def _double_text(value: float) -> bytes:
         return b"inf" if value > 0 else b"-inf"
     if value == 0:
         return b"-0" if math.copysign(1.0, value) < 0 else b"0"
-    if value.is_integer() and abs(value) < _EXACT_INT_LIMIT:
+    if value.is_integer() and abs(value) <= _EXACT_INT_LIMIT:
         return b"%d" % value
     return repr(value).encode()
 

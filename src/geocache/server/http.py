@@ -19,6 +19,7 @@ key length from the path, value length from Content-Length before the body is re
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
@@ -26,11 +27,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from geocache import __version__
+from geocache.config import NodeConfig
 from geocache.observability.metrics import NodeCollector
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
 from geocache.store.entry import Entry
@@ -46,9 +49,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KEY_PREFIX = "/v1/keys/"
 # Anything after the prefix, slashes and newlines included (`.` would stop at %0A).
 KEY_ROUTE = KEY_PREFIX + r"{key:[\s\S]+}"
-# The request line holds the key percent-encoded (up to 3 bytes per key byte) plus
-# the method, prefix and query: room for the largest key allowed, and no more.
-REQUEST_LINE_SLACK_BYTES = 1024
+# The request line holds the key percent-encoded (up to 3 bytes per key byte) plus the
+# method, prefix and query: room for the largest key allowed on top of aiohttp's own
+# default line limit (8190 bytes) for the rest.
+REQUEST_LINE_SLACK_BYTES = 8190
+# A graceful stop waits this long for requests in flight (as the RESP drain does).
+SHUTDOWN_TIMEOUT_S = 5.0
 OCTET_STREAM = "application/octet-stream"
 TTL_HEADER = "X-Geocache-Ttl-Ms"
 
@@ -77,7 +83,7 @@ class HttpApi:
         self._registry = CollectorRegistry()
         self._registry.register(NodeCollector(node, self._connections))
         ProcessCollector(registry=self._registry)
-        self._openapi: web.Response | None = None
+        self._openapi: tuple[NodeConfig, bytes] | None = None
         self.server: web.Server | None = None  # set once the runner is set up
 
     def _connections(self) -> int:
@@ -200,10 +206,12 @@ class HttpApi:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
-        if self._openapi is None:
-            document = openapi_document(self._node.config, __version__)
-            self._openapi = web.json_response(document)
-        return web.Response(body=self._openapi.body, content_type="application/json")
+        config = self._node.config
+        cached = self._openapi
+        if cached is None or cached[0] is not config:  # CONFIG SET makes a new config
+            body = json.dumps(openapi_document(config, __version__)).encode()
+            cached = self._openapi = (config, body)
+        return web.Response(body=cached[1], content_type="application/json")
 
 
 class _Reply(Exception):
@@ -238,16 +246,15 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
 
 def _middleware(node: Node, operations: dict[object, str]) -> Middleware:
     metrics = node.metrics
-    token = node.config.requirepass
-    expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         started_ns = perf_counter_ns()
         operation = operations.get(request.match_info.route, "unmatched")
+        token = node.config.requirepass  # read each time: CONFIG SET may change it
         response: web.StreamResponse
         try:
-            if token and operation not in PUBLIC and not _authorized(request, expected):
+            if token and operation not in PUBLIC and not _authorized(request, token):
                 response = error(401, "missing or wrong bearer token", _CHALLENGE)
             else:
                 response = await handler(request)
@@ -271,9 +278,30 @@ PUBLIC = OPEN_OPERATIONS | {"unmatched"}
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="geocache"'}
 
 
-def _authorized(request: web.Request, expected: bytes) -> bool:
+def _authorized(request: web.Request, token: str) -> bool:
     given = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
-    return hmac.compare_digest(given, expected)
+    return hmac.compare_digest(given, f"Bearer {token}".encode())
+
+
+class _ClientErrors(logging.Filter):
+    """Log a malformed request from a client as one line, not an aiohttp traceback.
+
+    aiohttp answers it 400 itself (before any handler runs) and logs the parser's
+    exception with its traceback; that is the client's fault, not the node's.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            client = record.args[0] if isinstance(record.args, tuple) and record.args else "?"
+            record.msg, record.args, record.exc_info = "bad http request", (), None
+            record.client = client
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.reason = str(exc.message).splitlines()[0] if exc.message else exc.code
+        return True
+
+
+CLIENT_ERRORS = _ClientErrors()
 
 
 def build_app(node: Node, api: HttpApi) -> web.Application:
@@ -292,7 +320,15 @@ async def start_http(node: Node) -> HttpServer:
     config = node.config
     max_line_size = 3 * config.max_key_bytes + REQUEST_LINE_SLACK_BYTES
     api = HttpApi(node)
-    runner = web.AppRunner(build_app(node, api), access_log=None, max_line_size=max_line_size)
+    protocol_log = logging.getLogger("geocache.http.protocol")
+    protocol_log.addFilter(CLIENT_ERRORS)  # once: the same filter object is not added twice
+    runner = web.AppRunner(
+        build_app(node, api),
+        access_log=None,  # one log line per request would cost more than the request
+        max_line_size=max_line_size,
+        logger=protocol_log,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
     await runner.setup()
     api.server = runner.server
     site = web.TCPSite(runner, config.bind, config.http_port, reuse_address=True)

@@ -187,7 +187,8 @@ def _paths(config: NodeConfig) -> dict[str, Schema]:
         "name": "key",
         "in": "path",
         "required": True,
-        "description": "The key's bytes, percent-encoded (%2F for a slash inside the key)",
+        "description": "The key's bytes, percent-encoded (%2F for a slash inside the key);"
+        f" at most max_key_bytes ({config.max_key_bytes}) bytes once decoded, else 414",
         "schema": {"type": "string", "minLength": 1},
     }
     return {

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, cast
 
 from geocache.commands.context import Session
 from geocache.commands.table import dispatch
-from geocache.observability.metrics import LATENCY_BOUNDS_NS
+from geocache.observability.metrics import LATENCY_BOUNDS_NS as BOUNDS_NS
+from geocache.observability.metrics import SUM_INDEX
 from geocache.protocol.reader import ProtocolError, RequestReader
 from geocache.protocol.writer import encode_into
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("geocache.resp")
 
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+FIRST_NS = BOUNDS_NS[0]
 
 
 class RespConnection(asyncio.Protocol):
@@ -108,10 +110,14 @@ class RespConnection(asyncio.Protocol):
                 encode_into(out, dispatch(table, session, argv), session.proto)
                 if slots is not None:
                     end = perf_counter_ns()
-                    slot = slots.get(argv[0]) or latency.slot_for(argv[0])
-                    slot[bisect_left(LATENCY_BOUNDS_NS, end - start)] += 1
-                    slot[-1] += end - start
-                    start = end
+                    elapsed, start = end - start, end
+                    try:
+                        slot = slots[argv[0]]
+                    except KeyError:
+                        slot = latency.slot_for(argv[0])
+                    # Most commands fit the first bucket: skip the bisect for them.
+                    slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
+                    slot[SUM_INDEX] += elapsed  # not [-1]: CPython specializes non-negative indexes
                 if session.closing:
                     break
         except ProtocolError as exc:

@@ -37,15 +37,27 @@ def add_int(current: int, delta: int) -> int:
 
 
 _SEVENTEEN_DECIMALS = Decimal("1e-17")
+# Redis computes in x87 long double: strtold makes a larger magnitude infinite and a
+# smaller one zero, and Redis refuses both; a sum past the maximum is infinite. Without
+# these bounds "1e999999" would become a value of a million digits.
+_LONG_DOUBLE_MAX = Decimal("1.18973149535723176502e4932")
+_LONG_DOUBLE_ROUNDS_TO_ZERO = Decimal("1.8225997659412373e-4951")  # half the least subnormal
 
 
 def parse_float(raw: bytes) -> Decimal:
     if _FLOAT.fullmatch(raw) is None:
         raise NotAFloat()
     try:
-        return Decimal(raw.decode("ascii"))
+        value = Decimal(raw.decode("ascii"))
     except InvalidOperation:  # pragma: no cover - the pattern admits only valid numbers
         raise NotAFloat() from None
+    if (
+        value.is_finite()
+        and value
+        and not (_LONG_DOUBLE_ROUNDS_TO_ZERO < value.copy_abs() <= _LONG_DOUBLE_MAX)
+    ):
+        raise NotAFloat()
+    return value
 
 
 def add_float(current: bytes, increment: bytes) -> bytes:
@@ -59,6 +71,8 @@ def add_float(current: bytes, increment: bytes) -> bytes:
     with localcontext() as ctx:
         ctx.prec = 19
         total = value + incr
+        if total.copy_abs() > _LONG_DOUBLE_MAX:
+            raise NanOrInfinity()
         ctx.prec = 60
         if int(total.as_tuple().exponent) < -17:
             total = total.quantize(_SEVENTEEN_DECIMALS)

@@ -36,7 +36,8 @@ ORIGIN: Final = 3
 # tests/unit/test_store_memory.py measures it and fails if entry_size drifts by over
 # 10%; measured on CPython 3.11: 279 at 200,000 entries and 265 at 1,000,000, for
 # 16-byte keys with 100-byte values and for 8-byte keys with 1000-byte values alike.
-# (pymalloc rounds each block up to a multiple of 16, adding about 30 more in RSS.)
+# The process's resident memory grows by more (445 an entry at 1,000,000 against 381
+# traced, bench/store.py): pymalloc rounds blocks up to a multiple of 16 and keeps arenas.
 ENTRY_OVERHEAD_BYTES: Final = 280
 # Bytes an entry with an expiry costs on top: its expires_at_ms int (36) and its key's
 # filing in the expiry wheel's slot dict (37 to 52). Measured: 73 to 88.

@@ -338,31 +338,30 @@ class Store:
         if max_bytes and size > max_bytes:
             raise TooLarge("entry", size, max_bytes)
         data = self._data
-        old = data.pop(key, None)
-        old_expires = 0
-        if old is not None:
-            old_expires = old[1]
-            self.used_bytes -= len(key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
-            if old_expires:
-                self.used_bytes -= EXPIRY_OVERHEAD_BYTES
-        if (max_bytes and self.used_bytes + size > max_bytes) or (
-            self.max_keys and len(data) >= self.max_keys
-        ):
-            self._evict(size)
+        old = data.get(key)
         data[key] = entry
-        self.used_bytes += size
+        if old is None:
+            self.used_bytes += size
+            old_expires = 0
+        else:
+            data.move_to_end(key)
+            old_expires = old[1]
+            old_size = len(key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
+            self.used_bytes += size - (old_size + EXPIRY_OVERHEAD_BYTES if old_expires else old_size)
+        # The new entry is last in LRU order and fits alone, so eviction never takes it.
+        if (max_bytes and self.used_bytes > max_bytes) or (
+            self.max_keys and len(data) > self.max_keys
+        ):
+            self._evict()
         if entry[1]:
             self._wheel.add(key, entry[1], old_expires)
         elif old_expires:
             self._wheel.discard(key, old_expires)
 
-    def _evict(self, size: int) -> None:
-        """Evict least recently used entries until `size` more bytes and one more key fit."""
+    def _evict(self) -> None:
+        """Evict least recently used entries until both limits hold."""
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
-        while data and (
-            (max_bytes and self.used_bytes + size > max_bytes)
-            or (max_keys and len(data) >= max_keys)
-        ):
+        while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
             old_key, old = data.popitem(last=False)
             self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
             self.evictions += 1
