@@ -170,10 +170,12 @@ class PythonRequestParser:
         if cr < 0:
             return False
         count = parse_length(bytes(self._buf[self._pos + 1 : cr]))
+        # Redis's order: its own limit is INT_MAX, so a stranger's big count is refused
+        # as unauthenticated before our tighter max_count applies.
+        if count is not None and count > UNAUTH_MAX_COUNT and self.auth_required:
+            raise ProtocolError(UNAUTH_MULTIBULK_LENGTH)
         if count is None or count > self._max_count:
             raise ProtocolError(INVALID_MULTIBULK_LENGTH)
-        if count > UNAUTH_MAX_COUNT and self.auth_required:
-            raise ProtocolError(UNAUTH_MULTIBULK_LENGTH)
         self._pos = cr + 2
         self._left = max(count, 0)
         return True

@@ -47,6 +47,8 @@ class RespConnection(asyncio.Protocol):
         self._reader = RequestReader(
             max_bulk_bytes=max(config.max_value_bytes, config.max_key_bytes),
             max_query_buffer_bytes=config.max_query_buffer_bytes,
+            # Until AUTH, Redis's tighter limits (10 arguments, 16 KiB bulks) apply.
+            auth_required=bool(config.requirepass),
         )
         self._transport: asyncio.Transport | None = None
         self._paused = False
@@ -101,6 +103,7 @@ class RespConnection(asyncio.Protocol):
         latency = node.metrics.resp
         slots = latency.by_raw if node.metrics.resp_timed else None
         start = perf_counter_ns()
+        auth_required = reader.auth_required
         try:
             while done < budget:
                 argv = reader.gets()
@@ -118,6 +121,9 @@ class RespConnection(asyncio.Protocol):
                     # Most commands fit the first bucket: skip the bisect for them.
                     slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
                     slot[SUM_INDEX] += elapsed  # not [-1]: CPython specializes non-negative indexes
+                if session.authenticated is auth_required:  # AUTH, HELLO or RESET ran
+                    auth_required = not session.authenticated
+                    reader.set_auth_required(auth_required)
                 if session.closing:
                     break
         except ProtocolError as exc:
@@ -166,7 +172,7 @@ class RespConnection(asyncio.Protocol):
         self._node.stats.protocol_errors += 1
         if transport is not None and not transport.is_closing():
             message = str(exc).replace("\r", " ").replace("\n", " ")
-            transport.write(b"-ERR " + message.encode() + b"\r\n")
+            transport.write(b"-ERR " + message.encode("utf-8", "surrogateescape") + b"\r\n")
             transport.close()
 
     def close(self) -> None:
