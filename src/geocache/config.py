@@ -63,6 +63,9 @@ class NodeConfig:
         1024, "commands run for one client before others get a turn (fairness)"
     )
     idle_timeout_s: int = _setting(0, "close connections idle this long; 0 = never")
+    cluster_secret: str = _setting(
+        "", "shared secret peers prove (HMAC) before any GC.* command; empty = no peers"
+    )
     log_level: str = _setting("info", "debug, info, warning or error")
     log_json: bool = _setting(False, "log one JSON object per line")
 

@@ -210,3 +210,44 @@ def test_multi_exec_and_watch(node: FakeNode) -> None:
     assert str(run(node, "GET", session=a)) == "ERR wrong number of arguments for 'get' command"
     assert str(run(node, "EXEC", session=a)).startswith("EXECABORT")
     assert str(run(node, "EXEC", session=a)) == "ERR EXEC without MULTI"
+
+
+def test_getver_and_cas(node: FakeNode) -> None:
+    assert run(node, "GETVER", "k") is None
+    first = run(node, "CAS", "k", "0", "a")
+    assert isinstance(first, int) and first > 0
+    assert run(node, "GETVER", "k") == first
+    assert run(node, "CAS", "k", "0", "b") is None  # someone else's version now
+    second = run(node, "CAS", "k", str(first), "b", "EX", "10")
+    assert isinstance(second, int) and second > first
+    assert run(node, "GET", "k") == b"b" and run(node, "TTL", "k") == 10
+
+
+def test_peer_authentication() -> None:
+    from geocache.cluster import auth
+
+    node = FakeNode(cluster_secret="s3cret", requirepass="pw")
+    session = Session(node, 1)  # type: ignore[arg-type]
+    nonce = run(node, "GC.CHALLENGE", session=session)
+    assert isinstance(nonce, bytes)
+    bad = auth.proof("wrong", nonce, "n2")
+    assert str(run(node, "GC.AUTH", "n2", bad, session=session)).startswith("NOPERM")
+    # A proof is good for one challenge only.
+    replay = run(node, "GC.AUTH", "n2", auth.proof("s3cret", nonce, "n2"), session=session)
+    assert str(replay).startswith("NOPERM")
+    nonce = run(node, "GC.CHALLENGE", session=session)
+    assert isinstance(nonce, bytes)
+    good = auth.proof("s3cret", nonce, "n2")
+    assert run(node, "GC.AUTH", "n2", good, session=session) == b"+OK\r\n"
+    assert session.peer_id == "n2" and session.authenticated
+
+
+def test_no_secret_no_peers() -> None:
+    from geocache.cluster import auth
+
+    node = FakeNode()
+    session = Session(node, 1)  # type: ignore[arg-type]
+    nonce = run(node, "GC.CHALLENGE", session=session)
+    assert isinstance(nonce, bytes)
+    reply = run(node, "GC.AUTH", "n2", auth.proof("", nonce, "n2"), session=session)
+    assert str(reply).startswith("NOPERM") and session.peer_id == ""

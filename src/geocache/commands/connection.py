@@ -55,6 +55,11 @@ def cmd_auth(session: Session, argv: list[bytes]) -> object:
     return OK
 
 
+def _text(raw: bytes) -> str:
+    """Client bytes as text that the writer turns back into the same bytes."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _valid_name(name: bytes) -> bool:
     return all(0x21 <= c <= 0x7E for c in name)
 
@@ -84,7 +89,9 @@ def cmd_hello(session: Session, argv: list[bytes]) -> object:
                 return _BAD_NAME
             j += 2
         else:
-            return Error(f"ERR Syntax error in HELLO option '{argv[j].decode('utf-8', 'surrogateescape')}'")
+            return Error(
+                f"ERR Syntax error in HELLO option '{argv[j].decode('utf-8', 'surrogateescape')}'"
+            )
     if credentials is not None:
         if not _password_ok(session, *credentials):
             return WRONGPASS
@@ -144,7 +151,7 @@ def client_line(session: Session, now_ms: int) -> str:
     idle_s = (now_ms - session.last_ms) // 1000
     return (
         f"id={session.id} addr={session.addr} laddr={session.laddr} fd=-1 "
-        f"name={session.name.decode('utf-8', 'surrogateescape')} age={age_s} idle={idle_s} flags=N db=0 "
+        f"name={_text(session.name)} age={age_s} idle={idle_s} flags=N db=0 "
         f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 obl=0 oll=0 "
         f"omem=0 tot-mem=0 events=r cmd={session.last_cmd.decode()} user=default redir=-1 "
         f"resp={session.proto} lib-name={session.lib_name.decode('utf-8', 'surrogateescape')} "

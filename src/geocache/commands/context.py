@@ -60,6 +60,8 @@ class Session:
         "multi_dirty",
         "name",
         "node",
+        "nonce",
+        "peer_id",
         "proto",
         "store",
         "watched",
@@ -84,3 +86,6 @@ class Session:
         self.multi: list[list[bytes]] | None = None
         self.multi_dirty = False
         self.watched: dict[bytes, int | None] = {}
+        # Peer authentication (cluster/auth.py): the challenge sent, and the proven id.
+        self.nonce = b""
+        self.peer_id = ""

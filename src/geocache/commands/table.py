@@ -24,7 +24,7 @@ Handler = Callable[[Session, list[bytes]], object]
 SubHandler = Handler
 
 # Commands a client may run before AUTH when a password is set (as Redis).
-NOAUTH_OK = frozenset({b"auth", b"hello", b"quit"})
+NOAUTH_OK = frozenset({b"auth", b"hello", b"quit", b"gc.challenge", b"gc.auth"})
 NOAUTH = Error("NOAUTH Authentication required.")
 # Commands that run at once inside MULTI instead of being queued.
 TX_CONTROL = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"})
@@ -89,6 +89,7 @@ def command(
 def build_table() -> dict[bytes, Command]:
     """Every command, under its lower- and upper-case name."""
     from geocache.commands import (  # noqa: F401 - importing registers the commands
+        cluster,
         connection,
         keys,
         server,

@@ -347,7 +347,9 @@ class Store:
             data.move_to_end(key)
             old_expires = old[1]
             old_size = len(key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
-            self.used_bytes += size - (old_size + EXPIRY_OVERHEAD_BYTES if old_expires else old_size)
+            self.used_bytes += size - (
+                old_size + EXPIRY_OVERHEAD_BYTES if old_expires else old_size
+            )
         # The new entry is last in LRU order and fits alone, so eviction never takes it.
         if (max_bytes and self.used_bytes > max_bytes) or (
             self.max_keys and len(data) > self.max_keys
