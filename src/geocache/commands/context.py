@@ -8,7 +8,7 @@ be driven by tests without sockets.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from geocache.clock import Clock
@@ -89,3 +89,16 @@ class Session:
         # Peer authentication (cluster/auth.py): the challenge sent, and the proven id.
         self.nonce = b""
         self.peer_id = ""
+
+
+class Deferred:
+    """A reply that is not ready yet, because the command waits on other nodes.
+
+    The server stops reading from that client until it is ready, so replies keep the
+    order of requests.
+    """
+
+    __slots__ = ("awaitable",)
+
+    def __init__(self, awaitable: Awaitable[object]) -> None:
+        self.awaitable = awaitable

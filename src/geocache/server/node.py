@@ -14,13 +14,13 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 from geocache import __version__
 from geocache.clock import Clock, SystemClock
 from geocache.commands.context import Session
-from geocache.commands.table import Command, build_table
+from geocache.commands.table import Command, build_table, dispatch
 from geocache.config import NodeConfig
 from geocache.observability.metrics import Metrics
 from geocache.server.http import HttpServer, start_http
@@ -73,6 +73,8 @@ class Node:
         )
         self.scanner = Scanner(self.clock)
         self.table: dict[bytes, Command] = build_table()
+        # What runs a command: the local dispatch, or the cluster's router.
+        self.dispatch: Callable[[dict[bytes, Command], Session, list[bytes]], object] = dispatch
         self.stats = NodeStats()
         self.metrics = Metrics(self.table)
         # True from listening until stop begins; /readyz reports it.

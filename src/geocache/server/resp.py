@@ -21,11 +21,11 @@ from bisect import bisect_left
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, cast
 
-from geocache.commands.context import Session
-from geocache.commands.table import dispatch
+from geocache.commands.context import Deferred, Session
 from geocache.observability.metrics import LATENCY_BOUNDS_NS as BOUNDS_NS
 from geocache.observability.metrics import SUM_INDEX
 from geocache.protocol.reader import ProtocolError, RequestReader
+from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_into
 
 if TYPE_CHECKING:
@@ -95,8 +95,9 @@ class RespConnection(asyncio.Protocol):
         session, transport, reader = self.session, self._transport, self._reader
         if session is None or transport is None:
             return
-        node, table = self._node, self._table
+        node, table, dispatch = self._node, self._table, self._node.dispatch
         out: list[bytes] = []
+        waiting: Deferred | None = None
         budget = node.config.max_pipeline
         done = 0
         # Per-command latency (parse + run + encode): plain ints, see metrics.py.
@@ -110,7 +111,11 @@ class RespConnection(asyncio.Protocol):
                 if argv is False:
                     break
                 done += 1
-                encode_into(out, dispatch(table, session, argv), session.proto)
+                reply = dispatch(table, session, argv)
+                if type(reply) is Deferred:  # waits on other nodes: replies stay in order
+                    waiting = reply
+                    break
+                encode_into(out, reply, session.proto)
                 if slots is not None:
                     end = perf_counter_ns()
                     elapsed, start = end - start, end
@@ -134,13 +139,41 @@ class RespConnection(asyncio.Protocol):
             node.stats.commands_processed += done
             session.last_ms = node.clock.mono_ms()
         self._flush(out)
-        if session.closing:
+        if waiting is not None:
+            self._wait_for(waiting)
+        elif session.closing:
             transport.close()
         elif done >= budget:
             self._yield_turn()
         elif self._paused:
             self._paused = False
             transport.resume_reading()
+
+    def _wait_for(self, deferred: Deferred) -> None:
+        """Stop reading until a deferred reply is ready, send it, then go on in order."""
+        if self._transport is not None and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()
+        task = asyncio.ensure_future(deferred.awaitable)
+        task.add_done_callback(self._deferred_done)
+
+    def _deferred_done(self, task: asyncio.Future[object]) -> None:
+        session = self.session
+        if session is None or self._transport is None:
+            if not task.cancelled():
+                task.exception()
+            return
+        if task.cancelled():
+            reply: object = Error("ERR request cancelled")
+        elif task.exception() is not None:
+            log.warning("deferred reply failed", exc_info=task.exception())
+            reply = Error(f"ERR {task.exception()}")
+        else:
+            reply = task.result()
+        out: list[bytes] = []
+        encode_into(out, reply, session.proto)
+        self._flush(out)
+        self._run()
 
     def _yield_turn(self) -> None:
         """Let other clients run before the rest of this client's pipeline."""

@@ -1,0 +1,208 @@
+"""Connections to peer nodes: pipelined RESP requests with timeouts, authenticated once.
+
+One `PeerClient` per peer address keeps one TCP connection. Requests are written as
+they come and replies matched in order (RESP answers in order), so many requests share
+the connection without waiting for each other. Every request has its own timeout. A
+lost connection fails everything in flight with `PeerError`; the next request
+reconnects, at most once per `reconnect_backoff_ms`, so a dead peer costs a failed
+future, not a stalled caller.
+
+On connect the client proves the cluster secret (GC.CHALLENGE, then GC.AUTH; see
+auth.py) before any request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Sequence
+
+from geocache.cluster import auth
+from geocache.protocol.replies import ReplyReader
+from geocache.protocol.types import Error
+from geocache.protocol.writer import encode_command
+
+Arg = bytes | str | int | float
+
+# A peer that refused or dropped a connection is not redialled for this long: a dead
+# node then costs one failed connect per 200 ms, not one per request.
+RECONNECT_BACKOFF_MS = 200
+CONNECT_TIMEOUT_S = 1.0
+# Requests waiting on one connection; past this a caller fails at once (back-pressure).
+MAX_IN_FLIGHT = 100_000
+
+
+class PeerError(Exception):
+    """The peer could not be reached or did not answer in time."""
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, client: PeerClient) -> None:
+        self._client = client
+        self._reader = ReplyReader(incomplete=_INCOMPLETE)
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        pending = self._client._pending
+        while True:
+            reply = self._reader.gets()
+            if reply is _INCOMPLETE:
+                return
+            if not pending:
+                return  # an answer nobody waits for: the protocol is out of step
+            future = pending.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._client._lost(exc)
+
+
+_INCOMPLETE = object()
+
+
+def _consume(future: asyncio.Future[object]) -> None:
+    """Retrieve a fire-and-forget reply or failure, so nothing logs it as lost."""
+    if not future.cancelled():
+        future.exception()
+
+
+class PeerClient:
+    def __init__(self, addr: str, node_id: str, secret: str) -> None:
+        self.addr = addr
+        host, _, port = addr.rpartition(":")
+        self._host, self._port = host.strip("[]"), int(port)
+        self._node_id = node_id
+        self._secret = secret
+        self._transport: asyncio.Transport | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._pending: deque[asyncio.Future[object]] = deque()
+        self._down_until = 0.0
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None and not self._transport.is_closing()
+
+    async def call(self, *args: Arg, timeout_ms: int = 1000) -> object:
+        """Send one command and return its reply (an Error value for an error reply)."""
+        (reply,) = await self.pipeline([args], timeout_ms=timeout_ms)
+        return reply
+
+    async def pipeline(
+        self, commands: Sequence[Sequence[Arg]], timeout_ms: int = 1000
+    ) -> list[object]:
+        deadline = time.monotonic() + timeout_ms / 1000
+        if not self.connected:
+            await asyncio.wait_for(self._connect(), timeout=max(deadline - time.monotonic(), 0.001))
+        futures = self._send(commands)
+        try:
+            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+                return list(await asyncio.gather(*futures))
+        except TimeoutError:
+            raise PeerError(f"{self.addr}: no answer in {timeout_ms} ms") from None
+
+    def send_nowait(self, *args: Arg) -> None:
+        """Fire and forget (membership messages); the reply is read and dropped."""
+        if self.connected:
+            for future in self._send([args]):
+                future.add_done_callback(_consume)
+        elif self._connecting is None and time.monotonic() >= self._down_until:
+            self._connecting = asyncio.ensure_future(self._connect_quietly(args))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        if self._connecting is not None:
+            self._connecting.cancel()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _send(self, commands: Sequence[Sequence[Arg]]) -> list[asyncio.Future[object]]:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise PeerError(f"{self.addr}: not connected")
+        if len(self._pending) + len(commands) > MAX_IN_FLIGHT:
+            raise PeerError(f"{self.addr}: too many requests in flight")
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in commands]
+        self._pending.extend(futures)
+        transport.write(b"".join(encode_command(*c) for c in commands))
+        return futures
+
+    async def _connect(self) -> None:
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._dial())
+        task = self._connecting
+        try:
+            await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._connecting = None
+
+    async def _connect_quietly(self, first: Sequence[Arg]) -> None:
+        try:
+            await self._dial()
+            for future in self._send([first]):
+                future.add_done_callback(_consume)
+        except (OSError, PeerError, TimeoutError):
+            pass
+        finally:
+            self._connecting = None
+
+    async def _dial(self) -> None:
+        if self.connected:
+            return
+        if time.monotonic() < self._down_until:
+            raise PeerError(f"{self.addr}: down, retrying shortly")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                transport, _ = await loop.create_connection(
+                    lambda: _Protocol(self), self._host, self._port
+                )
+                self._transport = transport
+                await self._authenticate()
+        except (OSError, TimeoutError, PeerError) as exc:
+            self._down_until = time.monotonic() + RECONNECT_BACKOFF_MS / 1000
+            if self._transport is not None:
+                self._transport.abort()
+                self._transport = None
+            raise PeerError(f"{self.addr}: cannot connect: {exc}") from exc
+
+    async def _authenticate(self) -> None:
+        (nonce,) = await asyncio.gather(*self._send([("GC.CHALLENGE",)]))
+        if not isinstance(nonce, bytes):
+            raise PeerError(f"{self.addr}: bad challenge {nonce!r}")
+        proof = auth.proof(self._secret, nonce, self._node_id)
+        (answer,) = await asyncio.gather(*self._send([("GC.AUTH", self._node_id, proof)]))
+        if isinstance(answer, Error):
+            raise PeerError(f"{self.addr}: {answer}")
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._down_until = time.monotonic() + RECONNECT_BACKOFF_MS / 1000
+        pending, self._pending = self._pending, deque()
+        for future in pending:
+            if not future.done():
+                future.set_exception(PeerError(f"{self.addr}: connection lost"))
+
+
+class Peers:
+    """The PeerClients of one node, by address."""
+
+    def __init__(self, node_id: str, secret: str) -> None:
+        self._node_id = node_id
+        self._secret = secret
+        self._clients: dict[str, PeerClient] = {}
+
+    def get(self, addr: str) -> PeerClient:
+        client = self._clients.get(addr)
+        if client is None:
+            client = self._clients[addr] = PeerClient(addr, self._node_id, self._secret)
+        return client
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
