@@ -64,7 +64,13 @@ class NodeConfig:
     )
     idle_timeout_s: int = _setting(0, "close connections idle this long; 0 = never")
     cluster_secret: str = _setting(
-        "", "shared secret peers prove (HMAC) before any GC.* command; empty = no peers"
+        "", "shared secret peers prove (HMAC); setting it turns on cluster mode"
+    )
+    seeds: str = _setting("", "comma-separated host:port of nodes to join through")
+    advertise_addr: str = _setting("", "host:port peers reach this node at (default bind:port)")
+    replicas: int = _setting(2, "copies of each key in a region (capped at the region's size)")
+    write_acks: str = _setting(
+        "quorum", "owners that must apply a write before OK: one, quorum, all"
     )
     log_level: str = _setting("info", "debug, info, warning or error")
     log_json: bool = _setting(False, "log one JSON object per line")
@@ -87,10 +93,24 @@ class NodeConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        if self.write_acks not in ("one", "quorum", "all"):
+            raise ValueError(f"write_acks must be one, quorum or all, not {self.write_acks}")
+        if self.seeds and not self.cluster_secret:
+            raise ValueError("joining a cluster (seeds) needs cluster_secret")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(
                 f"log_level must be debug, info, warning or error, not {self.log_level}"
             )
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.cluster_secret)
+
+    @property
+    def seed_list(self) -> list[str]:
+        return [s.strip() for s in self.seeds.split(",") if s.strip()]
 
     @property
     def effective_node_id(self) -> str:

@@ -25,6 +25,7 @@ class FakeNode:
         self.table = build_table()
         self._sessions: list[Session] = []
         self.resets = 0
+        self.cluster = None
 
     def sessions(self) -> Iterator[Session]:
         return iter(self._sessions)

@@ -29,6 +29,9 @@ Arg = bytes | str | int | float
 # node then costs one failed connect per 200 ms, not one per request.
 RECONNECT_BACKOFF_MS = 200
 CONNECT_TIMEOUT_S = 1.0
+# A peer whose connection failed this recently counts as down for write quorums, before
+# membership has declared it dead (seconds): a crashed replica must not fail writes.
+FAILED_WINDOW_S = 5.0
 # Requests waiting on one connection; past this a caller fails at once (back-pressure).
 MAX_IN_FLIGHT = 100_000
 
@@ -79,10 +82,16 @@ class PeerClient:
         self._connecting: asyncio.Task[None] | None = None
         self._pending: deque[asyncio.Future[object]] = deque()
         self._down_until = 0.0
+        self._failed_at: float | None = None
 
     @property
     def connected(self) -> bool:
         return self._transport is not None and not self._transport.is_closing()
+
+    def failed_recently(self, window_s: float = FAILED_WINDOW_S) -> bool:
+        """Whether the last connection to this peer failed within `window_s` (and none since)."""
+        failed_at = self._failed_at
+        return failed_at is not None and time.monotonic() - failed_at < window_s
 
     async def call(self, *args: Arg, timeout_ms: int = 1000) -> object:
         """Send one command and return its reply (an Error value for an error reply)."""
@@ -163,8 +172,10 @@ class PeerClient:
                 )
                 self._transport = transport
                 await self._authenticate()
+                self._failed_at = None
         except (OSError, TimeoutError, PeerError) as exc:
-            self._down_until = time.monotonic() + RECONNECT_BACKOFF_MS / 1000
+            self._failed_at = time.monotonic()
+            self._down_until = self._failed_at + RECONNECT_BACKOFF_MS / 1000
             if self._transport is not None:
                 self._transport.abort()
                 self._transport = None
@@ -181,6 +192,7 @@ class PeerClient:
 
     def _lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._failed_at = time.monotonic()
         self._down_until = time.monotonic() + RECONNECT_BACKOFF_MS / 1000
         pending, self._pending = self._pending, deque()
         for future in pending:

@@ -1,10 +1,11 @@
-"""SWIM membership records and messages, and their strict wire codec.
+"""SWIM's vocabulary: member records, messages, `Send`, `SwimConfig`, the strict wire codec.
 
 A `Member` is one node's record as some node believes it: id, advertised address, region,
 state and incarnation. Records travel inside every message: the sender's own record
 always comes first (so a receiver learns id <-> address from any message), then the
 piggybacked updates. Full-state exchanges (`Sync`, `SyncReply`) carry every record the
-sender holds, again with its own first.
+sender holds, again with its own first. `SwimConfig` holds every interval and limit,
+each with its unit and reason, and the derived timeouts (suspicion, detection bound).
 
 The codec is compact JSON (`{"v":1,"t":"ping","seq":7,"u":[[id, addr, region, "a", inc]]}`).
 Messages come from the network, so `decode` trusts nothing: size, nesting, every field's
@@ -16,6 +17,7 @@ an address is `host:port` (the port after the last colon, so `::1:7379` works).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -112,6 +114,83 @@ def records(msg: Message) -> tuple[Member, ...]:
     return msg.members if isinstance(msg, Sync | SyncReply) else msg.updates
 
 
+# --- configuration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SwimConfig:
+    """SWIM's timing and limits: times in ms, the rest counts; the reasons are inline."""
+
+    # 1000 ms: one probe (two small messages) per node per second is negligible load, and
+    # it leaves room for the indirect round trip between regions (see probe_timeout_ms).
+    probe_interval_ms: int = 1_000
+    # 400 ms: above the worst inter-region round trip (~300 ms Europe <-> Australia), so
+    # a healthy far member answers a direct ping; the remaining 600 ms of the interval
+    # cover the indirect path (up to two far round trips).
+    probe_timeout_ms: int = 400
+    # 3 helpers (SWIM, memberlist): at 10% loss a healthy member fails a whole probe with
+    # probability 0.19 * 0.34**3, under 1%, and its suspicion is then refuted.
+    indirect_probes: int = 3
+    # 4 (memberlist's LAN default): the suspicion timeout is
+    # suspicion_mult * max(1, log10(n)) * probe_interval_ms: 4 s up to 10 members, 5.2 s
+    # at 20, 8 s at 100: several intervals for a live suspect to hear and refute.
+    suspicion_mult: int = 4
+    # 10 s: a full-state exchange costs O(n) bytes; every 10 s repairs missed gossip and
+    # heals partitions within seconds of the network healing, at a few KB/s at most.
+    sync_interval_ms: int = 10_000
+    # 1 s: seeds often start together; retry them every second until one answers.
+    join_retry_ms: int = 1_000
+    # 8 updates per message (~100 bytes each): enough to spread a churn burst in a few
+    # intervals while a probe message stays near 1 KB.
+    max_piggyback: int = 8
+    # 4 (memberlist): an update is piggybacked 4 * ceil(log10(n + 1)) times, which reaches
+    # every member with high probability; full-state syncs catch the rest.
+    retransmit_mult: int = 4
+    # 24 h: DEAD and LEFT records are kept to refuse stale ALIVE gossip and to retry
+    # (Sync) dead members, so a partition shorter than this heals by itself.
+    dead_retention_ms: int = 86_400_000
+    # 1024 members: far beyond a cache cluster; bounds memory against junk ids.
+    max_members: int = 1024
+
+    def __post_init__(self) -> None:
+        if not 0 < self.probe_timeout_ms < self.probe_interval_ms:
+            raise ValueError("need 0 < probe_timeout_ms < probe_interval_ms")
+        if not 0 < self.max_piggyback < MAX_WIRE_UPDATES - 1:
+            raise ValueError(f"max_piggyback must be in 1..{MAX_WIRE_UPDATES - 2}")
+        if not 1 < self.max_members <= MAX_WIRE_MEMBERS:
+            raise ValueError(f"max_members must be in 2..{MAX_WIRE_MEMBERS}")
+        positive = (self.suspicion_mult, self.sync_interval_ms, self.join_retry_ms)
+        if min(positive) <= 0 or self.retransmit_mult <= 0 or self.indirect_probes < 0:
+            raise ValueError("intervals and multipliers must be positive")
+        if self.dead_retention_ms < 0:
+            raise ValueError("dead_retention_ms must be >= 0")
+
+    def suspicion_timeout_ms(self, n: int) -> int:
+        """How long a member stays SUSPECT before this node declares it DEAD."""
+        scale = max(1.0, math.log10(max(n, 1)))
+        return int(self.suspicion_mult * scale * self.probe_interval_ms)
+
+    def detection_bound_ms(self, n: int) -> int:
+        """Crash to DEAD at every member of an n-member cluster, whatever the loss.
+
+        Each node's own round-robin probe of the crashed member starts within 2n - 2
+        intervals and fails one interval later; its suspicion timer then runs out. One
+        more interval absorbs tick lateness (a driver ticking every <= interval / 4).
+        """
+        return 2 * n * self.probe_interval_ms + self.suspicion_timeout_ms(n)
+
+    def retransmit_limit(self, n: int) -> int:
+        return self.retransmit_mult * math.ceil(math.log10(n + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A message for the driver to deliver to `to_addr` ("host:port")."""
+
+    to_addr: str
+    msg: Message
+
+
 # --- encoding ---------------------------------------------------------------------------
 
 
@@ -170,7 +249,8 @@ def _text(value: object, max_chars: int, what: str) -> str:
     if (
         not isinstance(value, str)
         or not 0 < len(value) <= max_chars
-        or not all("!" <= c <= "~" for c in value)
+        or not (value.isascii() and value.isprintable())
+        or " " in value
     ):
         raise ValueError(f"{what} must be 1..{max_chars} printable ASCII characters")
     return value

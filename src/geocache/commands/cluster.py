@@ -12,13 +12,19 @@ exist), returning the new version, or nil when another write got there first.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from geocache.cluster import auth
-from geocache.commands.context import Session
+from geocache.commands.context import Deferred, Session
 from geocache.commands.strings import NOT_INTEGER, SYNTAX_ERROR
-from geocache.commands.table import command
+from geocache.commands.table import command, dispatch
 from geocache.protocol.types import OK, Error
+from geocache.protocol.writer import encode
 from geocache.store.counters import parse_int
 from geocache.store.errors import StoreError
+
+if TYPE_CHECKING:
+    from geocache.cluster.cluster import Cluster
 
 _NO_KEYS = (0, 0, 0)
 
@@ -43,6 +49,18 @@ def cmd_gc_auth(session: Session, argv: list[bytes]) -> object:
 @command("gc.topology", 1, "readonly", keys=_NO_KEYS, group="cluster", summary="The cluster map")
 def cmd_gc_topology(session: Session, argv: list[bytes]) -> object:
     config = session.node.config
+    cluster = session.node.cluster
+    if cluster is not None:
+        return [
+            {
+                b"id": m.node_id.encode(),
+                b"region": m.region.encode(),
+                b"addr": m.addr.encode(),
+                b"state": m.state.name.lower().encode(),
+                b"incarnation": m.incarnation,
+            }
+            for m in cluster.members()
+        ]
     return [
         {
             b"id": config.effective_node_id.encode(),
@@ -55,6 +73,9 @@ def cmd_gc_topology(session: Session, argv: list[bytes]) -> object:
 
 @command("gc.owners", 2, "readonly", group="cluster", summary="The nodes owning a key")
 def cmd_gc_owners(session: Session, argv: list[bytes]) -> object:
+    cluster = session.node.cluster
+    if cluster is not None:
+        return [owner.encode() for owner in cluster.owners(argv[1])]
     return [session.node.config.effective_node_id.encode()]
 
 
@@ -88,3 +109,85 @@ def cmd_cas(session: Session, argv: list[bytes]) -> object:
     if (entry[2] if entry is not None else 0) != expected:
         return None
     return store.set(argv[1], argv[3], expires_at)[2]
+
+
+# -- peer commands (need GC.AUTH) --------------------------------------------------------
+
+NOT_A_PEER = Error("NOPERM this command is for cluster peers (GC.AUTH first)")
+
+
+def _cluster(session: Session) -> Cluster | None:
+    return session.node.cluster if session.peer_id else None
+
+
+@command("gc.swim", 3, "fast", keys=_NO_KEYS, group="cluster", summary="A membership message")
+def cmd_gc_swim(session: Session, argv: list[bytes]) -> object:
+    cluster = _cluster(session)
+    if cluster is None:
+        return NOT_A_PEER
+    cluster.on_swim(argv[1].decode("utf-8", "surrogateescape"), argv[2])
+    return OK
+
+
+@command("gc.apply", 6, "write", keys=_NO_KEYS, group="cluster", summary="Apply a replicated write")
+def cmd_gc_apply(session: Session, argv: list[bytes]) -> object:
+    if _cluster(session) is None:
+        return NOT_A_PEER
+    try:
+        expires_at, version = int(argv[3]), int(argv[4])
+    except ValueError:
+        return NOT_INTEGER
+    entry = (argv[2], expires_at, version, argv[5].decode("utf-8", "surrogateescape"))
+    return 1 if session.store.apply(argv[1], entry) else 0
+
+
+@command(
+    "gc.applydel", 4, "write", keys=_NO_KEYS, group="cluster", summary="Apply a replicated delete"
+)
+def cmd_gc_applydel(session: Session, argv: list[bytes]) -> object:
+    if _cluster(session) is None:
+        return NOT_A_PEER
+    try:
+        version = int(argv[2])
+    except ValueError:
+        return NOT_INTEGER
+    origin = argv[3].decode("utf-8", "surrogateescape")
+    return 1 if session.store.apply_delete(argv[1], version, origin) else 0
+
+
+@command(
+    "gc.fetch", 2, "readonly", keys=_NO_KEYS, group="cluster", summary="A key's entry or tombstone"
+)
+def cmd_gc_fetch(session: Session, argv: list[bytes]) -> object:
+    if _cluster(session) is None:
+        return NOT_A_PEER
+    entry = session.store.peek(argv[1])
+    if entry is not None:
+        return [entry[0], entry[1], entry[2], entry[3].encode()]
+    tomb = session.store.tombstones.get(argv[1])
+    return None if tomb is None else [tomb[0], tomb[1].encode(), tomb[2]]
+
+
+@command("gc.fwd", -3, "", keys=_NO_KEYS, group="cluster", summary="Run a forwarded command")
+def cmd_gc_fwd(session: Session, argv: list[bytes]) -> object:
+    """Run a command another node forwarded, as its coordinator; reply with its RESP bytes."""
+    cluster = _cluster(session)
+    if cluster is None:
+        return NOT_A_PEER
+    proto = 3 if argv[1] == b"3" else 2
+    inner = argv[2:]
+    table = session.node.table
+    cmd = table.get(inner[0]) or table.get(inner[0].lower())
+    arity_ok = cmd is not None and (
+        len(inner) == cmd.arity if cmd.arity > 0 else len(inner) >= -cmd.arity
+    )
+    if cmd is None or not arity_ok or cmd.first_key == 0:
+        return encode(dispatch(table, session, inner), proto)
+    reply = cluster.router.coordinate(table, session, inner, cmd, cmd.keys(inner)[0])
+    if isinstance(reply, Deferred):
+        return Deferred(_encoded_later(reply, proto))
+    return encode(reply, proto)
+
+
+async def _encoded_later(deferred: Deferred, proto: int) -> bytes:
+    return encode(await deferred.awaitable, proto)

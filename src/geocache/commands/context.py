@@ -17,6 +17,7 @@ from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 
 if TYPE_CHECKING:
+    from geocache.cluster.cluster import Cluster
     from geocache.commands.table import Command
 
 
@@ -35,6 +36,8 @@ class NodeContext(Protocol):
     def scanner(self) -> Scanner: ...
     @property
     def table(self) -> dict[bytes, Command]: ...
+    @property
+    def cluster(self) -> Cluster | None: ...
 
     def sessions(self) -> Iterator[Session]: ...
     def info_sections(self) -> dict[str, dict[str, object]]: ...

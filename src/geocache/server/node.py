@@ -19,6 +19,8 @@ from dataclasses import dataclass, fields
 
 from geocache import __version__
 from geocache.clock import Clock, SystemClock
+from geocache.cluster.cluster import Cluster
+from geocache.cluster.journal import JournaledStore
 from geocache.commands.context import Session
 from geocache.commands.table import Command, build_table, dispatch
 from geocache.config import NodeConfig
@@ -27,6 +29,7 @@ from geocache.server.http import HttpServer, start_http
 from geocache.server.resp import RespConnection
 from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
+from geocache.store.tombstones import Tombstones
 
 log = logging.getLogger("geocache.node")
 
@@ -65,12 +68,17 @@ class Node:
         self.config = config
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.node_id = config.effective_node_id
-        self.store = Store(
+        # In cluster mode deletes leave tombstones and local writes are journaled for
+        # replication; a standalone node needs neither.
+        store_class = JournaledStore if config.clustered else Store
+        self.store = store_class(
             self.clock,
             max_bytes=config.max_bytes,
             max_keys=config.max_keys,
             node_id=self.node_id,
+            tombstones=Tombstones() if config.clustered else None,
         )
+        self.cluster: Cluster | None = None
         self.scanner = Scanner(self.clock)
         self.table: dict[bytes, Command] = build_table()
         # What runs a command: the local dispatch, or the cluster's router.
@@ -147,6 +155,10 @@ class Node:
         )
         self._servers.append(server)
         self.resp_port = server.sockets[0].getsockname()[1]
+        if self.config.clustered:
+            self.cluster = Cluster(self)
+            self.dispatch = self.cluster.router.dispatch
+            await self.cluster.start()
         if self.config.http_port:
             self._http = await start_http(self)
             self.http_port = self._http.port
@@ -179,6 +191,8 @@ class Node:
         log.info("node stopping", extra={"clients": len(self._connections)})
         for server in self._servers:
             server.close()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self._http is not None:
             await self._http.close()
         for task in self._tasks:

@@ -1,0 +1,274 @@
+"""A node's part in its cluster: membership on the wire, owners, replication and hints.
+
+`Cluster` drives the sans-IO SWIM state machine (swim.py) over peer connections
+(`GC.SWIM <from addr> <message>`), computes each key's owners in this node's region
+from the alive members (placement.py), ships the coordinator's writes to the other
+owners (`GC.APPLY` / `GC.APPLYDEL`) and counts their acknowledgements against
+`write_acks`, keeps hints for owners that did not answer and replays them when those
+owners are alive again.
+
+Reads and writes of the local store happen in command handlers; this module only does
+the network side, so everything here is asyncio and nothing here touches a key twice
+across an await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import TYPE_CHECKING
+
+from geocache.cluster import placement
+from geocache.cluster.hints import Hints
+from geocache.cluster.journal import JournaledStore, Write
+from geocache.cluster.peers import PeerError, Peers
+from geocache.cluster.router import Router
+from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
+from geocache.cluster.swim_messages import Member, decode, encode
+from geocache.protocol.types import Error
+from geocache.store.entry import Entry, Tombstone
+
+if TYPE_CHECKING:
+    from geocache.server.node import Node
+
+log = logging.getLogger("geocache.cluster")
+
+# The membership state machine is ticked every 50 ms; its own intervals (swim.py) are
+# multiples of this.
+TICK_S = 0.05
+# Replication and forwarding give a peer this long to answer before counting it failed.
+PEER_TIMEOUT_MS = 500
+# Hints are replayed to alive owners every second, this many per batch.
+HINT_REPLAY_S = 1.0
+HINT_BATCH = 1000
+# After this node starts or membership changes, a miss at an owner asks the other
+# members before answering (warm-up and rebalancing), for this long.
+WARM_WINDOW_MS = 30_000
+NOREPLICAS = Error("NOREPLICAS Not enough good replicas to write.")
+
+
+class Cluster:
+    def __init__(self, node: Node) -> None:
+        config = node.config
+        self.node = node
+        self.node_id = config.effective_node_id
+        self.region = config.region
+        self.replicas = config.replicas
+        self.write_acks = config.write_acks
+        self.addr = config.advertise_addr or f"{config.bind}:{node.resp_port}"
+        self.swim = Swim(
+            local_member(self.node_id, self.addr, self.region, node.clock),
+            SwimConfig(),
+            node.clock,
+            random.Random(),
+        )
+        self.peers = Peers(self.node_id, config.cluster_secret)
+        self.router = Router(self)
+        self.hints = Hints()
+        self._region_ids: list[str] = [self.node_id]
+        self._addr_of: dict[str, str] = {self.node_id: self.addr}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.warm_until_ms = node.clock.mono_ms() + WARM_WINDOW_MS
+        self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
+
+    @property
+    def store(self) -> JournaledStore:
+        store = self.node.store
+        assert isinstance(store, JournaledStore)
+        return store
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._send(self.swim.join(self.node.config.seed_list))
+        self._tasks.append(asyncio.create_task(self._tick_loop()))
+        self._tasks.append(asyncio.create_task(self._hint_loop()))
+
+    async def stop(self) -> None:
+        """Announce a graceful leave, then close peer connections."""
+        self._send(self.swim.leave())
+        await asyncio.sleep(0.05)  # let the LEFT gossip reach the wire
+        for task in self._tasks:
+            task.cancel()
+        self.peers.close()
+
+    # -- membership ------------------------------------------------------------------------
+
+    def on_swim(self, from_addr: str, payload: bytes) -> None:
+        """A membership message from a peer (GC.SWIM)."""
+        try:
+            message = decode(payload)
+        except ValueError as exc:
+            log.warning("bad membership message", extra={"peer": from_addr, "error": str(exc)})
+            return
+        self._send(self.swim.receive(from_addr, message))
+        self._refresh()
+
+    def _send(self, sends: list[Send]) -> None:
+        for send in sends:
+            payload = encode(send.msg)
+            self.peers.get(send.to_addr).send_nowait("GC.SWIM", self.addr, payload)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                self._send(self.swim.tick())
+                self._refresh()
+            except Exception:  # pragma: no cover - a bug must not stop membership
+                log.exception("membership tick failed")
+
+    def _refresh(self) -> None:
+        changes = self.swim.drain_changes()
+        if not changes:
+            return
+        alive = self.swim.alive()
+        self._addr_of = {m.node_id: m.addr for m in alive}
+        self._addr_of[self.node_id] = self.addr
+        self._region_ids = sorted(
+            {m.node_id for m in alive if m.region == self.region} | {self.node_id}
+        )
+        self.warm_until_ms = self.node.clock.mono_ms() + WARM_WINDOW_MS
+        for change in changes:
+            log.info("member changed", extra={"change": str(change)})
+
+    def members(self) -> list[Member]:
+        return self.swim.members()
+
+    # -- placement -------------------------------------------------------------------------
+
+    def owners(self, key: bytes) -> list[str]:
+        """The alive owners of `key` in this region, primary first."""
+        return placement.owners(key, self._region_ids, self.replicas)
+
+    def addr_of(self, node_id: str) -> str | None:
+        return self._addr_of.get(node_id)
+
+    def region_peers(self) -> list[str]:
+        return [n for n in self._region_ids if n != self.node_id]
+
+    def warming(self) -> bool:
+        return self.node.clock.mono_ms() < self.warm_until_ms
+
+    def required_acks(self, owners: int) -> int:
+        if self.write_acks == "one":
+            return 1
+        if self.write_acks == "all":
+            return owners
+        return owners // 2 + 1
+
+    # -- replication -----------------------------------------------------------------------
+
+    async def replicate(self, writes: list[Write], reply: object) -> object:
+        """Ship writes to their other owners; `reply` once enough have applied them."""
+        by_target: dict[str, list[Write]] = {}
+        need = 0
+        for key, record in writes:
+            owners = self.owners(key)
+            reachable = [o for o in owners if not self._known_down(o)]
+            need = max(need, self.required_acks(len(reachable) or 1) - 1)
+            for owner in owners:
+                if owner != self.node_id:
+                    by_target.setdefault(owner, []).append((key, record))
+        if not by_target:
+            return reply
+        tasks = [asyncio.ensure_future(self._ship(t, w)) for t, w in by_target.items()]
+        if need <= 0:
+            return reply
+        acked = 0
+        for next_done in asyncio.as_completed(tasks):
+            if await next_done:
+                acked += 1
+                if acked >= need:
+                    return reply
+        return NOREPLICAS
+
+    def _known_down(self, node_id: str) -> bool:
+        """A peer whose connection just failed, before membership has caught up."""
+        if node_id == self.node_id:
+            return False
+        addr = self.addr_of(node_id)
+        return addr is None or self.peers.get(addr).failed_recently()
+
+    async def _ship(self, target: str, writes: list[Write]) -> bool:
+        addr = self.addr_of(target)
+        try:
+            if addr is None:
+                raise PeerError(f"{target}: no address")
+            replies = await self.peers.get(addr).pipeline(
+                [apply_command(key, record) for key, record in writes], timeout_ms=PEER_TIMEOUT_MS
+            )
+            if any(isinstance(r, Error) for r in replies):
+                raise PeerError(f"{target}: {next(r for r in replies if isinstance(r, Error))}")
+        except PeerError as exc:
+            self.stats["replica_failures"] += 1
+            self.hints.add(target, writes, self.node.clock.wall_ms())
+            log.debug("replica missed a write", extra={"peer": target, "error": str(exc)})
+            return False
+        self.stats["replicated"] += len(writes)
+        return True
+
+    async def _hint_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HINT_REPLAY_S)
+            for target in self.hints.targets():
+                if target in self._region_ids:
+                    await self._replay(target)
+
+    async def _replay(self, target: str) -> None:
+        batch = self.hints.batch(target, HINT_BATCH, self.node.clock.wall_ms())
+        addr = self.addr_of(target)
+        if not batch or addr is None:
+            return
+        try:
+            await self.peers.get(addr).pipeline(
+                [apply_command(key, record) for key, record in batch], timeout_ms=PEER_TIMEOUT_MS
+            )
+        except PeerError:
+            return
+        self.hints.done(target, batch)
+        self.stats["hints_replayed"] += len(batch)
+
+    # -- forwarding and fetching -------------------------------------------------------------
+
+    async def forward(self, argv: list[bytes], owners: list[str], proto: int) -> object:
+        """Run a command at the first owner that answers; its reply comes back pre-encoded."""
+        last: Exception | None = None
+        # Owners whose connection just failed go last: a crashed primary costs nothing.
+        for owner in sorted(owners, key=self._known_down):
+            addr = self.addr_of(owner)
+            if addr is None:
+                continue
+            try:
+                reply = await self.peers.get(addr).call(
+                    "GC.FWD", proto, *argv, timeout_ms=PEER_TIMEOUT_MS
+                )
+            except PeerError as exc:
+                last = exc
+                continue
+            self.stats["forwarded"] += 1
+            return reply
+        return Error(f"CLUSTERDOWN no owner of the key answered ({last})")
+
+    async def fetch_newest(self, key: bytes) -> bool:
+        """Ask the region's other members for `key` and apply what they hold; True if found."""
+        peers = [a for n in self.region_peers() if (a := self.addr_of(n)) is not None]
+        calls = [self.peers.get(a).call("GC.FETCH", key, timeout_ms=PEER_TIMEOUT_MS) for a in peers]
+        found = False
+        for result in await asyncio.gather(*calls, return_exceptions=True):
+            if isinstance(result, list) and len(result) == 4:
+                value, expires, version, origin = result
+                entry = (bytes(value), int(expires), int(version), bytes(origin).decode())
+                found = self.store.apply(key, entry) or found or self.store.peek(key) is not None
+            elif isinstance(result, list) and len(result) == 3:
+                version, origin, _created = result
+                self.store.apply_delete(key, int(version), bytes(origin).decode())
+        return found
+
+
+def apply_command(key: bytes, record: Entry | Tombstone) -> tuple[bytes | str | int, ...]:
+    """The GC.APPLY / GC.APPLYDEL command carrying one record to a replica."""
+    if len(record) == 3:
+        return ("GC.APPLYDEL", key, record[0], record[1])
+    return ("GC.APPLY", key, record[0], record[1], record[2], record[3])
