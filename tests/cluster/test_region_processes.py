@@ -13,7 +13,6 @@ import redis
 from support.procs import (
     ServerProcess,
     _spawn,
-    free_port,
     geocache_argv,
     geocache_env,
     start_geocache,
