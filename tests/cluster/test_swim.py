@@ -568,7 +568,7 @@ _json = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(st.sampled_from(["ping", "ack", "pingreq", "sync", "syncreply"]), _json, _json)
 def test_decode_of_any_json_shape_returns_a_message_or_raises_value_error(
     kind: str, a: object, b: object

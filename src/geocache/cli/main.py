@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", metavar="FILE", help="a TOML file of settings")
     _add_setting_flags(serve)
 
-    demo = commands.add_parser("demo", help="start a local node, run a workload, show it live")
+    demo = commands.add_parser(
+        "demo", help="start a local region of nodes, run a workload, kill one, show it live"
+    )
+    demo.add_argument("--nodes", type=int, default=3, help="nodes in the region (3)")
     demo.add_argument("--duration", type=float, default=10.0, help="seconds of workload (10)")
     demo.add_argument("--keys", type=int, default=10_000, help="distinct keys (10000)")
     demo.add_argument("--no-live", action="store_true", help="print a summary, no live table")
@@ -99,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from geocache.cli.demo import run_demo
 
-        return run_demo(args.duration, args.keys, live=not args.no_live)
+        return run_demo(args.duration, args.keys, live=not args.no_live, node_count=args.nodes)
     if args.command == "status":
         from geocache.cli.status import run_status
 

@@ -153,6 +153,7 @@ class Swim:
         self._next_probe_ms = now + rng.randrange(config.probe_interval_ms)
         self._next_sync_ms = now + rng.randrange(1, config.sync_interval_ms + 1)
         self._next_join_ms = now + config.join_retry_ms
+        self._sync_gap_ms = config.sync_interval_ms
 
     # --- queries ----------------------------------------------------------------------
 
@@ -199,7 +200,13 @@ class Swim:
         """Full-state `Sync` to each seed (our own address skipped); retried by `tick()`."""
         seeds = [check_addr(a) for a in seed_addrs if a != self._me.addr]
         self._seeds = tuple(dict.fromkeys(seeds))[:MAX_SEEDS]
-        self._next_join_ms = self._clock.mono_ms() + self._cfg.join_retry_ms
+        now = self._clock.mono_ms()
+        self._next_join_ms = now + self._cfg.join_retry_ms
+        # Nodes often start together, and a seed answers with only the members it knew
+        # then: pull the full state again after 1, 2, 4... probe intervals, from whoever
+        # we know, until the gap reaches sync_interval_ms.
+        self._sync_gap_ms = self._cfg.probe_interval_ms
+        self._next_sync_ms = now + self._sync_gap_ms
         return self._sync_to(self._seeds)
 
     def leave(self) -> list[Send]:
@@ -417,7 +424,8 @@ class Swim:
             out.extend(self._sync_to(self._seeds))
         if now < self._next_sync_ms:
             return
-        self._next_sync_ms = now + self._cfg.sync_interval_ms
+        self._sync_gap_ms = min(2 * self._sync_gap_ms, self._cfg.sync_interval_ms)
+        self._next_sync_ms = now + self._sync_gap_ms
         if live:
             out.extend(self._sync_to([self._rng.choice(live).addr]))
         # Dead members and seeds we do not hear from: where a partition heals from. A
