@@ -3,7 +3,7 @@
 What it measures, for clusters of 5, 10 and 20 nodes at 1% and 10% packet loss on every
 link (2 ms + 0..4 ms jitter one way), with the default `SwimConfig`:
 
-- detection: `--runs` times (default 40), a converged cluster runs for a random part of
+- detection: `--runs` times (default 100), a converged cluster runs for a random part of
   a probe round, then one random node crashes. Reported: time from the crash to the
   first suspicion, to the first DEAD, and to DEAD at every live member (mean and p99,
   simulated ms), beside the documented bound `SwimConfig.detection_bound_ms(n)`.
@@ -178,7 +178,7 @@ def print_table(rows: list[dict[str, Any]], minutes: int, console: Console) -> N
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--runs", type=int, default=40, help="crashes per row (default 40)")
+    p.add_argument("--runs", type=int, default=100, help="crashes per row (default 100)")
     p.add_argument("--minutes", type=int, default=60, help="healthy minutes per row")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write the rows here")

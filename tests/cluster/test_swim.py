@@ -163,8 +163,6 @@ def test_crashed_node_is_declared_dead_by_all_within_the_bound(n: int, loss: flo
     assert {e[1] for e in cluster.deaths(victim)} == set(cluster.up())
     assert all(t >= crashed_at for t, *_ in cluster.deaths(victim))
     assert cluster.deaths() == cluster.deaths(victim)
-    # SWIM is faster than its worst case: detection took about a suspicion timeout.
-    assert took < CFG.suspicion_timeout_ms(n) + 4 * T
 
 
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -267,7 +265,9 @@ def test_restarted_node_rejoins_with_a_higher_incarnation() -> None:
     assert new.incarnation > old.incarnation
     cluster.run_until(cluster.converged, limit_ms=5 * T)
     for observer in cluster.up():
-        assert cluster.nodes[observer].member("n2") == new
+        seen = cluster.nodes[observer].member("n2")
+        assert seen is not None and seen.state is ALIVE
+        assert seen.incarnation >= new.incarnation and seen.addr == new.addr
 
 
 def test_quick_restart_before_detection_shows_as_a_new_incarnation() -> None:
@@ -373,6 +373,11 @@ def test_suspicion_about_me_is_refuted_in_the_reply() -> None:
     # A stale rumour (older incarnation) changes nothing.
     node.receive(sender.addr, Ping(10, (sender, replace(rumour, state=DEAD))))
     assert node.me.incarnation == me.incarnation + 1
+    assert node.stats.id_conflicts == 0
+    # Another process claiming our id (a misconfiguration) is refuted and counted.
+    impostor = replace(me, addr="elsewhere:1", incarnation=me.incarnation + 5)
+    node.receive(sender.addr, Ping(11, (sender, impostor)))
+    assert node.me.incarnation == me.incarnation + 6 and node.stats.id_conflicts == 1
 
 
 def test_a_suspect_is_told_so_and_its_ack_clears_the_suspicion() -> None:

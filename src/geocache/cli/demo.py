@@ -89,6 +89,7 @@ class Workload:
     sent: int = 0
     errors: int = 0
     failovers: int = 0
+    last_error: str = ""
     stop: bool = False
     _conns: dict[str, Connection] = field(default_factory=dict)
 
@@ -114,7 +115,10 @@ class Workload:
                 self.failovers += 1
                 continue
             self.sent += len(replies)
-            self.errors += sum(1 for r in replies if isinstance(r, Error))
+            for reply in replies:
+                if isinstance(reply, Error):
+                    self.errors += 1
+                    self.last_error = str(reply)
         for conn in self._conns.values():
             conn.close()
 
@@ -214,6 +218,8 @@ def run_demo(duration_s: float, keys: int, live: bool = True, node_count: int = 
         worker.start()
         _watch(console, nodes, work, worker, start, duration_s, live)
         console.print(f"{work.sent:,} commands, {work.errors} errors, {work.failovers} failovers")
+        if work.last_error:
+            console.print(f"last error: {work.last_error}")
     except KeyboardInterrupt:
         console.print("interrupted")
     finally:

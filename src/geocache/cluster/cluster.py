@@ -45,6 +45,9 @@ HINT_BATCH = 1000
 # After this node starts or membership changes, a miss at an owner asks the other
 # members before answering (warm-up and rebalancing), for this long.
 WARM_WINDOW_MS = 30_000
+# After announcing a graceful leave, keep answering peers this long, so members that
+# missed the announcement learn it from their next probe (about a third of an interval).
+LEAVE_GRACE_S = 0.3
 NOREPLICAS = Error("NOREPLICAS Not enough good replicas to write.")
 
 
@@ -88,7 +91,7 @@ class Cluster:
     async def stop(self) -> None:
         """Announce a graceful leave, then close peer connections."""
         self._send(self.swim.leave())
-        await asyncio.sleep(0.05)  # let the LEFT gossip reach the wire
+        await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
         for task in self._tasks:
             task.cancel()
         self.peers.close()
@@ -126,12 +129,12 @@ class Cluster:
         alive = self.swim.alive()
         self._addr_of = {m.node_id: m.addr for m in alive}
         self._addr_of[self.node_id] = self.addr
-        self._region_ids = sorted(
-            {m.node_id for m in alive if m.region == self.region} | {self.node_id}
-        )
-        self.warm_until_ms = self.node.clock.mono_ms() + WARM_WINDOW_MS
-        for change in changes:
-            log.info("member changed", extra={"change": str(change)})
+        region_ids = sorted({m.node_id for m in alive if m.region == self.region} | {self.node_id})
+        if region_ids != self._region_ids:
+            # Owners changed for some keys: misses ask the other members for a while.
+            self._region_ids = region_ids
+            self.warm_until_ms = self.node.clock.mono_ms() + WARM_WINDOW_MS
+            log.info("region members changed", extra={"members": ",".join(region_ids)})
 
     def members(self) -> list[Member]:
         return self.swim.members()
@@ -178,10 +181,15 @@ class Cluster:
             return reply
         acked = 0
         for next_done in asyncio.as_completed(tasks):
-            if await next_done:
+            target, ok = await next_done
+            if ok:
                 acked += 1
-                if acked >= need:
-                    return reply
+            elif self._known_down(target):
+                # Its connection failed rather than timed out: it crashed, and the quorum
+                # is of the owners still alive (the write waits for it as a hint).
+                need -= 1
+            if acked >= need:
+                return reply
         return NOREPLICAS
 
     def _known_down(self, node_id: str) -> bool:
@@ -191,7 +199,7 @@ class Cluster:
         addr = self.addr_of(node_id)
         return addr is None or self.peers.get(addr).failed_recently()
 
-    async def _ship(self, target: str, writes: list[Write]) -> bool:
+    async def _ship(self, target: str, writes: list[Write]) -> tuple[str, bool]:
         addr = self.addr_of(target)
         try:
             if addr is None:
@@ -205,9 +213,9 @@ class Cluster:
             self.stats["replica_failures"] += 1
             self.hints.add(target, writes, self.node.clock.wall_ms())
             log.debug("replica missed a write", extra={"peer": target, "error": str(exc)})
-            return False
+            return target, False
         self.stats["replicated"] += len(writes)
-        return True
+        return target, True
 
     async def _hint_loop(self) -> None:
         while True:

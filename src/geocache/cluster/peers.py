@@ -83,10 +83,14 @@ class PeerClient:
         self._pending: deque[asyncio.Future[object]] = deque()
         self._down_until = 0.0
         self._failed_at: float | None = None
+        # True once this connection proved the secret: nothing else is sent before that,
+        # or a request could overtake GC.AUTH on the wire and be refused.
+        self._authed = False
 
     @property
     def connected(self) -> bool:
-        return self._transport is not None and not self._transport.is_closing()
+        transport = self._transport
+        return self._authed and transport is not None and not transport.is_closing()
 
     def failed_recently(self, window_s: float = FAILED_WINDOW_S) -> bool:
         """Whether the last connection to this peer failed within `window_s` (and none since)."""
@@ -162,6 +166,7 @@ class PeerClient:
     async def _dial(self) -> None:
         if self.connected:
             return
+        self._authed = False
         if time.monotonic() < self._down_until:
             raise PeerError(f"{self.addr}: down, retrying shortly")
         loop = asyncio.get_running_loop()
@@ -172,6 +177,7 @@ class PeerClient:
                 )
                 self._transport = transport
                 await self._authenticate()
+                self._authed = True
                 self._failed_at = None
         except (OSError, TimeoutError, PeerError) as exc:
             self._failed_at = time.monotonic()
@@ -192,6 +198,7 @@ class PeerClient:
 
     def _lost(self, exc: Exception | None) -> None:
         self._transport = None
+        self._authed = False
         self._failed_at = time.monotonic()
         self._down_until = time.monotonic() + RECONNECT_BACKOFF_MS / 1000
         pending, self._pending = self._pending, deque()

@@ -136,7 +136,8 @@ class SimNet:
         end = self.clock.mono_ms() + ms
         while True:
             now = self.clock.mono_ms()
-            due = min(self._next_delivery(), self._next_tick(step_ms), end)
+            # Never behind `now`: a test may have moved the clock itself.
+            due = max(now, min(self._next_delivery(), self._next_tick(step_ms), end))
             self.clock.advance(due - now)
             self._deliver_due(due)
             if due % step_ms == 0 and due > self._last_tick_ms:

@@ -11,7 +11,8 @@ memberlist):
   order (shuffled once per round), so every member is probed by every node at least once
   in 2n - 1 intervals. No ack within `probe_timeout_ms`: `indirect_probes` random ALIVE
   members are asked to ping it for us (`PingReq`) and relay the ack. No ack by the end
-  of the interval: the member becomes SUSPECT.
+  of the interval: the member becomes SUSPECT (unless it has meanwhile come back with a
+  higher incarnation: a failed probe only speaks about the incarnation it probed).
 - Suspicion. A SUSPECT member is declared DEAD by each node whose own suspicion timer
   (`suspicion_timeout_ms(n)`, growing with log10 of the cluster size) runs out, unless
   it refutes first: a node that hears it is SUSPECT (or DEAD) bumps its incarnation and
@@ -26,11 +27,18 @@ memberlist):
   freshest first, `max_piggyback` per message, each about `retransmit_mult * log10(n+1)`
   times. Every message starts with the sender's own record, so peers learn id <-> addr
   from any message. A full-state `Sync` goes to the seeds on join (retried every
-  `join_retry_ms` while no peer is known), and every `sync_interval_ms` to one random
-  live member and to one DEAD member or unknown seed (this heals partitions).
+  `join_retry_ms` while no peer is known), to one random live member 1, 2, 4...
+  intervals after joining and every `sync_interval_ms` from then on, and at the same
+  times to one DEAD member or silent seed (this heals partitions).
 - Rejoin and leave. `local_member()` starts a node's incarnation at wall-clock ms, so a
   restarted process outranks its old self without persisted state. `leave()` announces
   LEFT with a higher incarnation; LEFT members are neither probed nor suspected.
+
+Driver contract: deliver each `Send` best effort and independently; on any error drop it
+(never retry, never queue without bound: SWIM owns loss, and a stale probe is worse than
+a lost one). Replies travel as separate messages to the sender's advertised address, so
+a transport's own reply carries nothing. Drop messages `decode` rejects. Call from one
+thread (the node's event loop); every call is O(members) at most.
 
 Bounded memory: at most `max_members` records (DEAD/LEFT ones are forgotten after
 `dead_retention_ms`, or sooner when room is needed; beyond that, new ids are refused),
@@ -109,11 +117,13 @@ class SwimStats:
     refutations: int = 0
     rejected_members: int = 0
     dropped_changes: int = 0
+    id_conflicts: int = 0  # another address claims our node id: a misconfiguration
 
 
 @dataclass(slots=True)
 class _Probe:
     target_id: str
+    incarnation: int  # the target's when probed: a failure says nothing about a newer one
     seq: int
     start_ms: int
     end_ms: int
@@ -318,6 +328,7 @@ class Swim:
     def _refute(self, record: Member) -> None:
         """Someone holds a record about us that outranks ours: outrank it in turn."""
         if record.overrides(self._me):
+            self.stats.id_conflicts += record.addr != self._me.addr
             incarnation = min(record.incarnation + 1, MAX_INCARNATION)
             self._set_me(replace(self._me, incarnation=incarnation))
             self.stats.refutations += 1
@@ -365,7 +376,7 @@ class Swim:
             if now < p.end_ms:
                 return
             self._probe = None
-            self._suspect(p.target_id, now)
+            self._suspect(p, now)
         if now < self._next_probe_ms:
             return
         self._next_probe_ms += cfg.probe_interval_ms
@@ -377,7 +388,7 @@ class Swim:
             send = self._ping(target)
             assert isinstance(send.msg, Ping)
             end_ms = now + cfg.probe_interval_ms
-            self._probe = _Probe(target.node_id, send.msg.seq, now, end_ms)
+            self._probe = _Probe(target.node_id, target.incarnation, send.msg.seq, now, end_ms)
             out.append(send)
         out.extend(self._reprobe_suspects(target))
 
@@ -398,10 +409,10 @@ class Swim:
         self.stats.indirect_probes += len(picked)
         return [Send(h.addr, PingReq(p.seq, p.target_id, self._updates(h.node_id))) for h in picked]
 
-    def _suspect(self, node_id: str, now: int) -> None:
+    def _suspect(self, p: _Probe, now: int) -> None:
         self.stats.probe_failures += 1
-        member = self._members.get(node_id)
-        if member is not None and member.state is ALIVE:
+        member = self._members.get(p.target_id)
+        if member is not None and member.state is ALIVE and member.incarnation == p.incarnation:
             self.stats.suspicions += 1
             self._apply(replace(member, state=SUSPECT), now)
 
