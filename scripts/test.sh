@@ -12,8 +12,7 @@ echo "== mypy"
 mypy
 echo "== pytest"
 rm -f .coverage .coverage.*
-# Node processes started by the tests write their own coverage files.
-export COVERAGE_PROCESS_START="$PWD/pyproject.toml"
-coverage run -m pytest "$@"
+# Node processes started by the tests write their own coverage files (patch = subprocess).
+coverage run -m pytest -p no:cacheprovider "$@"
 coverage combine -q
 coverage report --fail-under=75 | tail -n 3

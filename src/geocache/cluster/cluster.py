@@ -19,10 +19,11 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from geocache.cluster import placement
+from geocache.cluster import digest, placement
 from geocache.cluster.hints import Hints
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import PeerError, Peers
+from geocache.cluster.repair import Repairer
 from geocache.cluster.router import Router
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
 from geocache.cluster.swim_messages import Member, decode, encode
@@ -69,6 +70,7 @@ class Cluster:
         self.peers = Peers(self.node_id, config.cluster_secret)
         self.router = Router(self)
         self.hints = Hints()
+        self.repairer = Repairer(self)
         self._region_ids: list[str] = [self.node_id]
         self._addr_of: dict[str, str] = {self.node_id: self.addr}
         self._tasks: list[asyncio.Task[None]] = []
@@ -87,6 +89,7 @@ class Cluster:
         self._send(self.swim.join(self.node.config.seed_list))
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self._tasks.append(asyncio.create_task(self._hint_loop()))
+        self.repairer.start()
 
     async def stop(self) -> None:
         """Announce a graceful leave, then close peer connections."""
@@ -94,6 +97,7 @@ class Cluster:
         await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
         for task in self._tasks:
             task.cancel()
+        self.repairer.stop()
         self.peers.close()
 
     # -- membership ------------------------------------------------------------------------
@@ -135,6 +139,7 @@ class Cluster:
             self._region_ids = region_ids
             self.warm_until_ms = self.node.clock.mono_ms() + WARM_WINDOW_MS
             log.info("region members changed", extra={"members": ",".join(region_ids)})
+        self.repairer.on_changes(changes)
 
     def members(self) -> list[Member]:
         return self.swim.members()
@@ -143,7 +148,16 @@ class Cluster:
 
     def owners(self, key: bytes) -> list[str]:
         """The alive owners of `key` in this region, primary first."""
-        return placement.owners(key, self._region_ids, self.replicas)
+        return self.bucket_owners(digest.bucket_of(key))
+
+    def bucket_owners(self, bucket: int) -> list[str]:
+        """Placement is per digest bucket: two owners of a bucket hold all of it (repair.py)."""
+        return placement.owners(digest.bucket_token(bucket), self._region_ids, self.replicas)
+
+    @property
+    def ready(self) -> bool:
+        """Warm-up done (or its time bound passed): /readyz may say ready."""
+        return self.repairer.ready
 
     def addr_of(self, node_id: str) -> str | None:
         return self._addr_of.get(node_id)

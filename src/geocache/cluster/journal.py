@@ -1,4 +1,4 @@
-"""A store that remembers the writes made through it, for the coordinator to replicate.
+"""The cluster's store: it journals the writes made through it and keeps bucket digests.
 
 In cluster mode the command handlers run unchanged against a `JournaledStore`: every
 local write (set, delete, and what is built on them: EXPIRE, INCR, APPEND...) is
@@ -6,22 +6,89 @@ appended to `journal` as (key, entry) or (key, tombstone). After a command, the 
 takes the journal and ships it to the key's other owners. Writes that arrive from peers
 go through `apply`/`apply_delete`, which are not journaled: only the coordinator
 replicates.
+
+The store also keeps `digest` (digest.py) in step with what it holds, for repair. The
+hooks sit on the few internals through which every change passes: `_put` (an entry
+added or replaced), `_remove` (deleted, expired or replaced by a tombstone), `_evict`,
+`flush`, and the tombstone space's `put`, `discard` and `_drop_oldest` (reaped, dropped
+for room, cleared), in `DigestedTombstones`. They live in these subclasses only, so a
+standalone `Store` pays nothing for them.
 """
 
 from __future__ import annotations
 
-from geocache.store.entry import Entry, Tombstone
+from geocache.clock import HLC, Clock
+from geocache.cluster.digest import Digest
+from geocache.store.entry import ENTRY_OVERHEAD_BYTES, EXPIRY_OVERHEAD_BYTES, Entry, Tombstone
 from geocache.store.keyspace import Store
+from geocache.store.tombstones import DEFAULT_MAX_TOMBSTONES, DEFAULT_TOMBSTONE_TTL_MS, Tombstones
 
 Write = tuple[bytes, Entry | Tombstone]
 
 
-class JournaledStore(Store):
-    __slots__ = ("journal",)
+class DigestedTombstones(Tombstones):
+    """Tombstones that report every one added or dropped to a digest."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    __slots__ = ("digest",)
+
+    def __init__(
+        self,
+        digest: Digest,
+        max_tombstones: int = DEFAULT_MAX_TOMBSTONES,
+        ttl_ms: int = DEFAULT_TOMBSTONE_TTL_MS,
+    ) -> None:
+        super().__init__(max_tombstones, ttl_ms)
+        self.digest = digest
+
+    def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None:
+        old = self._tombs.get(key)
+        if old is not None:
+            self.digest.remove(key, old[0], old[1], True)
+        self.digest.add(key, version, origin, True)
+        super().put(key, version, origin, now_ms)  # may drop the oldest: _drop_oldest
+
+    def discard(self, key: bytes) -> None:
+        old = self._tombs.pop(key, None)
+        if old is not None:
+            self.digest.remove(key, old[0], old[1], True)
+
+    def _drop_oldest(self) -> None:
+        key, (version, origin, _created) = next(iter(self._tombs.items()))
+        self.digest.remove(key, version, origin, True)
+        super()._drop_oldest()
+
+
+class JournaledStore(Store):
+    __slots__ = ("digest", "journal")
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_bytes: int = 0,
+        max_keys: int = 0,
+        node_id: str = "local",
+        tombstones: Tombstones | None = None,
+        hlc: HLC | None = None,
+    ) -> None:
+        """`tombstones` gives the tombstone space's limits; the store keeps its own copy."""
+        digest = Digest()
+        limits = tombstones if tombstones is not None else Tombstones()
+        if len(limits):
+            raise ValueError("a JournaledStore starts with an empty tombstone space")
+        tombs = DigestedTombstones(digest, limits.max_tombstones, limits.ttl_ms)
+        super().__init__(
+            clock,
+            max_bytes=max_bytes,
+            max_keys=max_keys,
+            node_id=node_id,
+            tombstones=tombs,
+            hlc=hlc,
+        )
+        self.digest = digest
         self.journal: list[Write] = []
+
+    # -- journal -------------------------------------------------------------------------
 
     def set(self, key: bytes, value: bytes, expires_at_ms: int = 0) -> Entry:
         entry = super().set(key, value, expires_at_ms)
@@ -38,6 +105,39 @@ class JournaledStore(Store):
     def take_journal(self) -> list[Write]:
         journal, self.journal = self.journal, []
         return journal
+
+    # -- digest hooks ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        super().flush()
+        self.digest.clear()
+
+    def _put(self, key: bytes, entry: Entry) -> None:
+        old = self._data.get(key)
+        super()._put(key, entry)  # raises TooLarge before changing anything
+        if old is not None:
+            self.digest.remove(key, old[2], old[3], False)
+        self.digest.add(key, entry[2], entry[3], False)
+
+    def _remove(self, key: bytes) -> Entry:
+        entry = super()._remove(key)
+        self.digest.remove(key, entry[2], entry[3], False)
+        return entry
+
+    def _evict(self) -> None:
+        """Store._evict, reporting each evicted entry to the digest (keep the two in step).
+
+        Evicted keys leave the digest: it describes what is held (see digest.py).
+        """
+        data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
+        while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
+            old_key, old = data.popitem(last=False)
+            self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
+            self.evictions += 1
+            if old[1]:
+                self.used_bytes -= EXPIRY_OVERHEAD_BYTES
+                self._wheel.discard(old_key, old[1])
+            self.digest.remove(old_key, old[2], old[3], False)
 
 
 def is_tombstone(record: Entry | Tombstone) -> bool:

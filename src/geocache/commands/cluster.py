@@ -5,6 +5,9 @@ other `GC.*` commands that change data are refused on connections that have not.
 `GC.TOPOLOGY` and `GC.OWNERS` are read-only and open to every client, since smart
 clients route with them.
 
+`GC.DIGEST`, `GC.BUCKET b` and `GC.REPAIR copy` serve repair (cluster/repair.py): a
+peer compares digests, lists differing buckets and pulls newer records with `GC.FETCH`.
+
 `GETVER key` returns the key's version (nil when absent). `CAS key version value [EX
 seconds]` writes only if the key's version is still `version` (0: the key must not
 exist), returning the new version, or nil when another write got there first.
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from geocache.cluster import auth
+from geocache.cluster import auth, digest
+from geocache.cluster.repair import encode_records
 from geocache.commands.context import Deferred, Session
 from geocache.commands.strings import NOT_INTEGER, SYNTAX_ERROR
 from geocache.commands.table import command, dispatch
@@ -191,3 +195,40 @@ def cmd_gc_fwd(session: Session, argv: list[bytes]) -> object:
 
 async def _encoded_later(deferred: Deferred, proto: int) -> bytes:
     return encode(await deferred.awaitable, proto)
+
+
+# -- repair (cluster/repair.py) ----------------------------------------------------------
+
+
+@command("gc.digest", 1, "readonly", keys=_NO_KEYS, group="cluster", summary="Bucket digests")
+def cmd_gc_digest(session: Session, argv: list[bytes]) -> object:
+    """This node's 1024 bucket digests, 8 KiB of little-endian uint64s."""
+    cluster = _cluster(session)
+    if cluster is None:
+        return NOT_A_PEER
+    return digest.encode_buckets(cluster.store.digest.buckets)
+
+
+@command("gc.bucket", 2, "readonly", keys=_NO_KEYS, group="cluster", summary="A bucket's records")
+def cmd_gc_bucket(session: Session, argv: list[bytes]) -> object:
+    """Flat key, version, origin, is_tombstone for every record held in one bucket."""
+    cluster = _cluster(session)
+    if cluster is None:
+        return NOT_A_PEER
+    try:
+        bucket = parse_int(argv[1])
+    except StoreError:
+        return NOT_INTEGER
+    if not 0 <= bucket < digest.BUCKETS:
+        return Error(f"ERR bucket must be 0..{digest.BUCKETS - 1}")
+    return encode_records(cluster.store.digest.keys_in_bucket(bucket))
+
+
+@command("gc.repair", 2, "fast", keys=_NO_KEYS, group="cluster", summary="Pull from the caller")
+def cmd_gc_repair(session: Session, argv: list[bytes]) -> object:
+    """Run a repair round against the calling peer soon; `1`: copy keys this node lacks."""
+    cluster = _cluster(session)
+    if cluster is None:
+        return NOT_A_PEER
+    cluster.repairer.request(session.peer_id, copy_missing=argv[1] == b"1")
+    return OK

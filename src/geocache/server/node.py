@@ -85,8 +85,9 @@ class Node:
         self.dispatch: Callable[[dict[bytes, Command], Session, list[bytes]], object] = dispatch
         self.stats = NodeStats()
         self.metrics = Metrics(self.table)
-        # True from listening until stop begins; /readyz reports it.
-        self.ready = False
+        # True from listening until stop begins; `ready` (what /readyz reports) also
+        # waits for a clustered node's warm-up.
+        self._listening = False
         self.started_ms = self.clock.wall_ms()
         self._started_mono_ms = self.clock.mono_ms()
         self._connections: dict[int, RespConnection] = {}
@@ -139,6 +140,11 @@ class Node:
         if conn.session is not None:
             self._connections.pop(conn.session.id, None)
 
+    @property
+    def ready(self) -> bool:
+        """Serving, not stopping, and (in a cluster) warmed up or past warm-up's time bound."""
+        return self._listening and (self.cluster is None or self.cluster.ready)
+
     def uptime_s(self) -> int:
         return (self.clock.mono_ms() - self._started_mono_ms) // 1000
 
@@ -168,7 +174,7 @@ class Node:
         # Entries are untracked tuples; freezing what startup allocated keeps full GC
         # passes short (they would otherwise walk every long-lived object).
         gc.freeze()
-        self.ready = True
+        self._listening = True
         log.info(
             "node ready",
             extra={
@@ -187,7 +193,7 @@ class Node:
         await self.stop()
 
     async def stop(self) -> None:
-        self.ready = False
+        self._listening = False
         log.info("node stopping", extra={"clients": len(self._connections)})
         for server in self._servers:
             server.close()

@@ -40,6 +40,14 @@ class Tombstones:
     def __len__(self) -> int:
         return len(self._tombs)
 
+    @property
+    def max_tombstones(self) -> int:
+        return self._max
+
+    @property
+    def ttl_ms(self) -> int:
+        return self._ttl_ms
+
     def __contains__(self, key: bytes) -> bool:
         return key in self._tombs
 

@@ -1,0 +1,256 @@
+"""Repair and warm-up between real node processes on 127.0.0.1.
+
+A replica misses writes and deletes (frozen with SIGSTOP until the others declare it
+dead, or killed and restarted empty); once it is back, within a bounded time every owner
+of every key holds the same (key, version, origin, tombstone), and no deleted key is
+live anywhere. What each node holds is read with the peer commands repair itself uses
+(`GC.BUCKET` over every bucket), on a connection that proved the cluster secret.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from geocache.cluster import auth
+from geocache.cluster.digest import BUCKETS
+from support.procs import (
+    ServerProcess,
+    _spawn,
+    free_port,
+    geocache_argv,
+    geocache_env,
+    start_geocache,
+    wait_ready,
+)
+
+SECRET = "test-secret"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Crash to DEAD at every member of 3 is at most 10 s (SwimConfig.detection_bound_ms).
+DEAD_TIMEOUT_S = 14
+CONVERGE_TIMEOUT_S = 10
+
+Held = dict[str, tuple[int, str, bool]]  # key -> (version, origin, is_tombstone)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def cluster_args(node_id: str, seed: str | None, *extra: str) -> list[str]:
+    args = ["--node-id", node_id, "--cluster-secret", SECRET, "--log-level", "info"]
+    if seed:
+        args += ["--seeds", seed]
+    return args + list(extra)
+
+
+def start_at(port: int, tmp: Path, args: list[str]) -> ServerProcess:
+    server = _spawn(
+        "geocache",
+        geocache_argv(port, args),
+        port,
+        tmp / f"node-{port}-{time.monotonic_ns()}.log",
+        cwd=REPO_ROOT,
+        env=geocache_env(),
+    )
+    wait_ready(server)
+    return server
+
+
+def client(server: ServerProcess) -> redis.Redis:
+    return redis.Redis(host=server.host, port=server.port, socket_timeout=5)
+
+
+def states(server: ServerProcess) -> dict[str, str]:
+    with client(server) as c:
+        topology = c.execute_command("GC.TOPOLOGY")
+    result = {}
+    for item in topology:
+        record = item if isinstance(item, dict) else dict(zip(item[::2], item[1::2], strict=True))
+        result[record[b"id"].decode()] = record[b"state"].decode()
+    return result
+
+
+def peer_client(server: ServerProcess) -> redis.Redis:
+    """A connection that proved the cluster secret, as a peer named `tester`."""
+    c = client(server)
+    nonce = c.execute_command("GC.CHALLENGE")
+    assert c.execute_command("GC.AUTH", "tester", auth.proof(SECRET, nonce, "tester"))
+    return c
+
+
+def held(server: ServerProcess) -> Held:
+    """Every record the node holds: GC.BUCKET over all buckets, in one pipeline."""
+    with peer_client(server) as c:
+        pipe = c.pipeline(transaction=False)
+        for b in range(BUCKETS):
+            pipe.execute_command("GC.BUCKET", b)
+        replies = pipe.execute()
+    out: Held = {}
+    for flat in replies:
+        for i in range(0, len(flat), 4):
+            key, version, origin, tomb = flat[i : i + 4]
+            out[key.decode()] = (int(version), origin.decode(), bool(tomb))
+    return out
+
+
+def owners_of(server: ServerProcess, keys: list[str]) -> dict[str, list[str]]:
+    with client(server) as c:
+        pipe = c.pipeline(transaction=False)
+        for key in keys:
+            pipe.execute_command("GC.OWNERS", key)
+        return {k: [o.decode() for o in r] for k, r in zip(keys, pipe.execute(), strict=True)}
+
+
+def disagreements(nodes: dict[str, ServerProcess], keys: list[str], deleted: set[str]) -> list[str]:
+    """Keys whose owners hold different records, or that are deleted yet live somewhere."""
+    views = {name: held(node) for name, node in nodes.items()}
+    owners = owners_of(next(iter(nodes.values())), keys)
+    bad = []
+    for key in keys:
+        records = {views[o].get(key) for o in owners[key]}
+        if len(records) != 1 or None in records:
+            bad.append(f"{key}: {dict((o, views[o].get(key)) for o in owners[key])}")
+        elif key in deleted and not records.pop()[2]:  # type: ignore[index]
+            bad.append(f"{key}: deleted but live at its owners")
+    for name, view in views.items():
+        bad += [f"{k}: live again at {name}" for k in deleted if k in view and not view[k][2]]
+    return bad
+
+
+def assert_converges(nodes: dict[str, ServerProcess], keys: list[str], deleted: set[str]) -> None:
+    last: list[str] = []
+
+    def converged() -> bool:
+        nonlocal last
+        last = disagreements(nodes, keys, deleted)
+        return not last
+
+    try:
+        poll(converged, CONVERGE_TIMEOUT_S, "owners to converge")
+    except AssertionError:
+        raise AssertionError(f"{len(last)} keys differ, e.g. {last[:5]}") from None
+
+
+@pytest.fixture
+def region(tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    first = start_geocache(tmp_path, cluster_args("n1", None))
+    seed = f"127.0.0.1:{first.port}"
+    nodes = [first] + [start_geocache(tmp_path, cluster_args(f"n{i}", seed)) for i in (2, 3)]
+    try:
+        for node in nodes:
+            poll(lambda n=node: list(states(n).values()).count("alive") == 3, 15, "3 alive")
+        yield nodes
+    finally:
+        for node in nodes:
+            if node.is_running():
+                node.proc.send_signal(signal.SIGCONT)  # a frozen node cannot stop
+            node.stop()
+
+
+def write_phase_one(c: redis.Redis) -> None:
+    pipe = c.pipeline(transaction=False)
+    for i in range(300):
+        pipe.set(f"k{i}", "v1")
+    assert all(pipe.execute())
+
+
+def write_phase_two(c: redis.Redis) -> set[str]:
+    """While a replica is away: update 100 keys, delete 100, add 100; returns the deleted."""
+    pipe = c.pipeline(transaction=False)
+    for i in range(100):
+        pipe.set(f"k{i}", "v2")
+        pipe.delete(f"k{100 + i}")
+        pipe.set(f"new{i}", "n")
+    replies = pipe.execute()
+    assert all(r in (True, 1) for r in replies), replies
+    return {f"k{100 + i}" for i in range(100)}
+
+
+ALL_KEYS = [f"k{i}" for i in range(300)] + [f"new{i}" for i in range(100)]
+
+
+def test_a_frozen_replica_gets_the_writes_and_deletes_it_missed(
+    region: list[ServerProcess],
+) -> None:
+    n1, n2, n3 = region
+    with client(n1) as c1:
+        write_phase_one(c1)
+        n3.proc.send_signal(signal.SIGSTOP)
+        poll(
+            lambda: states(n1).get("n3") == "dead" and states(n2).get("n3") == "dead",
+            DEAD_TIMEOUT_S,
+            "n3 declared dead",
+        )
+        # n3 is no owner now, so no hint is kept for it: only repair can fix it.
+        deleted = write_phase_two(c1)
+    n3.proc.send_signal(signal.SIGCONT)
+    poll(
+        lambda: states(n1).get("n3") == "alive" and states(n2).get("n3") == "alive",
+        DEAD_TIMEOUT_S,
+        "n3 alive again",
+    )
+    nodes = {"n1": n1, "n2": n2, "n3": n3}
+    assert_converges(nodes, ALL_KEYS, deleted)
+    # And it stays so: a later periodic or triggered round brings nothing deleted back.
+    time.sleep(1.5)
+    assert disagreements(nodes, ALL_KEYS, deleted) == []
+    with client(n3) as c3:
+        assert c3.mget([f"k{i}" for i in range(200)]) == [b"v2"] * 100 + [None] * 100
+        assert c3.mget([f"new{i}" for i in range(100)]) == [b"n"] * 100
+
+
+def readyz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
+            assert json.load(reply)["status"] == "ready"
+            return int(reply.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def test_a_restarted_node_warms_up_before_it_is_ready(
+    region: list[ServerProcess], tmp_path: Path
+) -> None:
+    n1, n2, n3 = region
+    with client(n1) as c1:
+        write_phase_one(c1)
+        n3.proc.send_signal(signal.SIGKILL)
+        n3.proc.wait(5)
+        poll(
+            lambda: states(n1).get("n3") == "dead" and states(n2).get("n3") == "dead",
+            DEAD_TIMEOUT_S,
+            "n3 declared dead",
+        )
+        deleted = write_phase_two(c1)
+    http_port = free_port()
+    args = cluster_args("n3", f"127.0.0.1:{n1.port}", "--http-port", str(http_port))
+    restarted = start_at(n3.port, tmp_path, args)
+    try:
+        poll(lambda: readyz(http_port) == 200, 12, "n3 /readyz")
+        # Ready means warmed up: what n3 owns is already there, without waiting.
+        nodes = {"n1": n1, "n2": n2, "n3": restarted}
+        mine = [k for k, o in owners_of(restarted, ALL_KEYS).items() if "n3" in o]
+        view = held(restarted)
+        live = [k for k in mine if k not in deleted]
+        assert live and all(k in view and not view[k][2] for k in live)
+        assert_converges(nodes, ALL_KEYS, deleted)
+    finally:
+        restarted.stop()
