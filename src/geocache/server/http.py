@@ -59,6 +59,10 @@ OCTET_STREAM = "application/octet-stream"
 TTL_HEADER = "X-Geocache-Ttl-Ms"
 
 
+# Membership states (swim_messages.MemberState values) as the API names them.
+_STATES = {"a": "up", "s": "suspect", "d": "down", "l": "left"}
+
+
 class HttpServer:
     """The running HTTP listener; `close()` stops it (the node calls it on stop)."""
 
@@ -188,8 +192,26 @@ class HttpApi:
             "state": "up",
             "self": True,
         }
+        nodes = [me]
+        if node.cluster is not None:
+            for member in node.cluster.members():
+                if member.node_id == node.node_id:
+                    me["incarnation"] = member.incarnation
+                    continue
+                host, _, port = member.addr.rpartition(":")
+                nodes.append(
+                    {
+                        "node_id": member.node_id,
+                        "region": member.region,
+                        "address": host,
+                        "resp_port": int(port),
+                        "incarnation": member.incarnation,
+                        "state": _STATES[member.state.value],
+                        "self": False,
+                    }
+                )
         return web.json_response(
-            {"node_id": node.node_id, "region": node.config.region, "nodes": [me]}
+            {"node_id": node.node_id, "region": node.config.region, "nodes": nodes}
         )
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:

@@ -64,17 +64,29 @@ SCHEMAS: dict[str, Schema] = {
             },
         }
     ),
-    "ClusterNode": _object(
-        {
+    "ClusterNode": {
+        **_object(
+            {
+                "node_id": _STR,
+                "region": _STR,
+                "address": _STR,
+                "resp_port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                "state": {"type": "string", "enum": ["up", "suspect", "down", "left"]},
+                "self": {"type": "boolean"},
+            }
+        ),
+        # Known for this node only: membership does not carry peers' HTTP ports.
+        "properties": {
             "node_id": _STR,
             "region": _STR,
             "address": _STR,
             "resp_port": {"type": "integer", "minimum": 1, "maximum": 65535},
             "http_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-            "state": {"type": "string", "enum": ["up", "suspect", "down", "joining", "leaving"]},
+            "incarnation": {"type": "integer", "minimum": 0},
+            "state": {"type": "string", "enum": ["up", "suspect", "down", "left"]},
             "self": {"type": "boolean"},
-        }
-    ),
+        },
+    },
     "Cluster": _object(
         {
             "node_id": _STR,
