@@ -95,6 +95,9 @@ def test_any_node_answers_and_each_key_has_two_copies(region: list[ServerProcess
         assert c2.execute_command("CAS", "k5", ver, "new") > ver
         assert c3.execute_command("CAS", "k5", ver, "lost") is None
         assert c1.get("k5") == b"new"
+        info = c2.info("geocache")
+        assert info["cluster_enabled"] == 1 and info["cluster_members_alive"] == 3
+        assert info["cluster_replicas"] == 2 and info["cluster_forwarded"] > 0
 
 
 def test_a_killed_node_costs_no_reads_or_writes_and_rejoins(

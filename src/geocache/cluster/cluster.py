@@ -26,7 +26,7 @@ from geocache.cluster.peers import PeerError, Peers
 from geocache.cluster.repair import Repairer
 from geocache.cluster.router import Router
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
-from geocache.cluster.swim_messages import Member, decode, encode
+from geocache.cluster.swim_messages import Member, MemberState, decode, encode
 from geocache.protocol.types import Error
 from geocache.store.entry import Entry, Tombstone
 
@@ -143,6 +143,20 @@ class Cluster:
 
     def members(self) -> list[Member]:
         return self.swim.members()
+
+    def status(self) -> dict[str, int]:
+        """Plain numbers for INFO and /metrics, read at scrape time."""
+        states = {state: 0 for state in MemberState}
+        for member in self.swim.members():
+            states[member.state] += 1
+        return {
+            **{f"members_{state.name.lower()}": n for state, n in states.items()},
+            "region_members": len(self._region_ids),
+            "replicas": self.replicas,
+            "hints": len(self.hints),
+            "hints_dropped": self.hints.dropped,
+            **self.stats,
+        }
 
     # -- placement -------------------------------------------------------------------------
 

@@ -153,6 +153,8 @@ def _geocache(node: Node) -> Section:
         "protocol_errors": stats.protocol_errors,
         "expire_cycles": stats.expire_cycles,
         "command_latency_tracking": "yes" if node.metrics.resp_timed else "no",
+        "cluster_enabled": 1 if node.cluster is not None else 0,
+        **({f"cluster_{k}": v for k, v in node.cluster.status().items()} if node.cluster else {}),
     }
 
 

@@ -217,6 +217,7 @@ class NodeCollector:
         )
         yield from self._store()
         yield from self._connections()
+        yield from self._cluster()
         statuses = CounterMetricFamily(
             "geocache_http_responses", "HTTP responses by status code", labels=("code",)
         )
@@ -241,6 +242,32 @@ class NodeCollector:
         yield _gauge("geocache_memory_max_bytes", "max_bytes; 0 means no limit", config.max_bytes)
         yield _gauge(
             "geocache_tombstones", "Deletes remembered for replication", len(store.tombstones)
+        )
+
+    def _cluster(self) -> Iterator[Metric]:
+        cluster = self._node.cluster
+        if cluster is None:
+            return
+        status = cluster.status()
+        members = GaugeMetricFamily(
+            "geocache_cluster_members", "Members this node knows, by state", labels=("state",)
+        )
+        for state in ("alive", "suspect", "dead", "left"):
+            members.add_metric((state,), status[f"members_{state}"])
+        yield members
+        yield _gauge("geocache_hints", "Writes kept for owners that missed them", status["hints"])
+        yield _counter(
+            "geocache_hints_dropped", "Hints dropped (overflow or age)", status["hints_dropped"]
+        )
+        yield _counter("geocache_hints_replayed", "Hints delivered late", status["hints_replayed"])
+        yield _counter("geocache_forwarded", "Commands forwarded to an owner", status["forwarded"])
+        yield _counter(
+            "geocache_replicated_writes", "Writes applied by other owners", status["replicated"]
+        )
+        yield _counter(
+            "geocache_replica_failures",
+            "Replication batches an owner did not acknowledge",
+            status["replica_failures"],
         )
 
     def _connections(self) -> Iterator[Metric]:
