@@ -62,6 +62,7 @@ def cmd_gc_topology(session: Session, argv: list[bytes]) -> object:
                 b"addr": m.addr.encode(),
                 b"state": m.state.name.lower().encode(),
                 b"incarnation": m.incarnation,
+                b"replicas": cluster.replicas,
             }
             for m in cluster.members()
         ]
@@ -71,6 +72,8 @@ def cmd_gc_topology(session: Session, argv: list[bytes]) -> object:
             b"region": config.region.encode(),
             b"addr": f"{config.bind}:{config.port}".encode(),
             b"state": b"alive",
+            b"incarnation": 0,
+            b"replicas": 1,
         }
     ]
 
