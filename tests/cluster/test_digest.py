@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from geocache.clock import ManualClock, make_version
 from geocache.cluster import digest
 from geocache.cluster.journal import JournaledStore
-from geocache.cluster.repair import Repairer, decode_records, encode_records
+from geocache.cluster.repair import Repairer
 from geocache.store import Tombstones
 from geocache.store.errors import StoreError
 
@@ -41,6 +41,7 @@ def assert_digest_matches(store: JournaledStore) -> None:
     assert store.digest.buckets == digest.recompute(records)
     listed = [r for b in range(digest.BUCKETS) for r in store.digest.keys_in_bucket(b)]
     assert sorted(listed) == sorted(records)
+    assert len(store.digest) == len(records)  # no key left behind in the bucket sets
     for b in range(digest.BUCKETS):
         assert all(digest.bucket_of(r[0]) == b for r in store.digest.keys_in_bucket(b))
 
@@ -188,9 +189,9 @@ def test_wire_encodings_round_trip() -> None:
     with pytest.raises(ValueError):
         digest.decode_buckets(b"\x00" * 100)
     records = [(b"k\x00", 5, "n1", False), (b"", (1 << 64) - 1, "n\xe9", True)]
-    assert decode_records(encode_records(records)) == records
+    assert digest.decode_records(digest.encode_records(records)) == records
     with pytest.raises(ValueError):
-        decode_records([b"k", 1, b"n1"])
+        digest.decode_records([b"k", 1, b"n1"])
 
 
 def test_a_store_refuses_a_used_tombstone_space() -> None:
@@ -262,3 +263,25 @@ def test_repair_never_brings_back_a_deleted_key() -> None:
     assert repairer._plan([(b"k", older, "n2", False)], copy_missing=True) == []
     repairer._apply_fetched(b"k", [b"zombie", 0, older, b"n2"])
     assert store.peek(b"k") is None
+
+
+def test_repair_compares_owned_buckets_where_the_peer_holds_something() -> None:
+    clock = ManualClock(wall_ms=NOW_MS)
+    store = new_store(clock)
+    owned = {0, 1, 2, 3}
+    cluster = SimpleNamespace(
+        store=store,
+        node_id="me",
+        bucket_owners=lambda b: ["me", "p"] if b in owned else ["p", "q"],
+    )
+
+    async def make() -> Repairer:
+        return Repairer(cluster)  # type: ignore[arg-type]
+
+    repairer = asyncio.run(make())
+    theirs = [0] * digest.BUCKETS
+    theirs[1] = theirs[2] = theirs[3] = theirs[7] = 42  # 0: it holds nothing; 7: not mine
+    assert repairer._to_compare("p", theirs, copy_missing=False) == [1, 2, 3]
+    repairer._settled["p"] = {2: (0, 42)}
+    assert repairer._to_compare("p", theirs, copy_missing=False) == [1, 3]
+    assert repairer._to_compare("p", theirs, copy_missing=True) == [1, 2, 3]

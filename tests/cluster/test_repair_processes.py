@@ -190,6 +190,9 @@ def test_a_frozen_replica_gets_the_writes_and_deletes_it_missed(
 ) -> None:
     n1, n2, n3 = region
     with client(n1) as c1:
+        for command in (["GC.DIGEST"], ["GC.BUCKET", "0"], ["GC.REPAIR", "1"]):
+            with pytest.raises(redis.ResponseError, match="cluster peers"):
+                c1.execute_command(*command)  # a client is no peer
         write_phase_one(c1)
         n3.proc.send_signal(signal.SIGSTOP)
         poll(
@@ -207,12 +210,18 @@ def test_a_frozen_replica_gets_the_writes_and_deletes_it_missed(
     )
     nodes = {"n1": n1, "n2": n2, "n3": n3}
     assert_converges(nodes, ALL_KEYS, deleted)
-    # And it stays so: a later periodic or triggered round brings nothing deleted back.
+    # And it stays so: rounds still under way (n1 and n2 against n3) bring nothing back.
     time.sleep(1.5)
     assert disagreements(nodes, ALL_KEYS, deleted) == []
     with client(n3) as c3:
         assert c3.mget([f"k{i}" for i in range(200)]) == [b"v2"] * 100 + [None] * 100
         assert c3.mget([f"new{i}" for i in range(100)]) == [b"n"] * 100
+        # Repair did it (no hint was kept for a dead owner): stale values, lost deletes
+        # and the keys written meanwhile were all pulled by n3.
+        info = c3.info("geocache")
+        assert info["cluster_repair_keys_pulled"] > 0
+        assert info["cluster_repair_deletes_pulled"] > 0
+        assert info["cluster_ready"] == 1
 
 
 def readyz(port: int) -> int:

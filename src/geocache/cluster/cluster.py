@@ -156,13 +156,15 @@ class Cluster:
             "hints": len(self.hints),
             "hints_dropped": self.hints.dropped,
             **self.stats,
+            "ready": int(self.ready),
+            **{f"repair_{name}": n for name, n in self.repairer.stats.as_dict().items()},
         }
 
     # -- placement -------------------------------------------------------------------------
 
     def owners(self, key: bytes) -> list[str]:
         """The alive owners of `key` in this region, primary first."""
-        return self.bucket_owners(digest.bucket_of(key))
+        return placement.key_owners(key, self._region_ids, self.replicas)
 
     def bucket_owners(self, bucket: int) -> list[str]:
         """Placement is per digest bucket: two owners of a bucket hold all of it (repair.py)."""
@@ -178,6 +180,10 @@ class Cluster:
 
     def region_peers(self) -> list[str]:
         return [n for n in self._region_ids if n != self.node_id]
+
+    def alone_before_joining(self) -> bool:
+        """Started with seeds, not ready, and no peer known yet: any answer would be a guess."""
+        return len(self._region_ids) == 1 and bool(self.node.config.seed_list) and not self.ready
 
     def warming(self) -> bool:
         return self.node.clock.mono_ms() < self.warm_until_ms

@@ -18,10 +18,10 @@ Placement is per bucket (cluster.py: `owners(key)` is the owners of `bucket_of(k
 all keys of a bucket have the same owners and two owners of a bucket should hold exactly
 the same records in it: equal digests are the convergence criterion.
 
-`keys_in_bucket(b)` lists a bucket's records from a per-bucket dict kept beside the
-digest: O(records in the bucket), no scan of the store. The dicts cost about 100 bytes a
-key (a dict slot and a small tuple sharing the entry's version and origin objects),
-in cluster mode only.
+`keys_in_bucket(b)` lists a bucket's records from a per-bucket dict of its keys kept
+beside the digest, looking each up in the store: O(keys in the bucket), no scan. The
+dicts cost about 40 bytes a key (a dict slot; the key object is the store's own), and
+an update costs two xxh3 hashes of the key (bucket and record), in cluster mode only.
 
 Sans-IO: nothing here awaits, reads a clock or does I/O.
 """
@@ -29,6 +29,7 @@ Sans-IO: nothing here awaits, reads a clock or does I/O.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import Final
 
 import xxhash
@@ -39,20 +40,26 @@ import xxhash
 BUCKETS: Final = 1024
 _MASK: Final = BUCKETS - 1
 _WIRE: Final = struct.Struct(f"<{BUCKETS}Q")
-# Seed of the bucket hash: distinct from the record hash's (0), so a key's bucket and its
-# records' hashes are independent.
+# Seed of the bucket hash, so a key's bucket is independent of its records' hashes
+# (seeded with their version).
 _BUCKET_SEED: Final = 0x6765_6F63_6163_6865  # "geocache"
-_RECORD_HEAD: Final = struct.Struct("<QBI")
+# Origins whose salts are cached: node ids are few, but junk must not grow the cache.
+_MAX_ORIGINS: Final = 4096
 
 _hash = xxhash.xxh3_64_intdigest
 
 # (key, version, origin, is_tombstone): one record as repair compares it.
 Record = tuple[bytes, int, str, bool]
+# What the store holds for a key: (version, origin, is_tombstone), or None.
+Lookup = Callable[[bytes], tuple[int, str, bool] | None]
+
+# Per origin, the 64-bit salts of its (entry, tombstone) records.
+_salts: dict[str, tuple[int, int]] = {}
 
 
 def bucket_of(key: bytes) -> int:
     """The bucket a key falls in (0 .. BUCKETS-1); the same on every node."""
-    return _hash(key, seed=_BUCKET_SEED) & _MASK
+    return _hash(key, _BUCKET_SEED) & _MASK
 
 
 def bucket_token(bucket: int) -> bytes:
@@ -61,48 +68,77 @@ def bucket_token(bucket: int) -> bytes:
 
 
 def record_hash(key: bytes, version: int, origin: str, tombstone: bool) -> int:
-    """A 64-bit hash of one record; the key's length is framed, so fields cannot run together."""
-    head = _RECORD_HEAD.pack(version, tombstone, len(key))
-    return _hash(head + key + origin.encode("utf-8", "surrogateescape"))
+    """A 64-bit hash of one record: xxh3 of the key, seeded with the version XOR a salt.
+
+    The salt is a hash of (origin, kind), cached per origin, so a record costs one hash
+    of the key and no concatenation. Two different (version, origin, kind) share a seed
+    only if their versions differ by exactly the XOR of two salts: as unlikely as any
+    other 64-bit collision.
+    """
+    salts = _salts.get(origin)
+    if salts is None:
+        if len(_salts) >= _MAX_ORIGINS:
+            _salts.clear()
+        raw = origin.encode("utf-8", "surrogateescape")
+        salts = _salts[origin] = (_hash(b"e" + raw), _hash(b"t" + raw))
+    return _hash(key, version ^ salts[tombstone])
 
 
 class Digest:
-    """Per-bucket XOR digests and record lists, updated on every change. No I/O."""
+    """Per-bucket XOR digests and key sets, updated on every change. No I/O."""
 
-    __slots__ = ("_records", "buckets")
+    __slots__ = ("_keys", "_lookup", "buckets")
 
-    def __init__(self) -> None:
+    def __init__(self, lookup: Lookup) -> None:
+        """`lookup` gives what the store holds for a key, for `keys_in_bucket`."""
         self.buckets: list[int] = [0] * BUCKETS
-        # Per bucket, key -> (version, origin, is_tombstone) of what is held.
-        self._records: list[dict[bytes, tuple[int, str, bool]]] = [{} for _ in range(BUCKETS)]
+        self._lookup = lookup
+        # Per bucket, key -> how many records are held for it. Normally one; two for an
+        # instant while the store adds a key's entry before dropping its tombstone.
+        self._keys: list[dict[bytes, int]] = [{} for _ in range(BUCKETS)]
 
     def __len__(self) -> int:
-        return sum(len(r) for r in self._records)
+        return sum(len(k) for k in self._keys)
 
     def add(self, key: bytes, version: int, origin: str, tombstone: bool) -> None:
-        """A record is now held for `key` (the previous one was `remove`d first)."""
+        """A record is now held for `key`."""
         b = bucket_of(key)
         self.buckets[b] ^= record_hash(key, version, origin, tombstone)
-        self._records[b][key] = (version, origin, tombstone)
+        keys = self._keys[b]
+        keys[key] = keys.get(key, 0) + 1
 
     def remove(self, key: bytes, version: int, origin: str, tombstone: bool) -> None:
         """A record is no longer held for `key`."""
         b = bucket_of(key)
         self.buckets[b] ^= record_hash(key, version, origin, tombstone)
-        records = self._records[b]
-        # The store may add a key's new record before removing its old one (a write
-        # replacing a tombstone): only forget the key if this was the record listed.
-        if records.get(key) == (version, origin, tombstone):
-            del records[key]
+        keys = self._keys[b]
+        count = keys.get(key, 1) - 1
+        if count > 0:
+            keys[key] = count
+        else:
+            keys.pop(key, None)
+
+    def replace(
+        self, key: bytes, old_version: int, old_origin: str, version: int, origin: str, tomb: bool
+    ) -> None:
+        """`key`'s record (old_version, old_origin) gives way to (version, origin), same kind."""
+        self.buckets[bucket_of(key)] ^= record_hash(key, old_version, old_origin, tomb) ^ (
+            record_hash(key, version, origin, tomb)
+        )
 
     def clear(self) -> None:
         self.buckets = [0] * BUCKETS
-        for records in self._records:
-            records.clear()
+        for keys in self._keys:
+            keys.clear()
 
     def keys_in_bucket(self, bucket: int) -> list[Record]:
-        """The records held in `bucket`: O(records in the bucket)."""
-        return [(k, v, o, t) for k, (v, o, t) in self._records[bucket].items()]
+        """The records held in `bucket`: O(keys in the bucket) lookups, no scan."""
+        lookup, out = self._lookup, []
+        for key in self._keys[bucket]:
+            held = lookup(key)
+            if held is not None:
+                out.append((key, *held))
+        return out
 
 
 def recompute(records: list[Record]) -> list[int]:
@@ -128,3 +164,42 @@ def decode_buckets(data: bytes) -> list[int]:
     if len(data) != _WIRE.size:
         raise ValueError(f"a digest is {_WIRE.size} bytes, not {len(data)}")
     return list(_WIRE.unpack(data))
+
+
+# -- GC.BUCKET's wire form, and checks on what a peer sent ---------------------------------
+
+
+def encode_records(records: list[Record]) -> list[bytes | int]:
+    """GC.BUCKET's reply: a flat array key, version, origin, is_tombstone (0/1), ..."""
+    out: list[bytes | int] = []
+    for key, version, origin, tombstone in records:
+        out += (key, version, origin.encode("utf-8", "surrogateescape"), int(tombstone))
+    return out
+
+
+def decode_records(reply: object) -> list[Record]:
+    """GC.BUCKET's reply as records; ValueError if it is malformed."""
+    if not isinstance(reply, list) or len(reply) % 4:
+        raise ValueError(f"bad GC.BUCKET reply: {reply!r:.100}")
+    it = iter(reply)
+    return [
+        (as_bytes(k), as_int(v), as_text(o), bool(as_int(t)))
+        for k, v, o, t in zip(it, it, it, it, strict=True)
+    ]
+
+
+def as_bytes(value: object) -> bytes:
+    """A reply value that must be a bulk string (an error reply raises ValueError too)."""
+    if not isinstance(value, bytes):
+        raise ValueError(f"expected a bulk string, got {value!r:.100}")
+    return value
+
+
+def as_int(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"expected an integer, got {value!r:.100}")
+    return value
+
+
+def as_text(value: object) -> str:
+    return as_bytes(value).decode("utf-8", "surrogateescape")

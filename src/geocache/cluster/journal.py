@@ -42,9 +42,10 @@ class DigestedTombstones(Tombstones):
 
     def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None:
         old = self._tombs.get(key)
-        if old is not None:
-            self.digest.remove(key, old[0], old[1], True)
-        self.digest.add(key, version, origin, True)
+        if old is None:
+            self.digest.add(key, version, origin, True)
+        else:
+            self.digest.replace(key, old[0], old[1], version, origin, True)
         super().put(key, version, origin, now_ms)  # may drop the oldest: _drop_oldest
 
     def discard(self, key: bytes) -> None:
@@ -72,7 +73,7 @@ class JournaledStore(Store):
         hlc: HLC | None = None,
     ) -> None:
         """`tombstones` gives the tombstone space's limits; the store keeps its own copy."""
-        digest = Digest()
+        digest = Digest(self.version_of)
         limits = tombstones if tombstones is not None else Tombstones()
         if len(limits):
             raise ValueError("a JournaledStore starts with an empty tombstone space")
@@ -115,9 +116,10 @@ class JournaledStore(Store):
     def _put(self, key: bytes, entry: Entry) -> None:
         old = self._data.get(key)
         super()._put(key, entry)  # raises TooLarge before changing anything
-        if old is not None:
-            self.digest.remove(key, old[2], old[3], False)
-        self.digest.add(key, entry[2], entry[3], False)
+        if old is None:
+            self.digest.add(key, entry[2], entry[3], False)
+        else:
+            self.digest.replace(key, old[2], old[3], entry[2], entry[3], False)
 
     def _remove(self, key: bytes) -> Entry:
         entry = super()._remove(key)

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 import xxhash
 
+from geocache.cluster.digest import bucket_of, bucket_token
+
 _hash = xxhash.xxh3_64_intdigest
 
 
@@ -38,6 +40,13 @@ def owners(key: bytes, members: Sequence[str], replicas: int) -> list[str]:
         return sorted(members, key=lambda m: weight(key, m), reverse=True)
     ranked = sorted(members, key=lambda m: weight(key, m), reverse=True)
     return ranked[:replicas]
+
+
+def key_owners(key: bytes, members: Sequence[str], replicas: int) -> list[str]:
+    """The owners of `key`: those of its digest bucket, so that two owners of a key hold
+    the same bucket and repair can compare whole buckets (repair.py). Clients route with
+    this too."""
+    return owners(bucket_token(bucket_of(key)), members, replicas)
 
 
 def primary(key: bytes, members: Sequence[str]) -> str | None:

@@ -5,9 +5,11 @@ Pull model: a node only ever changes its own store, from what it pulls, so each 
 facts are. A round against one peer:
 
 1. `GC.DIGEST`: the peer's 1024 bucket digests (digest.py, 8 KiB).
-2. The buckets that differ and that both nodes own (placement is per bucket, so a bucket
-   is either wholly shared by two owners or not at all), at most MAX_BUCKETS_PER_ROUND
-   of them, chosen at random so persistent differences cannot starve the others.
+2. The buckets that differ, that this node owns and in which the peer holds something
+   (placement is per bucket, so two owners of a bucket should hold all of it alike).
+   The peer need not be an owner: a former owner's leftovers may hold the newest write
+   or delete of a key (before owners moved), which makes this also a handoff by pull.
+   A pass goes through them in random order, at most MAX_BUCKETS_PER_ROUND per round.
 3. `GC.BUCKET b` for each, BUCKETS_PER_CALL per pipeline: the peer's (key, version,
    origin, is_tombstone) records in the bucket.
 4. For each record newer than what this node holds (the merge rule, entry.newer): a
@@ -34,15 +36,19 @@ nudge asking it to pull from this node; a peer's hint queue overflowing
 (`hints.needs_repair`: the same nudge); every PERIODIC_S (with jitter) against every
 region peer. Work is bounded per round and paced between batches.
 
+A round that fails (no answer, or the peer's connection still in its reconnect backoff
+just after it came back) is tried again RETRY_S later, up to MAX_ATTEMPTS times in a row.
+
 Warm-up: at start (after membership found a region peer, if seeds were given) this node
-runs copying rounds against every region peer until no differing bucket is left, then
-sets `ready`; `ready` is set anyway after WARMUP_MAX_S. Meanwhile the node serves, and a
+runs copying passes against every region peer until none is left, then sets `ready`;
+`ready` is set anyway after WARMUP_MAX_S. Meanwhile the node serves, and a
 miss asks an owner (router.py, while `cluster.warming()`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import dataclass, fields
@@ -79,8 +85,11 @@ REPAIR_TIMEOUT_MS = 5000
 NUDGE_TIMEOUT_MS = 500
 # A starting node reports ready after this long even if warm-up has not finished (s).
 WARMUP_MAX_S = 10.0
-# During warm-up, a peer that did not answer is asked again after this long (s).
-WARMUP_RETRY_S = 0.2
+# A round that failed (the peer did not answer, or its connection is in its reconnect
+# backoff just after it came back) is tried again after this long (s), up to
+# MAX_ATTEMPTS times in a row; past that the pass is dropped until the next trigger.
+RETRY_S = 0.5
+MAX_ATTEMPTS = 5
 
 _GONE = (MemberState.DEAD, MemberState.LEFT)
 
@@ -99,19 +108,33 @@ class RepairStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+@dataclass(slots=True)
+class _Pass:
+    """One pass over the buckets to compare with one peer, a round (a batch) at a time."""
+
+    copy_missing: bool
+    # Buckets left to compare; None until the pass's first round fetched the digest.
+    todo: list[int] | None = None
+    # Asked again while under way: another pass follows this one.
+    again: bool = False
+    # Failed rounds in a row, and when (loop time) to try again.
+    attempts: int = 0
+    retry_at: float = 0.0
+
+
 class Repairer:
     def __init__(self, cluster: Cluster, rng: random.Random | None = None) -> None:
         self.cluster = cluster
         self.ready = False
         self.stats = RepairStats()
         self._rng = rng if rng is not None else random.Random()
-        # Peers to run a round against; the flag: copy missing keys.
-        self._pending: dict[str, bool] = {}
+        # Passes under way or due, by peer, in the order they were asked for.
+        self._passes: dict[str, _Pass] = {}
         # Peers to ask to pull from this node (GC.REPAIR); the flag: they missed writes.
         self._nudges: dict[str, bool] = {}
+        self._nudge_after = 0.0
         # Per peer, bucket -> (my digest, theirs) when nothing more could be pulled.
         self._settled: dict[str, dict[int, tuple[int, int]]] = {}
-        self._failed: set[str] = set()
         # The region's other alive members when membership last changed them.
         self._peers_seen: list[str] = []
         self._wake = asyncio.Event()
@@ -136,8 +159,15 @@ class Repairer:
             task.cancel()
 
     def request(self, peer_id: str, copy_missing: bool = False) -> None:
-        """Run a round against `peer_id` soon (GC.REPAIR and the triggers below)."""
-        self._pending[peer_id] = self._pending.get(peer_id, False) or copy_missing
+        """Compare with `peer_id` soon (GC.REPAIR and the triggers below)."""
+        current = self._passes.get(peer_id)
+        if current is None:
+            self._passes[peer_id] = _Pass(copy_missing)
+        elif current.todo is not None:
+            current.again = True
+            current.copy_missing |= copy_missing
+        else:
+            current.copy_missing |= copy_missing
         self._wake.set()
 
     def on_changes(self, changes: list[Change]) -> None:
@@ -156,6 +186,8 @@ class Repairer:
             if new.state is MemberState.ALIVE and (old is None or old.state in _GONE):
                 # It was no owner of anything while away: no hints cover what it missed.
                 self._nudges[new.node_id] = True
+                self._nudge_after = 0.0
+                self._wake.set()
 
     def _set_ready(self, why: str) -> None:
         if not self.ready:
@@ -169,11 +201,7 @@ class Repairer:
         loop = asyncio.get_running_loop()
         next_periodic = loop.time() + self._periodic_s()
         while True:
-            try:
-                async with asyncio.timeout(CHECK_S):
-                    await self._wake.wait()
-            except TimeoutError:
-                pass
+            await self._wait()
             self._wake.clear()
             try:
                 if loop.time() >= next_periodic:
@@ -181,10 +209,13 @@ class Repairer:
                     for peer in self.cluster.region_peers():
                         self.request(peer)
                 self._collect_overflows()
-                await self._send_nudges()
-                await self._drain()
+                if self._nudges and loop.time() >= self._nudge_after:
+                    await self._send_nudges()
+                    self._nudge_after = loop.time() + CHECK_S
+                await self._rounds()
             except Exception:  # pragma: no cover - a bug must not stop repair
                 log.exception("repair cycle failed")
+                await asyncio.sleep(CHECK_S)
 
     def _periodic_s(self) -> float:
         return PERIODIC_S * (1 + self._rng.uniform(-PERIODIC_JITTER, PERIODIC_JITTER))
@@ -198,30 +229,45 @@ class Repairer:
             await asyncio.sleep(0.05)
         for peer in cluster.region_peers():
             self.request(peer, copy_missing=True)
-        while not self.ready:
-            await self._drain()
-            if not self._failed:
-                break
-            await asyncio.sleep(WARMUP_RETRY_S)
-            for peer in self._failed & set(cluster.region_peers()):
-                self.request(peer, copy_missing=True)
+        while not self.ready and self._passes:
+            await self._wait()
+            await self._rounds()
         self._set_ready("warmed")
 
-    async def _drain(self) -> None:
-        """Run the pending rounds, one peer at a time, until none is left."""
-        self._failed.clear()
-        while self._pending:
-            peer = next(iter(self._pending))
-            copy = self._pending.pop(peer) or not self.ready or self.cluster.warming()
+    async def _wait(self) -> None:
+        """Until a pass is due (at once if one is), a trigger, or CHECK_S without passes."""
+        loop = asyncio.get_running_loop()
+        due = min((p.retry_at for p in self._passes.values()), default=None)
+        timeout = CHECK_S if due is None else due - loop.time()
+        if timeout > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
+
+    async def _rounds(self) -> None:
+        """One round for each peer with a pass due: bounded work, then back to the loop."""
+        loop = asyncio.get_running_loop()
+        for peer in list(self._passes):
+            p = self._passes.get(peer)
+            if p is None or p.retry_at > loop.time():
+                continue
             try:
-                more = await self._round(peer, copy)
+                await self._round(peer, p)
             except (PeerError, TimeoutError, OSError, ValueError) as exc:
                 self.stats.failures += 1
-                self._failed.add(peer)
+                p.attempts += 1
+                p.retry_at = loop.time() + RETRY_S
+                p.todo = None  # buckets taken off mid-round: compare afresh next time
+                if p.attempts >= MAX_ATTEMPTS and self._passes.get(peer) is p:
+                    del self._passes[peer]
                 log.info("repair round failed", extra={"peer": peer, "error": str(exc)})
                 continue
-            if more:
-                self.request(peer, copy)
+            p.attempts = 0
+            if not p.todo and self._passes.get(peer) is p:
+                if p.again:
+                    p.todo, p.again = None, False
+                else:
+                    del self._passes[peer]
             await asyncio.sleep(PAUSE_S)
 
     def _collect_overflows(self) -> None:
@@ -254,49 +300,56 @@ class Repairer:
 
     # -- one round ----------------------------------------------------------------------------
 
-    async def _round(self, peer_id: str, copy_missing: bool) -> bool:
-        """One bounded round against `peer_id`; True if differing buckets are left over."""
+    async def _round(self, peer_id: str, p: _Pass) -> None:
+        """Up to MAX_BUCKETS_PER_ROUND of the pass's buckets against `peer_id`."""
         cluster = self.cluster
         addr = cluster.addr_of(peer_id)
         if addr is None or peer_id not in cluster.region_peers():
-            return False
+            p.todo = []  # gone: nothing to compare
+            return
         client = cluster.peers.get(addr)
         theirs = digest.decode_buckets(
-            _bulk(await client.call("GC.DIGEST", timeout_ms=REPAIR_TIMEOUT_MS))
+            digest.as_bytes(await client.call("GC.DIGEST", timeout_ms=REPAIR_TIMEOUT_MS))
         )
         self.stats.rounds += 1
-        todo = self._to_compare(peer_id, theirs, copy_missing)
-        self._rng.shuffle(todo)
-        now = todo[:MAX_BUCKETS_PER_ROUND]
+        copy = p.copy_missing or not self.ready or cluster.warming()
+        if p.todo is None:
+            p.todo = self._to_compare(peer_id, theirs, copy)
+            self._rng.shuffle(p.todo)
+        mine = self.store.digest.buckets
+        now: list[int] = []
+        while p.todo and len(now) < MAX_BUCKETS_PER_ROUND:
+            b = p.todo.pop()
+            if mine[b] != theirs[b]:  # may have converged since the pass began
+                now.append(b)
         before = self.stats.keys_pulled + self.stats.deletes_pulled
         for i in range(0, len(now), BUCKETS_PER_CALL):
             batch = now[i : i + BUCKETS_PER_CALL]
-            await self._repair_buckets(client, peer_id, batch, theirs, copy_missing)
+            await self._repair_buckets(client, peer_id, batch, theirs, copy)
             await asyncio.sleep(PAUSE_S)
         if now:
             pulled = self.stats.keys_pulled + self.stats.deletes_pulled - before
             log.info(
                 "repair round",
-                extra={
-                    "peer": peer_id,
-                    "buckets": len(now),
-                    "pulled": pulled,
-                    "copy": copy_missing,
-                },
+                extra={"peer": peer_id, "buckets": len(now), "pulled": pulled, "copy": copy},
             )
-        return len(todo) > len(now)
 
     def _to_compare(self, peer_id: str, theirs: list[int], copy_missing: bool) -> list[int]:
-        """Differing buckets owned by both nodes, less those settled (unless copying)."""
+        """Buckets this node owns where the peer holds something else, less settled ones.
+
+        The peer need not own the bucket: a former owner's leftovers may hold the newest
+        record (a write or a delete it took before owners moved), and the merge rule
+        keeps the newest whoever sends it. A peer holding nothing there (digest 0) has
+        nothing to give. Settled buckets are skipped unless copying missing keys.
+        """
         cluster, me = self.cluster, self.cluster.node_id
         mine = self.store.digest.buckets
         settled = self._settled.get(peer_id, {})
         out = []
         for b in digest.differing(mine, theirs):
-            if not copy_missing and settled.get(b) == (mine[b], theirs[b]):
+            if theirs[b] == 0 or (not copy_missing and settled.get(b) == (mine[b], theirs[b])):
                 continue
-            owners = cluster.bucket_owners(b)
-            if me in owners and peer_id in owners:
+            if me in cluster.bucket_owners(b):
                 out.append(b)
         return out
 
@@ -313,7 +366,7 @@ class Repairer:
         )
         fetch: list[bytes] = []
         for reply in replies:
-            fetch += self._plan(decode_records(reply), copy_missing)
+            fetch += self._plan(digest.decode_records(reply), copy_missing)
         self.stats.buckets_compared += len(batch)
         for i in range(0, len(fetch), FETCH_BATCH):
             keys = fetch[i : i + FETCH_BATCH]
@@ -350,12 +403,17 @@ class Repairer:
             return  # gone meanwhile (nil), or an error: the next round looks again
         if len(reply) == 3:
             version, origin, _created = reply
-            if store.apply_delete(key, _int(version), _text(origin)):
+            if store.apply_delete(key, digest.as_int(version), digest.as_text(origin)):
                 self.stats.deletes_pulled += 1
             return
         if len(reply) != 4:
             raise ValueError(f"bad GC.FETCH reply for {key!r}")
-        entry = (_bulk(reply[0]), _int(reply[1]), _int(reply[2]), _text(reply[3]))
+        entry = (
+            digest.as_bytes(reply[0]),
+            digest.as_int(reply[1]),
+            digest.as_int(reply[2]),
+            digest.as_text(reply[3]),
+        )
         if store.version_of(key) is None and not _has_room(store, key, entry[0], entry[1]):
             self.stats.skipped_full += 1
             return
@@ -369,40 +427,3 @@ def _has_room(store: JournaledStore, key: bytes, value: bytes, expires_at_ms: in
         return False
     size = entry_size(key, value, expires_at_ms)
     return not store.max_bytes or store.used_bytes + size <= store.max_bytes
-
-
-def encode_records(records: list[digest.Record]) -> list[bytes | int]:
-    """GC.BUCKET's reply: a flat array key, version, origin, is_tombstone (0/1), ..."""
-    out: list[bytes | int] = []
-    for key, version, origin, tombstone in records:
-        out += (key, version, origin.encode("utf-8", "surrogateescape"), int(tombstone))
-    return out
-
-
-def decode_records(reply: object) -> list[digest.Record]:
-    """GC.BUCKET's reply as records; ValueError if it is malformed."""
-    if not isinstance(reply, list) or len(reply) % 4:
-        raise ValueError(f"bad GC.BUCKET reply: {reply!r:.100}")
-    it = iter(reply)
-    return [
-        (_bulk(k), _int(v), _text(o), bool(_int(t)))
-        for k, v, o, t in zip(it, it, it, it, strict=True)
-    ]
-
-
-def _bulk(value: object) -> bytes:
-    if isinstance(value, Error):
-        raise PeerError(str(value))
-    if not isinstance(value, bytes):
-        raise ValueError(f"expected a bulk string, got {value!r:.100}")
-    return value
-
-
-def _int(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r:.100}")
-    return value
-
-
-def _text(value: object) -> str:
-    return _bulk(value).decode("utf-8", "surrogateescape")

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 Table = dict[bytes, Command]
 NO_MULTI = Error("ERR MULTI is not supported in cluster mode; send commands without it")
+LOADING = Error("LOADING geocache is joining its cluster")
 CROSSSLOT = Error("CROSSSLOT Keys in request don't hash to the same slot")
 _SUMMED = {b"del", b"unlink", b"exists", b"touch"}
 
@@ -51,6 +52,8 @@ class Router:
         arity = cmd.arity
         if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
             return dispatch(table, session, argv)  # the arity error
+        if self.cluster.alone_before_joining():
+            return LOADING
         keys = cmd.keys(argv)
         if len(keys) == 1:
             return self.route(table, session, argv, cmd, keys[0])

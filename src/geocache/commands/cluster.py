@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from geocache.cluster import auth, digest
-from geocache.cluster.repair import encode_records
 from geocache.commands.context import Deferred, Session
 from geocache.commands.strings import NOT_INTEGER, SYNTAX_ERROR
 from geocache.commands.table import command, dispatch
@@ -224,7 +223,7 @@ def cmd_gc_bucket(session: Session, argv: list[bytes]) -> object:
         return NOT_INTEGER
     if not 0 <= bucket < digest.BUCKETS:
         return Error(f"ERR bucket must be 0..{digest.BUCKETS - 1}")
-    return encode_records(cluster.store.digest.keys_in_bucket(bucket))
+    return digest.encode_records(cluster.store.digest.keys_in_bucket(bucket))
 
 
 @command("gc.repair", 2, "fast", keys=_NO_KEYS, group="cluster", summary="Pull from the caller")
