@@ -269,6 +269,14 @@ class NodeCollector:
             "Replication batches an owner did not acknowledge",
             status["replica_failures"],
         )
+        yield _gauge("geocache_ready", "1 when warmed up and serving", int(status["ready"]))
+        repair = CounterMetricFamily(
+            "geocache_repair", "Anti-entropy repair work, by kind", labels=("kind",)
+        )
+        for name, value in sorted(status.items()):
+            if name.startswith("repair_"):
+                repair.add_metric((name.removeprefix("repair_"),), value)
+        yield repair
 
     def _connections(self) -> Iterator[Metric]:
         node = self._node
