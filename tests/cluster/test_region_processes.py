@@ -3,63 +3,13 @@
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
-from support.procs import (
-    ServerProcess,
-    _spawn,
-    geocache_argv,
-    geocache_env,
-    start_geocache,
-    wait_ready,
-)
-
-SECRET = "test-secret"
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def cluster_args(node_id: str, seed: str | None, *extra: str) -> list[str]:
-    args = ["--node-id", node_id, "--cluster-secret", SECRET, "--log-level", "warning"]
-    if seed:
-        args += ["--seeds", seed]
-    return args + list(extra)
-
-
-def start_at(port: int, tmp: Path, args: list[str]) -> ServerProcess:
-    server = _spawn(
-        "geocache",
-        geocache_argv(port, args),
-        port,
-        tmp / f"node-{port}-{time.monotonic_ns()}.log",
-        cwd=REPO_ROOT,
-        env=geocache_env(),
-    )
-    wait_ready(server)
-    return server
-
-
-def states(server: ServerProcess) -> dict[str, str]:
-    with redis.Redis(host=server.host, port=server.port, socket_timeout=5) as client:
-        topology = client.execute_command("GC.TOPOLOGY")
-    result = {}
-    for item in topology:
-        record = item if isinstance(item, dict) else dict(zip(item[::2], item[1::2], strict=True))
-        result[record[b"id"].decode()] = record[b"state"].decode()
-    return result
+from support.cluster import client, cluster_args, poll, start_at, states
+from support.procs import ServerProcess, start_geocache
 
 
 @pytest.fixture
@@ -74,10 +24,6 @@ def region(tmp_path: Path) -> Iterator[list[ServerProcess]]:
     finally:
         for node in nodes:
             node.stop()
-
-
-def client(server: ServerProcess) -> redis.Redis:
-    return redis.Redis(host=server.host, port=server.port, socket_timeout=5)
 
 
 def test_any_node_answers_and_each_key_has_two_copies(region: list[ServerProcess]) -> None:

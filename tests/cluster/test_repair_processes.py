@@ -14,26 +14,16 @@ import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from geocache.cluster import auth
 from geocache.cluster.digest import BUCKETS
-from support.procs import (
-    ServerProcess,
-    _spawn,
-    free_port,
-    geocache_argv,
-    geocache_env,
-    start_geocache,
-    wait_ready,
-)
+from support.cluster import client, cluster_args, peer_client, poll, start_at, states
+from support.procs import ServerProcess, free_port, start_geocache
 
-SECRET = "test-secret"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 # Crash to DEAD at every member of 3 is at most 10 s (SwimConfig.detection_bound_ms).
 DEAD_TIMEOUT_S = 14
 CONVERGE_TIMEOUT_S = 10
@@ -41,57 +31,6 @@ CONVERGE_TIMEOUT_S = 10
 Held = dict[str, tuple[int, str, bool]]  # key -> (version, origin, is_tombstone)
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def cluster_args(node_id: str, seed: str | None, *extra: str) -> list[str]:
-    args = ["--node-id", node_id, "--cluster-secret", SECRET, "--log-level", "info"]
-    if seed:
-        args += ["--seeds", seed]
-    return args + list(extra)
-
-
-def start_at(port: int, tmp: Path, args: list[str]) -> ServerProcess:
-    server = _spawn(
-        "geocache",
-        geocache_argv(port, args),
-        port,
-        tmp / f"node-{port}-{time.monotonic_ns()}.log",
-        cwd=REPO_ROOT,
-        env=geocache_env(),
-    )
-    wait_ready(server)
-    return server
-
-
-def client(server: ServerProcess) -> redis.Redis:
-    return redis.Redis(host=server.host, port=server.port, socket_timeout=5)
-
-
-def states(server: ServerProcess) -> dict[str, str]:
-    with client(server) as c:
-        topology = c.execute_command("GC.TOPOLOGY")
-    result = {}
-    for item in topology:
-        record = item if isinstance(item, dict) else dict(zip(item[::2], item[1::2], strict=True))
-        result[record[b"id"].decode()] = record[b"state"].decode()
-    return result
-
-
-def peer_client(server: ServerProcess) -> redis.Redis:
-    """A connection that proved the cluster secret, as a peer named `tester`."""
-    c = client(server)
-    nonce = c.execute_command("GC.CHALLENGE")
-    assert c.execute_command("GC.AUTH", "tester", auth.proof(SECRET, nonce, "tester"))
-    return c
 
 
 def held(server: ServerProcess) -> Held:

@@ -1,0 +1,71 @@
+"""Regions of real geocache processes for tests: start, restart at a port, inspect, wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from geocache.cluster import auth
+
+from .procs import REPO_ROOT, ServerProcess, _spawn, geocache_argv, geocache_env, wait_ready
+
+SECRET = "test-secret"
+
+
+def poll(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Wait until `check()` holds, or fail saying what did not happen in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def cluster_args(
+    node_id: str, seed: str | None, *extra: str, log_level: str = "warning"
+) -> list[str]:
+    args = ["--node-id", node_id, "--cluster-secret", SECRET, "--log-level", log_level]
+    if seed:
+        args += ["--seeds", seed]
+    return args + list(extra)
+
+
+def start_at(port: int, tmp: Path, args: list[str]) -> ServerProcess:
+    """A node on a given port (a restart keeps its address)."""
+    server = _spawn(
+        "geocache",
+        geocache_argv(port, args),
+        port,
+        tmp / f"node-{port}-{time.monotonic_ns()}.log",
+        cwd=REPO_ROOT,
+        env=geocache_env(),
+    )
+    wait_ready(server)
+    return server
+
+
+def client(server: ServerProcess) -> redis.Redis:
+    return redis.Redis(host=server.host, port=server.port, socket_timeout=5)
+
+
+def peer_client(server: ServerProcess) -> redis.Redis:
+    """A connection that proved the cluster secret, as a peer named `tester`."""
+    c = client(server)
+    nonce = c.execute_command("GC.CHALLENGE")
+    assert c.execute_command("GC.AUTH", "tester", auth.proof(SECRET, nonce, "tester"))
+    return c
+
+
+def states(server: ServerProcess) -> dict[str, str]:
+    """Member id -> state, as this node sees the cluster."""
+    with client(server) as c:
+        topology = c.execute_command("GC.TOPOLOGY")
+    result = {}
+    for item in topology:
+        record = item if isinstance(item, dict) else dict(zip(item[::2], item[1::2], strict=True))
+        result[record[b"id"].decode()] = record[b"state"].decode()
+    return result
