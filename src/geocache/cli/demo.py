@@ -117,6 +117,9 @@ class Workload:
             self.sent += len(replies)
             for reply in replies:
                 if isinstance(reply, Error):
+                    if reply.startswith("LOADING"):  # a restarted node still joining
+                        self.failovers += 1
+                        continue
                     self.errors += 1
                     self.last_error = str(reply)
         for conn in self._conns.values():
