@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +86,35 @@ def test_sigterm_leaves_gracefully(region: list[ServerProcess]) -> None:
     with client(n1) as c1, client(n2) as c2:
         assert c1.set("after", "leave")
         assert c2.get("after") == b"leave"
+
+
+def test_writes_forwarded_both_ways_do_not_wait_on_each_other(
+    region: list[ServerProcess],
+) -> None:
+    """Clients on two nodes writing keys the other node owns: no stall at the peer timeout.
+
+    A forwarded write waits for its replication; if forwarding and replication shared a
+    connection, each node's could queue behind the other's and both would stall until
+    the 500 ms peer timeout. 400 writes take well under a second without that; a bound
+    of 20 stalls' worth catches it without timing anything finer.
+    """
+    n1, n2, _ = region
+    slowest: list[float] = []
+
+    def write_through(server: ServerProcess, prefix: str) -> None:
+        with client(server) as c:
+            for i in range(200):
+                start = time.monotonic()
+                assert c.set(f"{prefix}{i}", "v")
+                slowest.append(time.monotonic() - start)
+
+    threads = [
+        threading.Thread(target=write_through, args=(n1, "a")),
+        threading.Thread(target=write_through, args=(n2, "b")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(slowest) == 400
+    assert sum(1 for s in slowest if s >= 0.45) <= 2, sorted(slowest)[-5:]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from geocache.cluster import digest, placement
 from geocache.cluster.hints import Hints
 from geocache.cluster.journal import JournaledStore, Write
-from geocache.cluster.peers import PeerError, Peers
+from geocache.cluster.peers import FORWARD, PeerError, Peers
 from geocache.cluster.repair import Repairer
 from geocache.cluster.router import Router
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
@@ -283,7 +283,7 @@ class Cluster:
             if addr is None:
                 continue
             try:
-                reply = await self.peers.get(addr).call(
+                reply = await self.peers.get(addr, FORWARD).call(
                     "GC.FWD", proto, *argv, timeout_ms=PEER_TIMEOUT_MS
                 )
             except PeerError as exc:

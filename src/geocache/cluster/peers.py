@@ -222,18 +222,28 @@ class PeerClient:
                 future.set_exception(PeerError(f"{self.addr}: connection lost"))
 
 
+# Channels: forwarded commands may wait on the peer (a forwarded write waits for its
+# replication), and a connection waiting on one stops reading until it is done. So
+# forwarded commands get their own connection, and replication, repair and membership,
+# which never wait, another: a forwarded write can then never queue behind the very
+# replication it waits for (that cross-wait would hold both nodes until the timeout).
+DATA = "data"
+FORWARD = "forward"
+
+
 class Peers:
-    """The PeerClients of one node, by address."""
+    """The PeerClients of one node, by address and channel."""
 
     def __init__(self, node_id: str, secret: str) -> None:
         self._node_id = node_id
         self._secret = secret
-        self._clients: dict[str, PeerClient] = {}
+        self._clients: dict[tuple[str, str], PeerClient] = {}
 
-    def get(self, addr: str) -> PeerClient:
-        client = self._clients.get(addr)
+    def get(self, addr: str, channel: str = DATA) -> PeerClient:
+        client = self._clients.get((addr, channel))
         if client is None:
-            client = self._clients[addr] = PeerClient(addr, self._node_id, self._secret)
+            client = PeerClient(addr, self._node_id, self._secret)
+            self._clients[addr, channel] = client
         return client
 
     def close(self) -> None:

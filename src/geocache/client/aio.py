@@ -1,0 +1,329 @@
+"""`AsyncClient`: the asyncio geocache client, over the same sans-IO core as `Client`.
+
+One connection per node, shared by every coroutine (multiplex.py): requests are written
+as they come and replies matched in order, so concurrent calls pipeline by themselves.
+An attempt that times out leaves the connection as it is (its late reply is dropped);
+a connection whose node is marked down is closed, failing whatever still waits on it.
+
+A background task (started by the first call) refreshes the topology and probes down
+nodes. Use one AsyncClient within one event loop; `await client.close()` (or
+`async with`) stops the task and closes the connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+from geocache.client.core import (
+    PROBE_COMMAND,
+    TOPOLOGY_COMMAND,
+    Attempt,
+    Call,
+    Core,
+    Failure,
+    Item,
+    NodeStats,
+)
+from geocache.client.errors import CacheError
+from geocache.client.health import HealthPolicy
+from geocache.client.memo import MISSING, async_memoize
+from geocache.client.multiplex import Connection, expire
+from geocache.client.ops import Key, Op, Ops
+from geocache.client.topology import split_addr
+from geocache.memoize import KeyBuilder
+from geocache.protocol.writer import encode_command
+from geocache.serializers import Serializer, get_serializer
+from geocache.singleflight import AsyncFlights
+from geocache.store.local import check_ttl_s, to_key
+
+F = TypeVar("F", bound=Callable[..., Any])
+K = TypeVar("K", bound=str | bytes)
+Clock = Callable[[], float]
+
+# After an unexpected error in the background loop, pause this long (seconds) before the
+# next round, so a persistent bug logs once a second rather than spinning.
+_BUG_PAUSE_S = 1.0
+log = logging.getLogger("geocache.client")
+# The background task sleeps at most this long (seconds) before looking at its work
+# again: a bound on an infinite wake-up, and how soon a dropped client's task ends.
+_MAX_SLEEP_S = 5.0
+
+
+class AsyncClient:
+    """An asyncio client for a geocache node or cluster; arguments as for `Client`."""
+
+    def __init__(
+        self,
+        seeds: Sequence[str] | str = ("127.0.0.1:7379",),
+        *,
+        region: str | None = None,
+        password: str | None = None,
+        serializer: str | Serializer = "json",
+        timeout_s: float = 1.0,
+        on_error: str = "raise",
+        topology_refresh_s: float = 5.0,
+        health: HealthPolicy | None = None,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if on_error not in ("raise", "miss"):
+            raise ValueError(f'on_error is "raise" or "miss", not {on_error!r}')
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
+        for seed in seed_list:
+            split_addr(seed)
+        self._core = Core(seed_list, region=region, policy=health, refresh_s=topology_refresh_s)
+        self._ops = Ops(get_serializer(serializer))
+        self._timeout_s = timeout_s
+        self._miss = on_error == "miss"
+        self._clock = clock
+        self._auth = encode_command(b"AUTH", password) if password else b""
+        self._conns: dict[str, Connection] = {}
+        self._connecting: dict[str, asyncio.Future[Connection]] = {}
+        self._flights: AsyncFlights[Any] = AsyncFlights()
+        self._boot: asyncio.Lock | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- the API ---------------------------------------------------------------------------
+
+    async def get(self, key: Key, default: Any = None) -> Any:
+        return await self._run(self._ops.get(key, default))
+
+    async def set(self, key: Key, value: Any, ttl_s: float | None = None) -> None:
+        await self._run(self._ops.set(key, value, ttl_s))
+
+    async def delete(self, key: Key) -> bool:
+        result: bool = await self._run(self._ops.delete(key))
+        return result
+
+    async def expire(self, key: Key, ttl_s: float) -> bool:
+        result: bool = await self._run(self._ops.expire(key, ttl_s))
+        return result
+
+    async def ttl(self, key: Key) -> float | None:
+        result: float | None = await self._run(self._ops.ttl(key))
+        return result
+
+    async def incr(self, key: Key, delta: int = 1) -> int:
+        result: int = await self._run(self._ops.incr(key, delta))
+        return result
+
+    async def get_many(self, keys: Iterable[K]) -> dict[K, Any]:
+        result: dict[K, Any] = await self._run(self._ops.get_many(keys))
+        return result
+
+    async def set_many(self, values: Mapping[K, Any], ttl_s: float | None = None) -> None:
+        await self._run(self._ops.set_many(values, ttl_s))
+
+    async def get_or_set(self, key: Key, fn: Callable[[], Any], ttl_s: float | None = None) -> Any:
+        """The cached value, or `fn()` (awaited if it returns an awaitable) stored and
+        returned; concurrent callers in this event loop wait for one computation."""
+        raw = to_key(key)
+        check_ttl_s(ttl_s)
+        value = await self.get(raw, MISSING)
+        if value is not MISSING:
+            return value
+        return await self._flights.do(raw, lambda: self._load(raw, fn, ttl_s))
+
+    def memoize(
+        self,
+        ttl_s: float | None = None,
+        key_builder: KeyBuilder | None = None,
+        namespace: str | None = None,
+    ) -> Callable[[F], F]:
+        """Decorate an async function so its results are cached per arguments."""
+        return async_memoize(self, ttl_s, key_builder, namespace)
+
+    async def owners(self, key: Key) -> tuple[str, ...]:
+        await self._start()
+        return self._core.topology.owners(to_key(key), self._core.home_region)
+
+    @property
+    def region(self) -> str:
+        return self._core.home_region
+
+    def stats(self) -> dict[str, NodeStats]:
+        return self._core.stats()
+
+    async def close(self) -> None:
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- running calls ---------------------------------------------------------------------
+
+    async def _load(self, key: bytes, fn: Callable[[], Any], ttl_s: float | None) -> Any:
+        value = await self.get(key, MISSING)
+        if value is MISSING:
+            value = fn()
+            if inspect.isawaitable(value):
+                value = await value
+            await self.set(key, value, ttl_s)
+        return value
+
+    async def _run(self, op: Op) -> Any:
+        if self._task is None:
+            await self._start()  # before routing: the first call learns the topology
+        items = op.items(self._core, self._clock())
+        return op.finish(await self._execute(items, self._timeout_s), self._miss)
+
+    async def _execute(self, items: Sequence[Item], timeout_s: float) -> list[object]:
+        if self._closed:
+            raise CacheError("the client is closed")
+        call = self._core.call(items, self._clock(), timeout_s)
+        while attempts := call.next_round(self._clock()):
+            if len(attempts) == 1:
+                await self._attempt(call, attempts[0])
+            else:
+                await asyncio.gather(*(self._attempt(call, a) for a in attempts))
+        return call.outcomes
+
+    async def _attempt(self, call: Call, attempt: Attempt) -> None:
+        started = self._clock()
+        try:
+            conn = await self._connection(attempt.addr, attempt.timeout_s)
+        except (OSError, TimeoutError):
+            self._failed(call, attempt, Failure.REFUSED)
+            return
+        future = conn.request(attempt.payload, len(attempt.items))
+        remaining = started + attempt.timeout_s - self._clock()
+        timer = asyncio.get_running_loop().call_later(remaining, expire, future)
+        try:
+            replies = await future
+        except TimeoutError:
+            self._failed(call, attempt, Failure.TIMEOUT)
+            return
+        except ConnectionError:
+            self._failed(call, attempt, Failure.BROKEN)
+            return
+        finally:
+            timer.cancel()
+        now = self._clock()
+        call.replied(attempt, replies, now - started, now)
+
+    def _failed(self, call: Call, attempt: Attempt, failure: Failure) -> None:
+        call.failed(attempt, failure, self._clock())
+        for addr in self._core.take_downed():
+            conn = self._conns.pop(addr, None)
+            if conn is not None:
+                conn.close()
+        if self._wake is not None:
+            self._wake.set()
+
+    async def _connection(self, addr: str, timeout_s: float) -> Connection:
+        conn = self._conns.get(addr)
+        if conn is not None and conn.usable:
+            return conn
+        pending = self._connecting.get(addr)
+        if pending is None:
+            pending = asyncio.ensure_future(self._connect(addr, timeout_s))
+            self._connecting[addr] = pending
+            pending.add_done_callback(lambda _: self._connecting.pop(addr, None))
+        return await asyncio.shield(pending)
+
+    async def _connect(self, addr: str, timeout_s: float) -> Connection:
+        host, port = split_addr(addr)
+        loop = asyncio.get_running_loop()
+        _, conn = await asyncio.wait_for(
+            loop.create_connection(lambda: Connection(addr), host, port), timeout_s
+        )
+        if self._auth:
+            conn.send_ignored(self._auth)  # a wrong password shows as NOAUTH replies
+        self._conns[addr] = conn
+        return conn
+
+    # -- background: bootstrap, topology refresh, probes ------------------------------------
+
+    async def _start(self) -> None:
+        if self._boot is None:
+            self._boot = asyncio.Lock()
+        async with self._boot:
+            if self._task is not None:
+                return
+            await self._refresh_topology()
+            self._wake = asyncio.Event()
+            self._task = asyncio.create_task(_maintain(weakref.ref(self), self._wake))
+
+    def _background_delay_s(self) -> float:
+        return min(max(0.0, self._core.next_wakeup() - self._clock()), _MAX_SLEEP_S)
+
+    async def _maintain_once(self) -> None:
+        probes = self._core.probes_due(self._clock())
+        if probes:
+            await asyncio.gather(*(self._probe(a) for a in probes))
+        if self._core.refresh_due(self._clock()):
+            await self._refresh_topology()
+
+    async def _probe(self, addr: str) -> None:
+        started = self._clock()
+        latency: float | None = None
+        timeout_s = self._core.health.policy.probe_timeout_s
+        try:
+            conn = await asyncio.wait_for(self._connect_probe(addr), timeout_s)
+            try:
+                (reply,) = await asyncio.wait_for(conn.request(PROBE_COMMAND, 1), timeout_s)
+                if self._core.probe_answered(reply):
+                    latency = self._clock() - started
+            finally:
+                conn.close()
+        except (OSError, TimeoutError):
+            pass
+        finally:  # always report, or the node would never be probed again
+            self._core.probed(addr, latency, self._clock())
+
+    async def _connect_probe(self, addr: str) -> Connection:
+        host, port = split_addr(addr)
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: Connection(addr), host, port)
+        if self._auth:
+            conn.send_ignored(self._auth)
+        return conn
+
+    async def _refresh_topology(self) -> None:
+        item = self._core.nodes_item(TOPOLOGY_COMMAND, self._core.topology_sources())
+        call = self._core.call([item], self._clock(), self._timeout_s)
+        while attempts := call.next_round(self._clock()):
+            await self._attempt(call, attempts[0])
+        self._core.topology_fetched(call, self._clock())
+
+
+async def _maintain(ref: weakref.ref[AsyncClient], wake: asyncio.Event) -> None:
+    """The background task. It holds the client weakly: a client dropped without close()
+    is still collected, and its task ends within _MAX_SLEEP_S."""
+    while (client := ref()) is not None and not client._closed:
+        delay = client._background_delay_s()
+        del client
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), delay)
+        wake.clear()
+        if (client := ref()) is None or client._closed:
+            return
+        try:
+            await client._maintain_once()
+        except Exception:  # pragma: no cover - a bug must not stop failover
+            log.exception("client background work failed")
+            await asyncio.sleep(_BUG_PAUSE_S)
+        del client

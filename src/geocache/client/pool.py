@@ -1,0 +1,127 @@
+"""Sockets to nodes for the blocking client: one connection, and a pool of them per node.
+
+`Conn` moves bytes: send a pipelined payload, read N replies by a deadline. `Pool` keeps
+idle connections per node address, most recently used first, and checks one before
+handing it out (`stale`): a node that died while the socket sat idle left an end-of-file
+there, which a non-blocking peek sees without sending anything.
+
+AUTH, when a password is set, rides ahead of a new connection's first command and its
+reply is dropped: a wrong password shows as that command's NOAUTH error reply.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable
+
+from geocache.client.topology import split_addr
+from geocache.protocol.replies import ReplyReader
+from geocache.protocol.writer import encode_command
+
+Clock = Callable[[], float]
+
+_INCOMPLETE = object()
+_RECV_BYTES = 1 << 16
+# Idle sockets kept per node: enough for a few threads' calls in flight at once; a
+# busier burst opens more and closes the extras when they come back.
+DEFAULT_POOL_SIZE = 8
+
+
+class Conn:
+    """One socket to one node, with its reply parser."""
+
+    __slots__ = ("_auth", "addr", "reader", "skip", "sock")
+
+    def __init__(self, addr: str, timeout_s: float, auth: bytes) -> None:
+        self.addr = addr
+        self.sock = socket.create_connection(split_addr(addr), timeout=timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = ReplyReader(incomplete=_INCOMPLETE)
+        # AUTH rides ahead of the first command; its reply is dropped (a wrong password
+        # shows as the command's NOAUTH error reply).
+        self.skip = 1 if auth else 0
+        self._auth = auth
+
+    def send(self, payload: bytes, timeout_s: float) -> None:
+        self.sock.settimeout(timeout_s)
+        if self._auth:
+            payload, self._auth = self._auth + payload, b""
+        self.sock.sendall(payload)
+
+    def read(self, count: int, deadline: float, clock: Clock) -> list[object]:
+        replies: list[object] = []
+        reader = self.reader
+        while len(replies) < count:
+            reply = reader.gets()
+            if reply is _INCOMPLETE:
+                remaining = deadline - clock()
+                if remaining <= 0:
+                    raise TimeoutError
+                self.sock.settimeout(remaining)
+                data = self.sock.recv(_RECV_BYTES)
+                if not data:
+                    raise ConnectionError("connection closed by the node")
+                reader.feed(data)
+            elif self.skip:
+                self.skip -= 1
+            else:
+                replies.append(reply)
+        return replies
+
+    def stale(self) -> bool:
+        """True if the node closed this idle socket (or sent what nobody asked for)."""
+        try:
+            self.sock.settimeout(0.0)
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+        return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Pool:
+    """Idle sockets per node, most recently used first."""
+
+    def __init__(self, password: str | None, size: int) -> None:
+        self.auth = encode_command(b"AUTH", password) if password else b""
+        self._size = size
+        self._idle: dict[str, list[Conn]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def acquire(self, addr: str, timeout_s: float) -> Conn:
+        while True:
+            with self._lock:
+                idle = self._idle.get(addr)
+                conn = idle.pop() if idle else None
+            if conn is None:
+                return Conn(addr, timeout_s, self.auth)
+            if not conn.stale():
+                return conn
+            conn.close()
+
+    def release(self, conn: Conn) -> None:
+        with self._lock:
+            idle = self._idle.setdefault(conn.addr, [])
+            if len(idle) < self._size and not self._closed:
+                idle.append(conn)
+                return
+        conn.close()
+
+    def drop(self, addr: str) -> None:
+        with self._lock:
+            idle = self._idle.pop(addr, [])
+        for conn in idle:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle, self._closed = self._idle, {}, True
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
