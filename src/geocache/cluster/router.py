@@ -70,6 +70,11 @@ class Router:
                 return self.coordinate(table, session, argv, cmd, key)
             return Deferred(self._forward_write(table, session, argv, cmd, key, owners))
         if me in owners:
+            if not cluster.ready and len(owners) > 1:
+                # Still warming up: an owner that has been up all along answers, so a
+                # write this node missed while joining cannot be read back stale.
+                others = [o for o in owners if o != me]
+                return Deferred(self._read_elsewhere(table, session, argv, cmd, key, others))
             return self.coordinate(table, session, argv, cmd, key)
         return Deferred(self._forward(argv, owners, session.proto))
 
@@ -97,6 +102,21 @@ class Router:
         if await self.cluster.fetch_newest(key):
             return dispatch(table, session, argv)
         return reply
+
+    async def _read_elsewhere(
+        self,
+        table: Table,
+        session: Session,
+        argv: list[bytes],
+        cmd: Command,
+        key: bytes,
+        others: list[str],
+    ) -> object:
+        reply = await self.cluster.forward(argv, others, session.proto)
+        if isinstance(reply, bytes):
+            return Raw(reply)
+        result = self.coordinate(table, session, argv, cmd, key)  # nobody else answered
+        return await result.awaitable if isinstance(result, Deferred) else result
 
     async def _forward(self, argv: list[bytes], owners: list[str], proto: int) -> object:
         reply = await self.cluster.forward(argv, owners, proto)
