@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import redis
 from client.regions import addr
 from geocache import AsyncClient, Client
 from geocache.memoize import KeyMaker
-from support.procs import SRC_DIR, ServerProcess, free_port, start_geocache
+from support.procs import SRC_DIR, ServerProcess, free_port
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -29,19 +28,6 @@ TASKS = 50
 # How long a computation takes in the concurrency tests (seconds): long enough that
 # every caller arrives while the first is still computing.
 SLOW_S = 0.3
-
-
-@pytest.fixture(scope="module")
-def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_geocache(tmp_path_factory.mktemp("client-memo"), ["--log-level", "warning"])
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(solo: ServerProcess) -> Iterator[Client]:
-    with Client([addr(solo)]) as c:
-        yield c
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,19 +24,6 @@ pytestmark = pytest.mark.timeout(30)
 # A call that fails fast (refused connection, or a node known down) takes well under
 # this on loopback; a generous bound keeps slow CI machines green.
 FAST_S = 0.05
-
-
-@pytest.fixture(scope="module")
-def solo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    server = start_geocache(tmp_path_factory.mktemp("client-solo"), ["--log-level", "warning"])
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def client(solo: ServerProcess) -> Iterator[Client]:
-    with Client([addr(solo)]) as c:
-        yield c
 
 
 def raw(solo: ServerProcess) -> redis.Redis:

@@ -10,22 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from support.cluster import client, cluster_args, poll, start_at, states
-from support.procs import ServerProcess, start_geocache
+from support.cluster import client, cluster_args, poll, running_region, start_at, states
+from support.procs import ServerProcess
 
 
 @pytest.fixture
 def region(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    first = start_geocache(tmp_path, cluster_args("n1", None))
-    seed = f"127.0.0.1:{first.port}"
-    nodes = [first] + [start_geocache(tmp_path, cluster_args(f"n{i}", seed)) for i in (2, 3)]
-    try:
-        for node in nodes:
-            poll(lambda n=node: list(states(n).values()).count("alive") == 3, 15, "3 alive")
+    with running_region(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 def test_any_node_answers_and_each_key_has_two_copies(region: list[ServerProcess]) -> None:

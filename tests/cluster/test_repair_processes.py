@@ -21,8 +21,16 @@ import pytest
 import redis
 
 from geocache.cluster.digest import BUCKETS
-from support.cluster import client, cluster_args, peer_client, poll, start_at, states
-from support.procs import ServerProcess, free_port, start_geocache
+from support.cluster import (
+    client,
+    cluster_args,
+    peer_client,
+    poll,
+    running_region,
+    start_at,
+    states,
+)
+from support.procs import ServerProcess, free_port
 
 # Crash to DEAD at every member of 3 is at most 10 s (SwimConfig.detection_bound_ms).
 DEAD_TIMEOUT_S = 14
@@ -88,18 +96,8 @@ def assert_converges(nodes: dict[str, ServerProcess], keys: list[str], deleted: 
 
 @pytest.fixture
 def region(tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    first = start_geocache(tmp_path, cluster_args("n1", None))
-    seed = f"127.0.0.1:{first.port}"
-    nodes = [first] + [start_geocache(tmp_path, cluster_args(f"n{i}", seed)) for i in (2, 3)]
-    try:
-        for node in nodes:
-            poll(lambda n=node: list(states(n).values()).count("alive") == 3, 15, "3 alive")
+    with running_region(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            if node.is_running():
-                node.proc.send_signal(signal.SIGCONT)  # a frozen node cannot stop
-            node.stop()
 
 
 def write_phase_one(c: redis.Redis) -> None:

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
 
 from geocache.cluster import auth
 
-from .procs import REPO_ROOT, ServerProcess, _spawn, geocache_argv, geocache_env, wait_ready
+from .procs import (
+    REPO_ROOT,
+    ServerProcess,
+    _spawn,
+    geocache_argv,
+    geocache_env,
+    start_geocache,
+    wait_ready,
+)
 
 SECRET = "test-secret"
 
@@ -69,3 +79,26 @@ def states(server: ServerProcess) -> dict[str, str]:
         record = item if isinstance(item, dict) else dict(zip(item[::2], item[1::2], strict=True))
         result[record[b"id"].decode()] = record[b"state"].decode()
     return result
+
+
+@contextmanager
+def running_region(tmp: Path, size: int = 3) -> Iterator[list[ServerProcess]]:
+    """`size` nodes n1..nN joined through n1, all seeing each other alive; stopped after
+    (a node a test froze with SIGSTOP is thawed first, or it could not stop)."""
+    first = start_geocache(tmp, cluster_args("n1", None))
+    seed = f"127.0.0.1:{first.port}"
+    nodes = [first]
+    try:
+        nodes += [start_geocache(tmp, cluster_args(f"n{i}", seed)) for i in range(2, size + 1)]
+        for node in nodes:
+            poll(
+                lambda n=node: list(states(n).values()).count("alive") == size,
+                15,
+                f"{size} alive",
+            )
+        yield nodes
+    finally:
+        for node in nodes:
+            if node.is_running():
+                node.proc.send_signal(signal.SIGCONT)
+            node.stop()
