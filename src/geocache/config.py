@@ -72,6 +72,24 @@ class NodeConfig:
     write_acks: str = _setting(
         "quorum", "owners that must apply a write before OK: one, quorum, all"
     )
+    read_remote_on_miss: bool = _setting(
+        False, "on a miss in this region, ask the nearest other region before answering"
+    )
+    remote_read_budget_ms: int = _setting(
+        150, "time a read_remote_on_miss read may spend asking another region (ms)"
+    )
+    geo_queue_max: int = _setting(
+        100_000, "keys queued per remote region before the stream falls back to a resync"
+    )
+    geo_resync_after_s: float = _setting(
+        60.0, "a remote region unreachable this long: drop its queue and resync by digest"
+    )
+    peer_map: str = _setting(
+        "", "comma-separated addr=via pairs: dial via to reach peer addr (a relay; tests, demo)"
+    )
+    clock_offset_ms: int = _setting(
+        0, "test only: shift this node's wall clock by this many ms (clock skew tests)"
+    )
     log_level: str = _setting("info", "debug, info, warning or error")
     log_json: bool = _setting(False, "log one JSON object per line")
 
@@ -95,6 +113,11 @@ class NodeConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.replicas < 1:
             raise ValueError("replicas must be at least 1")
+        if self.remote_read_budget_ms < 1 or self.geo_queue_max < 1:
+            raise ValueError("remote_read_budget_ms and geo_queue_max must be at least 1")
+        if self.geo_resync_after_s <= 0:
+            raise ValueError("geo_resync_after_s must be more than 0")
+        self.peer_routes  # noqa: B018 - validates peer_map
         if self.write_acks not in ("one", "quorum", "all"):
             raise ValueError(f"write_acks must be one, quorum or all, not {self.write_acks}")
         if self.seeds and not self.cluster_secret:
@@ -111,6 +134,19 @@ class NodeConfig:
     @property
     def seed_list(self) -> list[str]:
         return [s.strip() for s in self.seeds.split(",") if s.strip()]
+
+    @property
+    def peer_routes(self) -> dict[str, str]:
+        """peer_map as {peer addr: addr to dial instead}."""
+        routes = {}
+        for pair in self.peer_map.split(","):
+            if not pair.strip():
+                continue
+            addr, sep, via = pair.strip().partition("=")
+            if not sep or ":" not in addr or ":" not in via:
+                raise ValueError(f"peer_map entries are host:port=host:port, not {pair!r}")
+            routes[addr] = via
+        return routes
 
     @property
     def effective_node_id(self) -> str:
@@ -135,6 +171,8 @@ def coerce(name: str, value: Any) -> Any:
         return parse_size(value)
     if type_name == "int":
         return int(value)
+    if type_name == "float":
+        return float(value)
     if type_name == "bool":
         if isinstance(value, bool):
             return value

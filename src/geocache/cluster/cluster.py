@@ -53,7 +53,8 @@ NOREPLICAS = Error("NOREPLICAS Not enough good replicas to write.")
 
 
 class Cluster:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, peers: Peers | None = None) -> None:
+        """`peers`: the connections to other nodes (a simulated network in tests)."""
         config = node.config
         self.node = node
         self.node_id = config.effective_node_id
@@ -67,7 +68,7 @@ class Cluster:
             node.clock,
             random.Random(),
         )
-        self.peers = Peers(self.node_id, config.cluster_secret)
+        self.peers = peers or Peers(self.node_id, config.cluster_secret, config.peer_routes)
         self.router = Router(self)
         self.hints = Hints()
         self.repairer = Repairer(self)

@@ -72,9 +72,10 @@ def _consume(future: asyncio.Future[object]) -> None:
 
 
 class PeerClient:
-    def __init__(self, addr: str, node_id: str, secret: str) -> None:
+    def __init__(self, addr: str, node_id: str, secret: str, dial: str = "") -> None:
+        """`dial`: where to connect to reach `addr`, if not there (a relay in between)."""
         self.addr = addr
-        host, _, port = addr.rpartition(":")
+        host, _, port = (dial or addr).rpartition(":")
         self._host, self._port = host.strip("[]"), int(port)
         self._node_id = node_id
         self._secret = secret
@@ -234,15 +235,17 @@ FORWARD = "forward"
 class Peers:
     """The PeerClients of one node, by address and channel."""
 
-    def __init__(self, node_id: str, secret: str) -> None:
+    def __init__(self, node_id: str, secret: str, routes: dict[str, str] | None = None) -> None:
+        """`routes`: peer address -> address to dial instead (config.peer_map)."""
         self._node_id = node_id
         self._secret = secret
+        self._routes = routes or {}
         self._clients: dict[tuple[str, str], PeerClient] = {}
 
     def get(self, addr: str, channel: str = DATA) -> PeerClient:
         client = self._clients.get((addr, channel))
         if client is None:
-            client = PeerClient(addr, self._node_id, self._secret)
+            client = PeerClient(addr, self._node_id, self._secret, self._routes.get(addr, ""))
             self._clients[addr, channel] = client
         return client
 

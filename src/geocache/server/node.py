@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 
 from geocache import __version__
-from geocache.clock import Clock, SystemClock
+from geocache.clock import Clock, OffsetClock, SystemClock
 from geocache.cluster.cluster import Cluster
 from geocache.cluster.journal import JournaledStore
 from geocache.commands.context import Session
@@ -66,7 +66,11 @@ class NodeStats:
 class Node:
     def __init__(self, config: NodeConfig, clock: Clock | None = None) -> None:
         self.config = config
-        self.clock: Clock = clock if clock is not None else SystemClock()
+        if clock is None:
+            clock = SystemClock()
+            if config.clock_offset_ms:
+                clock = OffsetClock(clock, config.clock_offset_ms)
+        self.clock: Clock = clock
         self.node_id = config.effective_node_id
         # In cluster mode deletes leave tombstones and local writes are journaled for
         # replication; a standalone node needs neither.
