@@ -84,6 +84,9 @@ class NodeConfig:
     geo_resync_after_s: float = _setting(
         60.0, "a remote region unreachable this long: drop its queue and resync by digest"
     )
+    geo_coalesce: bool = _setting(
+        True, "send only the newest write of a key queued for another region (off: every write)"
+    )
     peer_map: str = _setting(
         "", "comma-separated addr=via pairs: dial via to reach peer addr (a relay; tests, demo)"
     )

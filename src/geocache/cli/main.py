@@ -26,7 +26,9 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + name.replace("_", "-")
         shown = f"{help_text} (default: {default!r})"
         if isinstance(default, bool):
-            group.add_argument(flag, action="store_true", default=None, help=shown)
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=shown
+            )
         else:
             metavar = "SIZE" if kind == "size" else name.upper()
             group.add_argument(flag, default=None, metavar=metavar, help=shown)

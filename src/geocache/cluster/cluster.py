@@ -20,6 +20,7 @@ import random
 from typing import TYPE_CHECKING
 
 from geocache.cluster import digest, placement
+from geocache.cluster.geo import GeoStreams
 from geocache.cluster.hints import Hints
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import FORWARD, PeerError, Peers
@@ -72,7 +73,10 @@ class Cluster:
         self.router = Router(self)
         self.hints = Hints()
         self.repairer = Repairer(self)
+        self.geo = GeoStreams(self)
         self._region_ids: list[str] = [self.node_id]
+        # Alive members of every region, this node included in its own.
+        self._by_region: dict[str, list[str]] = {self.region: [self.node_id]}
         self._addr_of: dict[str, str] = {self.node_id: self.addr}
         self._tasks: list[asyncio.Task[None]] = []
         self.warm_until_ms = node.clock.mono_ms() + WARM_WINDOW_MS
@@ -96,6 +100,7 @@ class Cluster:
         """Announce a graceful leave, then close peer connections."""
         self._send(self.swim.leave())
         await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
+        await self.geo.stop()
         for task in self._tasks:
             task.cancel()
         self.repairer.stop()
@@ -134,13 +139,19 @@ class Cluster:
         alive = self.swim.alive()
         self._addr_of = {m.node_id: m.addr for m in alive}
         self._addr_of[self.node_id] = self.addr
-        region_ids = sorted({m.node_id for m in alive if m.region == self.region} | {self.node_id})
+        by_region: dict[str, list[str]] = {self.region: [self.node_id]}
+        for m in alive:
+            if m.node_id != self.node_id:
+                by_region.setdefault(m.region, []).append(m.node_id)
+        self._by_region = {region: sorted(ids) for region, ids in by_region.items()}
+        region_ids = self._by_region[self.region]
         if region_ids != self._region_ids:
             # Owners changed for some keys: misses ask the other members for a while.
             self._region_ids = region_ids
             self.warm_until_ms = self.node.clock.mono_ms() + WARM_WINDOW_MS
             log.info("region members changed", extra={"members": ",".join(region_ids)})
         self.repairer.on_changes(changes)
+        self.geo.on_changes(changes)
 
     def members(self) -> list[Member]:
         return self.swim.members()
@@ -179,6 +190,14 @@ class Cluster:
     def addr_of(self, node_id: str) -> str | None:
         return self._addr_of.get(node_id)
 
+    def region_members(self, region: str) -> list[str]:
+        """The alive members of `region` (of this node's own region: itself included)."""
+        return self._by_region.get(region, [])
+
+    def is_member(self, node_id: str) -> bool:
+        """Whether `node_id` is another alive member, of any region."""
+        return node_id in self._addr_of and node_id != self.node_id
+
     def region_peers(self) -> list[str]:
         return [n for n in self._region_ids if n != self.node_id]
 
@@ -211,7 +230,7 @@ class Cluster:
                     by_target.setdefault(owner, []).append((key, record))
         if not by_target:
             return reply
-        tasks = [asyncio.ensure_future(self._ship(t, w)) for t, w in by_target.items()]
+        tasks = [asyncio.ensure_future(self.ship_to(t, w)) for t, w in by_target.items()]
         if need <= 0:
             return reply
         acked = 0
@@ -234,7 +253,8 @@ class Cluster:
         addr = self.addr_of(node_id)
         return addr is None or self.peers.get(addr).failed_recently()
 
-    async def _ship(self, target: str, writes: list[Write]) -> tuple[str, bool]:
+    async def ship_to(self, target: str, writes: list[Write]) -> tuple[str, bool]:
+        """Apply `writes` at region member `target`; a hint keeps them if it does not answer."""
         addr = self.addr_of(target)
         try:
             if addr is None:
@@ -300,14 +320,19 @@ class Cluster:
         calls = [self.peers.get(a).call("GC.FETCH", key, timeout_ms=PEER_TIMEOUT_MS) for a in peers]
         found = False
         for result in await asyncio.gather(*calls, return_exceptions=True):
-            if isinstance(result, list) and len(result) == 4:
-                value, expires, version, origin = result
-                entry = (bytes(value), int(expires), int(version), bytes(origin).decode())
-                found = self.store.apply(key, entry) or found or self.store.peek(key) is not None
-            elif isinstance(result, list) and len(result) == 3:
-                version, origin, _created = result
-                self.store.apply_delete(key, int(version), bytes(origin).decode())
+            found = self.apply_fetched(key, result) or found
         return found
+
+    def apply_fetched(self, key: bytes, reply: object) -> bool:
+        """Apply a GC.FETCH reply (an entry or a tombstone); True if the key is now held."""
+        if isinstance(reply, list) and len(reply) == 4:
+            value, expires, version, origin = reply
+            entry = (bytes(value), int(expires), int(version), bytes(origin).decode())
+            self.store.apply(key, entry)
+        elif isinstance(reply, list) and len(reply) == 3:
+            version, origin, _created = reply
+            self.store.apply_delete(key, int(version), bytes(origin).decode())
+        return self.store.peek(key) is not None
 
 
 def apply_command(key: bytes, record: Entry | Tombstone) -> tuple[bytes | str | int, ...]:

@@ -230,6 +230,9 @@ class PeerClient:
 # replication it waits for (that cross-wait would hold both nodes until the timeout).
 DATA = "data"
 FORWARD = "forward"
+# Batches from another region's stream wait at the gateway for its region's owners:
+# they get a connection of their own too, so membership messages never queue behind.
+GEO = "geo"
 
 
 class Peers:

@@ -304,7 +304,7 @@ class Repairer:
         """Up to MAX_BUCKETS_PER_ROUND of the pass's buckets against `peer_id`."""
         cluster = self.cluster
         addr = cluster.addr_of(peer_id)
-        if addr is None or peer_id not in cluster.region_peers():
+        if addr is None or not cluster.is_member(peer_id):
             p.todo = []  # gone: nothing to compare
             return
         client = cluster.peers.get(addr)

@@ -2,8 +2,10 @@
 
 - Keyless commands (PING, INFO, KEYS, SCAN, DBSIZE, FLUSHALL...) run on this node only.
 - A read of one key runs here if this node owns the key, else at the first owner that
-  answers. At an owner that is warming up or has just gained keys (a membership change),
-  a miss first asks the other members of the region.
+  answers. A miss at an owner asks, in turn: the other members of the region while it is
+  warming up or has just gained keys (a membership change); the nearest other region
+  (`read_remote_on_miss`); the read-through origin, which only the key's primary
+  loads from (others forward the read to it).
 - A write of one key is coordinated by the key's primary owner: another node forwards
   it (`GC.FWD`), falling back to the next owner if the primary does not answer. The
   coordinator writes locally, then replicates (cluster.py) and answers after
@@ -88,20 +90,63 @@ class Router:
         reply = dispatch(table, session, argv)
         writes = store.take_journal()
         if writes:
+            cluster.geo.ship(writes)
             if cluster.write_acks == "one":
                 _background(cluster.replicate(writes, None))
                 return reply
             return Deferred(cluster.replicate(writes, reply))
-        if not cmd.write and cluster.warming() and store.peek(key) is None:
-            return Deferred(self._read_through(table, session, argv, key, reply))
+        if not cmd.write and store.peek(key) is None and self._fills_misses(cmd):
+            return Deferred(self._after_miss(table, session, argv, cmd, key, reply))
         return reply
 
-    async def _read_through(
-        self, table: Table, session: Session, argv: list[bytes], key: bytes, reply: object
+    def _fills_misses(self, cmd: Command) -> bool:
+        cluster = self.cluster
+        node = cluster.node
+        return (
+            cluster.warming()
+            or node.config.read_remote_on_miss
+            or (node.origin is not None and node.origin.serves(cmd.name))
+        )
+
+    async def _after_miss(
+        self,
+        table: Table,
+        session: Session,
+        argv: list[bytes],
+        cmd: Command,
+        key: bytes,
+        reply: object,
     ) -> object:
-        if await self.cluster.fetch_newest(key):
+        """A read missed at an owner: ask, in turn, the region's other members (while
+        owners may have moved), the nearest other region (read_remote_on_miss), and the
+        origin (at the key's primary only); the first that has the key answers."""
+        cluster = self.cluster
+        node = cluster.node
+        if cluster.warming() and await cluster.fetch_newest(key):
             return dispatch(table, session, argv)
-        return reply
+        if node.config.read_remote_on_miss and await cluster.geo.read_remote(key):
+            return dispatch(table, session, argv)
+        origin = node.origin
+        if origin is None or not origin.serves(cmd.name):
+            return reply
+        owners = cluster.owners(key)
+        if owners[0] != cluster.node_id and not session.peer_id:
+            # Only the primary loads, so concurrent misses on every owner load once.
+            loaded = await cluster.forward(argv, owners[:1], session.proto)
+            if isinstance(loaded, bytes):
+                return Raw(loaded)
+            # The primary did not answer: this owner loads rather than fail the read.
+        fill = await origin.fill(key)
+        if fill is None or isinstance(fill, Error):
+            return reply if fill is None else fill
+        if fill.store and node.store.peek(key) is None:
+            set_argv = [b"SET", key, fill.value]
+            if fill.ttl_ms:
+                set_argv += [b"PX", b"%d" % fill.ttl_ms]
+            written = self.coordinate(table, session, set_argv, table[b"set"], key)
+            if isinstance(written, Deferred):
+                await written.awaitable
+        return fill.value
 
     async def _read_elsewhere(
         self,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from geocache.cluster import auth, digest
+from geocache.cluster.geo import decode_batch
 from geocache.commands.context import Deferred, Session
 from geocache.commands.strings import NOT_INTEGER, SYNTAX_ERROR
 from geocache.commands.table import command, dispatch
@@ -234,3 +235,19 @@ def cmd_gc_repair(session: Session, argv: list[bytes]) -> object:
         return NOT_A_PEER
     cluster.repairer.request(session.peer_id, copy_missing=argv[1] == b"1")
     return OK
+
+
+@command(
+    "gc.geo", -2, "write", keys=_NO_KEYS, group="cluster", summary="Apply another region's writes"
+)
+def cmd_gc_geo(session: Session, argv: list[bytes]) -> object:
+    """A batch from another region's stream (cluster/geo.py): applied at this region's
+    owners; the reply is this node's wall clock once they have it (for the lag)."""
+    cluster = _cluster(session)
+    if cluster is None:
+        return NOT_A_PEER
+    try:
+        writes = decode_batch(argv[2:])
+    except ValueError as exc:
+        return Error(f"ERR bad GC.GEO batch: {exc}")
+    return Deferred(cluster.geo.receive(writes))

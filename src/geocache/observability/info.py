@@ -158,6 +158,40 @@ def _geocache(node: Node) -> Section:
     }
 
 
+def _regions(node: Node) -> Section:
+    """One line per other region, as Redis lists replicas: `region_<name>:k=v,...`."""
+    if node.cluster is None:
+        return {}
+    return {
+        f"region_{region}": ",".join(f"{k}={v}" for k, v in status.items())
+        for region, status in node.cluster.geo.status().items()
+    }
+
+
+def _origin(node: Node) -> Section:
+    """The read-through origin's counters (origin/readthrough.py); empty without one."""
+    from geocache.origin.readthrough import ReadThrough
+
+    through = node.origin
+    if not isinstance(through, ReadThrough):
+        return {}
+    latency = ",".join(
+        f"{label}={percentile_s(through.latency, q) * 1e6:.3f}" for label, q in LATENCY_PERCENTILES
+    )
+    return {
+        "origin": through.description,
+        **{f"origin_{name}": value for name, value in through.stats.as_dict().items()},
+        "origin_loading": through.loading,
+        "origin_load_latency_usec": latency,
+        "origin_breaker": through.breaker.state,
+        "origin_breaker_opened": through.breaker.opened,
+        "origin_stale_keys": len(through.stale),
+        "origin_stale_bytes": through.stale.used_bytes,
+        "origin_negative_keys": len(through.negative),
+        "origin_refresh_tracked": len(through.refresher) if through.refresher else 0,
+    }
+
+
 SECTIONS: dict[str, Callable[[Node], Section]] = {
     "server": _server,
     "clients": _clients,
@@ -169,6 +203,7 @@ SECTIONS: dict[str, Callable[[Node], Section]] = {
     "commandstats": _commandstats,
     "latencystats": _latencystats,
     "keyspace": _keyspace,
+    "regions": _regions,
     "geocache": _geocache,
 }
 

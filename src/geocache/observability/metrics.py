@@ -277,6 +277,7 @@ class NodeCollector:
             if name.startswith("repair_"):
                 repair.add_metric((name.removeprefix("repair_"),), value)
         yield repair
+        yield from _regions(cluster.geo.status())
 
     def _connections(self) -> Iterator[Metric]:
         node = self._node
@@ -311,3 +312,41 @@ class NodeCollector:
             "geocache_idle_disconnects", "Clients closed for idling", stats.idle_disconnects
         )
         yield _counter("geocache_expire_cycles", "Active expiry cycles run", stats.expire_cycles)
+
+
+def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:
+    """This node's stream to each other region (cluster/geo.py)."""
+    lag = GaugeMetricFamily(
+        "geocache_region_lag_seconds",
+        "Replication lag to a region (write accepted to applied there), recent writes",
+        labels=("region", "quantile"),
+    )
+    rtt = GaugeMetricFamily(
+        "geocache_region_rtt_seconds", "Measured round trip to a region", labels=("region",)
+    )
+    queued = GaugeMetricFamily(
+        "geocache_region_queued", "Writes waiting to go to a region", labels=("region",)
+    )
+    resync = GaugeMetricFamily(
+        "geocache_region_resync", "1 while a region's stream waits for a resync", labels=("region",)
+    )
+    writes = CounterMetricFamily(
+        "geocache_region_writes",
+        "Writes to a region by outcome: sent, acked, coalesced, failures; resyncs run",
+        labels=("region", "kind"),
+    )
+    for region, status in streams.items():
+        lag.add_metric((region, "0.5"), status["lag_p50_ms"] / 1000)
+        lag.add_metric((region, "0.99"), status["lag_p99_ms"] / 1000)
+        if status["rtt_ms"] >= 0:
+            rtt.add_metric((region,), status["rtt_ms"] / 1000)
+        queued.add_metric((region,), status["queued"])
+        resync.add_metric((region,), status["resync"])
+        for kind in ("sent", "acked", "coalesced", "failures", "resyncs"):
+            writes.add_metric((region, kind), status[kind])
+    wire = CounterMetricFamily(
+        "geocache_region_sent_bytes", "Bytes of write batches sent to a region", labels=("region",)
+    )
+    for region, status in streams.items():
+        wire.add_metric((region,), status["bytes"])
+    yield from (lag, rtt, queued, resync, writes, wire)

@@ -210,8 +210,14 @@ class HttpApi:
                         "self": False,
                     }
                 )
+        regions = node.cluster.geo.status() if node.cluster is not None else {}
         return web.json_response(
-            {"node_id": node.node_id, "region": node.config.region, "nodes": nodes}
+            {
+                "node_id": node.node_id,
+                "region": node.config.region,
+                "nodes": nodes,
+                "regions": regions,
+            }
         )
 
     async def healthz(self, request: web.Request) -> web.StreamResponse:

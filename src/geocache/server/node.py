@@ -25,6 +25,7 @@ from geocache.commands.context import Session
 from geocache.commands.table import Command, build_table, dispatch
 from geocache.config import NodeConfig
 from geocache.observability.metrics import Metrics
+from geocache.origin import Filler
 from geocache.server.http import HttpServer, start_http
 from geocache.server.resp import RespConnection
 from geocache.store.keyspace import Store
@@ -83,6 +84,8 @@ class Node:
             tombstones=Tombstones() if config.clustered else None,
         )
         self.cluster: Cluster | None = None
+        # The read-through origin, if one is configured (origin/).
+        self.origin: Filler | None = None
         self.scanner = Scanner(self.clock)
         self.table: dict[bytes, Command] = build_table()
         # What runs a command: the local dispatch, or the cluster's router.
@@ -115,6 +118,8 @@ class Node:
         self.metrics.reset()
         store = self.store
         store.hits = store.misses = store.evictions = store.expirations = 0
+        if self.cluster is not None:
+            self.cluster.geo.reset_stats()
 
     def apply_config(self, config: NodeConfig) -> None:
         """CONFIG SET: limits take effect at once; a smaller max_bytes evicts on next write."""

@@ -87,11 +87,37 @@ SCHEMAS: dict[str, Schema] = {
             "self": {"type": "boolean"},
         },
     },
+    "RegionStream": _object(
+        {
+            "rtt_ms": {"type": "number", "description": "-1 until measured"},
+            **{
+                name: _INT
+                for name in (
+                    "lag_ms",
+                    "lag_p50_ms",
+                    "lag_p99_ms",
+                    "queued",
+                    "resync",
+                    "sent",
+                    "acked",
+                    "coalesced",
+                    "failures",
+                    "resyncs",
+                    "bytes",
+                )
+            },
+        }
+    ),
     "Cluster": _object(
         {
             "node_id": _STR,
             "region": _STR,
             "nodes": {"type": "array", "items": {"$ref": "#/components/schemas/ClusterNode"}},
+            "regions": {
+                "type": "object",
+                "description": "This node's stream to each other region: RTT and replication lag",
+                "additionalProperties": {"$ref": "#/components/schemas/RegionStream"},
+            },
         }
     ),
 }

@@ -1,0 +1,426 @@
+"""Cross-region replication: one outbound stream per remote region (DESIGN.md section 6).
+
+Every region holds the whole data set. The node that coordinated a write (the key's
+primary, or the next owner when the primary is down) puts it on one `Stream` per other
+region. A stream is a queue that keeps only the newest record per key (a cache needs
+the last value, not every value), flushed in batches FLUSH_MS after the first record
+arrives or at once when BATCH_MAX are waiting, up to MAX_IN_FLIGHT batches at a time.
+
+A batch goes to a gateway: an alive member of the remote region, the same one for as
+long as it answers (chosen by rendezvous on this node's id, so a region's senders
+spread over the remote nodes). The gateway applies each record to the key's owners in
+its region, exactly as a replica applies an in-region write (the merge rule decides,
+so order, retries and duplicates are harmless), and answers with its wall clock. The
+lag of a record is that time less the time its version was issued.
+
+A batch that fails goes back on the queue (unless a newer record for the key is already
+there) and the stream backs off, doubling from BACKOFF_MIN_S to BACKOFF_MAX_S. The queue
+is bounded (`geo_queue_max` keys): on overflow, or when the region stays unreachable
+for `geo_resync_after_s`, the queue is dropped and the stream marked for resync: once
+the region answers again, this node asks each of its members to pull from it
+(`GC.REPAIR 1`, the digest repair of repair.py, copying keys they lack) and pulls from
+each of them in turn. The same resync runs when a member of this node's own region dies:
+writes it had queued and not yet sent are gone with it, but its region's other owners
+hold them.
+
+Reads stay in the region. With `read_remote_on_miss`, a miss asks the owners of the key
+in the nearest other region (by the RTT each stream measures with a PING every
+RTT_PROBE_S) within `remote_read_budget_ms`, and keeps what they hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Coroutine
+from itertools import islice
+from typing import TYPE_CHECKING
+
+from geocache.clock import version_ms
+from geocache.cluster import placement
+from geocache.cluster.journal import Write
+from geocache.cluster.peers import GEO, PeerError
+from geocache.cluster.swim_messages import MemberState
+from geocache.protocol.types import Error
+from geocache.protocol.writer import encode_command
+
+if TYPE_CHECKING:
+    from geocache.cluster.cluster import Cluster
+    from geocache.cluster.swim import Change
+
+log = logging.getLogger("geocache.geo")
+
+FLUSH_MS = 5
+BATCH_MAX = 512
+MAX_IN_FLIGHT = 4
+# A batch crosses a WAN link and is applied at the remote owners before it is answered.
+GEO_TIMEOUT_MS = 3000
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 2.0
+RTT_PROBE_S = 1.0
+RTT_ALPHA = 0.3
+# Lags kept per stream for the percentiles INFO and /metrics report.
+LAG_SAMPLES = 4096
+FIELDS_PER_RECORD = 5
+# On stop, queued writes get this long to leave (s).
+DRAIN_S = 1.0
+
+
+class Stream:
+    """The outbound stream to one remote region."""
+
+    def __init__(self, geo: GeoStreams, region: str) -> None:
+        self.geo = geo
+        self.region = region
+        # Coalescing: key -> newest write. Without it (benchmarks), a counter -> write.
+        self._queue: dict[object, Write] = {}
+        self._seq = 0
+        self._in_flight = 0
+        self._flush_at: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        self._retry_at = 0.0
+        self._backoff = BACKOFF_MIN_S
+        self._unreachable_since: float | None = None
+        self._gateway: str | None = None
+        self.resync = False
+        self.rtt_ms: float | None = None
+        self.lags: deque[int] = deque(maxlen=LAG_SAMPLES)
+        self.last_lag_ms = 0
+        self.stats = {
+            "sent": 0,
+            "acked": 0,
+            "coalesced": 0,
+            "failures": 0,
+            "resyncs": 0,
+            "bytes": 0,
+        }
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- the queue -------------------------------------------------------------------------
+
+    def put(self, write: Write) -> None:
+        key = write[0]
+        queue = self._queue
+        if self.geo.coalesce:
+            if key in queue:
+                self.stats["coalesced"] += 1
+                queue[key] = write
+                return
+            slot: object = key
+        else:
+            self._seq += 1
+            slot = self._seq
+        if len(queue) >= self.geo.queue_max:
+            self.mark_resync("queue overflow")
+            return
+        queue[slot] = write
+        if len(queue) >= BATCH_MAX:
+            self._wake.set()
+        elif self._flush_at is None:
+            loop = asyncio.get_running_loop()
+            self._flush_at = loop.call_later(FLUSH_MS / 1000, self._wake.set)
+
+    def _requeue(self, writes: list[Write]) -> None:
+        for write in writes:
+            if self.geo.coalesce:
+                if write[0] not in self._queue and len(self._queue) < self.geo.queue_max:
+                    self._queue[write[0]] = write
+            elif len(self._queue) < self.geo.queue_max:
+                self._seq += 1
+                self._queue[self._seq] = write
+
+    def mark_resync(self, why: str) -> None:
+        if not self.resync:
+            log.warning("region stream needs a resync", extra={"region": self.region, "why": why})
+        self.resync = True
+        self._queue.clear()
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_probe = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(RTT_PROBE_S / 4):
+                    await self._wake.wait()
+            self._wake.clear()
+            self._flush_at = None
+            now = loop.time()
+            if now >= next_probe:
+                next_probe = now + RTT_PROBE_S
+                self._spawn(self._probe())
+            if now < self._retry_at:
+                continue
+            if self.resync and self.geo.members(self.region):
+                await self._resync()
+            while self._queue and self._in_flight < MAX_IN_FLIGHT:
+                slots = list(islice(self._queue, BATCH_MAX))
+                batch = [self._queue.pop(slot) for slot in slots]
+                self._in_flight += 1
+                self._spawn(self._send(batch))
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def gateways(self) -> list[str]:
+        """The remote region's alive members, the current gateway first."""
+        members = self.geo.members(self.region)
+        me = self.geo.cluster.node_id
+        ranked = sorted(members, key=lambda m: placement.weight(me.encode(), m), reverse=True)
+        if self._gateway in ranked:
+            ranked.remove(self._gateway)
+            ranked.insert(0, self._gateway)
+        return ranked
+
+    async def _send(self, batch: list[Write]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            applied_ms = await self._deliver(batch)
+        except PeerError as exc:
+            self.stats["failures"] += 1
+            self._requeue(batch)
+            now = loop.time()
+            if self._unreachable_since is None:
+                self._unreachable_since = now
+            elif now - self._unreachable_since >= self.geo.resync_after_s:
+                self.mark_resync(f"unreachable for {self.geo.resync_after_s:g} s")
+            self._retry_at = now + self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+            log.debug("region batch failed", extra={"region": self.region, "error": str(exc)})
+        else:
+            self._unreachable_since = None
+            self._backoff = BACKOFF_MIN_S
+            self.stats["acked"] += len(batch)
+            worst = 0
+            for _key, record in batch:
+                lag = max(0, applied_ms - version_ms(record[2] if len(record) == 4 else record[0]))
+                self.lags.append(lag)
+                worst = max(worst, lag)
+            self.last_lag_ms = worst
+        finally:
+            self._in_flight -= 1
+            self._wake.set()
+
+    async def _deliver(self, batch: list[Write]) -> int:
+        args: list[bytes | str | int] = ["GC.GEO", self.geo.cluster.region]
+        for key, record in batch:
+            if len(record) == 3:  # a tombstone: (version, origin, created)
+                args += [key, record[0], record[1], -1, b""]
+            else:
+                value, expires_at_ms, version, origin = record
+                args += [key, version, origin, expires_at_ms, value]
+        self.stats["sent"] += len(batch)
+        self.stats["bytes"] += len(encode_command(*args))
+        last: Exception | None = None
+        for gateway in self.gateways()[:2]:
+            addr = self.geo.cluster.addr_of(gateway)
+            if addr is None:
+                continue
+            try:
+                reply = await self.geo.cluster.peers.get(addr, GEO).call(
+                    *args, timeout_ms=GEO_TIMEOUT_MS
+                )
+            except PeerError as exc:
+                last = exc
+                continue
+            if isinstance(reply, int):
+                self._gateway = gateway
+                return reply
+            last = PeerError(f"{gateway}: {reply!r}")
+        raise PeerError(f"region {self.region}: no gateway answered ({last})")
+
+    async def _probe(self) -> None:
+        gateways = self.gateways()
+        addr = self.geo.cluster.addr_of(gateways[0]) if gateways else None
+        if addr is None:
+            return
+        started = time.monotonic()
+        try:
+            await self.geo.cluster.peers.get(addr, GEO).call("PING", timeout_ms=GEO_TIMEOUT_MS)
+        except PeerError:
+            return
+        rtt = (time.monotonic() - started) * 1000
+        self.rtt_ms = (
+            rtt if self.rtt_ms is None else RTT_ALPHA * rtt + (1 - RTT_ALPHA) * self.rtt_ms
+        )
+
+    async def _resync(self) -> None:
+        """Ask every member of the region to pull from this node, and pull from each."""
+        cluster = self.geo.cluster
+        members = self.geo.members(self.region)
+        calls = []
+        for member in members:
+            addr = cluster.addr_of(member)
+            if addr is not None:
+                calls.append(cluster.peers.get(addr).call("GC.REPAIR", 1, timeout_ms=1000))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        if len(results) < len(members) or any(
+            isinstance(r, BaseException | Error) for r in results
+        ):
+            self._retry_at = asyncio.get_running_loop().time() + self._backoff
+            self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
+            return
+        for member in members:
+            cluster.repairer.request(member, copy_missing=True)
+        self.resync = False
+        self.stats["resyncs"] += 1
+        log.info("region resync started", extra={"region": self.region, "members": len(members)})
+
+    # -- reporting ---------------------------------------------------------------------------
+
+    def reset_stats(self) -> None:
+        """CONFIG RESETSTAT: counters and lag samples start again."""
+        self.lags.clear()
+        self.last_lag_ms = 0
+        for name in self.stats:
+            self.stats[name] = 0
+
+    def lag_percentile(self, q: float) -> int:
+        if not self.lags:
+            return 0
+        ordered = sorted(self.lags)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def status(self) -> dict[str, float | int]:
+        return {
+            "rtt_ms": round(self.rtt_ms, 1) if self.rtt_ms is not None else -1,
+            "lag_ms": self.last_lag_ms,
+            "lag_p50_ms": self.lag_percentile(0.5),
+            "lag_p99_ms": self.lag_percentile(0.99),
+            "queued": self.queued,
+            "resync": int(self.resync),
+            **self.stats,
+        }
+
+
+class GeoStreams:
+    """A node's outbound streams, its gateway side, and reads from other regions."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        config = cluster.node.config
+        self.cluster = cluster
+        self.queue_max = config.geo_queue_max
+        self.resync_after_s = config.geo_resync_after_s
+        self.coalesce = config.geo_coalesce
+        self.streams: dict[str, Stream] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.stats = {"received": 0, "applied": 0, "remote_reads": 0, "remote_hits": 0}
+
+    def members(self, region: str) -> list[str]:
+        return self.cluster.region_members(region)
+
+    def on_changes(self, changes: list[Change]) -> None:
+        """Membership changed: streams for newly seen regions; a resync after a local death."""
+        for old, new in changes:
+            if new.region != self.cluster.region and new.region not in self.streams:
+                stream = self.streams[new.region] = Stream(self, new.region)
+                self._tasks[new.region] = asyncio.ensure_future(stream.run())
+            elif (
+                new.region == self.cluster.region
+                and new.state is MemberState.DEAD
+                and old is not None
+                and old.state is not MemberState.DEAD
+            ):
+                for stream in self.streams.values():
+                    stream.resync = True  # its unsent writes: the queue itself is fine
+                    stream._wake.set()
+
+    def ship(self, writes: list[Write]) -> None:
+        """Writes this node coordinated: on their way to every other region."""
+        for stream in self.streams.values():
+            for write in writes:
+                stream.put(write)
+
+    async def stop(self) -> None:
+        """Give queued writes a moment to leave, then stop."""
+        deadline = asyncio.get_running_loop().time() + DRAIN_S
+        while any(s.queued for s in self.streams.values()):
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(FLUSH_MS / 1000)
+        for task in self._tasks.values():
+            task.cancel()
+
+    # -- the gateway side ---------------------------------------------------------------------
+
+    async def receive(self, writes: list[Write]) -> int:
+        """Apply a batch from another region at this region's owners; answer the time."""
+        cluster = self.cluster
+        me = cluster.node_id
+        store = cluster.store
+        by_target: dict[str, list[Write]] = {}
+        self.stats["received"] += len(writes)
+        for write in writes:
+            key, record = write
+            for owner in cluster.owners(key):
+                if owner != me:
+                    by_target.setdefault(owner, []).append(write)
+                elif len(record) == 3:
+                    self.stats["applied"] += store.apply_delete(key, record[0], record[1])
+                else:
+                    self.stats["applied"] += store.apply(key, record)
+        if by_target:
+            await asyncio.gather(*(cluster.ship_to(t, w) for t, w in by_target.items()))
+        return cluster.node.clock.wall_ms()
+
+    # -- reads from another region --------------------------------------------------------------
+
+    async def read_remote(self, key: bytes) -> bool:
+        """Ask the nearest other region for `key` within the budget; True if now held."""
+        cluster = self.cluster
+        reachable = [s for s in self.streams.values() if s.rtt_ms is not None and s.gateways()]
+        if not reachable:
+            return False
+        nearest = min(reachable, key=lambda s: s.rtt_ms or 0.0)
+        owners = placement.key_owners(key, self.members(nearest.region), cluster.replicas)
+        self.stats["remote_reads"] += 1
+        budget_ms = cluster.node.config.remote_read_budget_ms
+        deadline = time.monotonic() + budget_ms / 1000
+        for owner in owners:
+            addr = cluster.addr_of(owner)
+            left_ms = int((deadline - time.monotonic()) * 1000)
+            if addr is None or left_ms <= 0:
+                continue
+            try:
+                reply = await cluster.peers.get(addr).call("GC.FETCH", key, timeout_ms=left_ms)
+            except PeerError:
+                continue
+            if cluster.apply_fetched(key, reply):
+                self.stats["remote_hits"] += 1
+                return True
+            if reply is None or isinstance(reply, list):
+                return False  # the owner answered: the key is not there either
+        return False
+
+    def reset_stats(self) -> None:
+        for stream in self.streams.values():
+            stream.reset_stats()
+
+    def status(self) -> dict[str, dict[str, float | int]]:
+        return {region: s.status() for region, s in sorted(self.streams.items())}
+
+
+def decode_batch(argv: list[bytes]) -> list[Write]:
+    """GC.GEO's records: key, version, origin, expires_at_ms (-1: a delete), value."""
+    if len(argv) % FIELDS_PER_RECORD:
+        raise ValueError("GC.GEO records come in fives")
+    writes: list[Write] = []
+    for i in range(0, len(argv), FIELDS_PER_RECORD):
+        key, version, origin, expires, value = argv[i : i + FIELDS_PER_RECORD]
+        ver, exp = int(version), int(expires)
+        text = origin.decode("utf-8", "surrogateescape")
+        if exp < 0:
+            writes.append((key, (ver, text, 0)))
+        else:
+            writes.append((key, (value, exp, ver, text)))
+    return writes
