@@ -18,6 +18,7 @@ from geocache.store.scan import Scanner
 class FakeNode:
     def __init__(self, **settings: object) -> None:
         self.config = NodeConfig(**settings)  # type: ignore[arg-type]
+        self.resp_port = self.config.port
         self.clock = ManualClock()
         self.store = Store(self.clock, max_bytes=self.config.max_bytes)
         self.scanner = Scanner(self.clock)

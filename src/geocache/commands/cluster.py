@@ -63,17 +63,20 @@ def cmd_gc_topology(session: Session, argv: list[bytes]) -> object:
                 b"state": m.state.name.lower().encode(),
                 b"incarnation": m.incarnation,
                 b"replicas": cluster.replicas,
+                b"self": int(m.node_id == cluster.node_id),
             }
             for m in cluster.members()
         ]
+    addr = config.advertise_addr or f"{config.bind}:{session.node.resp_port}"
     return [
         {
             b"id": config.effective_node_id.encode(),
             b"region": config.region.encode(),
-            b"addr": f"{config.bind}:{config.port}".encode(),
+            b"addr": addr.encode(),
             b"state": b"alive",
             b"incarnation": 0,
             b"replicas": 1,
+            b"self": 1,
         }
     ]
 
