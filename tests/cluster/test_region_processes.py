@@ -110,3 +110,26 @@ def test_writes_forwarded_both_ways_do_not_wait_on_each_other(
         t.join(60)
     assert len(slowest) == 400
     assert sum(1 for s in slowest if s >= 0.45) <= 2, sorted(slowest)[-5:]
+
+
+def test_a_hung_primary_costs_one_timeout_not_one_per_write(
+    region: list[ServerProcess],
+) -> None:
+    """n3 frozen (SIGSTOP): connected but silent. Writes to keys it owns, through n1,
+    succeed; after the first timeout n3 counts as down, so the rest do not wait on it."""
+    n1, _n2, n3 = region
+    with client(n1) as c1:
+        keys = [f"h{i}" for i in range(200)]
+        owned = [k for k in keys if c1.execute_command("GC.OWNERS", k)[0] == b"n3"][:20]
+        assert len(owned) >= 10
+        n3.proc.send_signal(signal.SIGSTOP)
+        try:
+            took = []
+            for key in owned:
+                started = time.monotonic()
+                assert c1.set(key, "while-hung")
+                took.append(time.monotonic() - started)
+            assert sum(t > 0.3 for t in took) <= 2, took
+            assert all(c1.get(k) == b"while-hung" for k in owned)
+        finally:
+            n3.proc.send_signal(signal.SIGCONT)

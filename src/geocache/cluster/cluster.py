@@ -25,7 +25,7 @@ from geocache.cluster.hints import Hints
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import FORWARD, PeerError, Peers
 from geocache.cluster.repair import Repairer
-from geocache.cluster.router import Router
+from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
 from geocache.protocol.types import Error
@@ -39,8 +39,9 @@ log = logging.getLogger("geocache.cluster")
 # The membership state machine is ticked every 50 ms; its own intervals (swim.py) are
 # multiples of this.
 TICK_S = 0.05
-# Replication and forwarding give a peer this long to answer before counting it failed.
-PEER_TIMEOUT_MS = 500
+# Replication gives a peer PEER_TIMEOUT_MS to answer before counting it failed; a
+# forwarded write waits at its coordinator for that replication, so the node forwarding
+# it waits FORWARD_TIMEOUT_MS: timeouts must not nest equal (router.py defines both).
 # Hints are replayed to alive owners every second, this many per batch.
 HINT_REPLAY_S = 1.0
 HINT_BATCH = 1000
@@ -223,7 +224,7 @@ class Cluster:
         need = 0
         for key, record in writes:
             owners = self.owners(key)
-            reachable = [o for o in owners if not self._known_down(o)]
+            reachable = [o for o in owners if not self.known_down(o)]
             need = max(need, self.required_acks(len(reachable) or 1) - 1)
             for owner in owners:
                 if owner != self.node_id:
@@ -238,7 +239,7 @@ class Cluster:
             target, ok = await next_done
             if ok:
                 acked += 1
-            elif self._known_down(target):
+            elif self.known_down(target):
                 # Its connection failed rather than timed out: it crashed, and the quorum
                 # is of the owners still alive (the write waits for it as a hint).
                 need -= 1
@@ -246,12 +247,18 @@ class Cluster:
                 return reply
         return NOREPLICAS
 
-    def _known_down(self, node_id: str) -> bool:
-        """A peer whose connection just failed, before membership has caught up."""
+    def known_down(self, node_id: str) -> bool:
+        """A peer whose connection just failed or that stopped answering (hung), before
+        membership has caught up: writes neither wait for it nor count it in quorums."""
         if node_id == self.node_id:
             return False
         addr = self.addr_of(node_id)
-        return addr is None or self.peers.get(addr).failed_recently()
+        peers = self.peers
+        return (
+            addr is None
+            or peers.get(addr).failed_recently()
+            or peers.get(addr, FORWARD).failed_recently()
+        )
 
     async def ship_to(self, target: str, writes: list[Write]) -> tuple[str, bool]:
         """Apply `writes` at region member `target`; a hint keeps them if it does not answer."""
@@ -295,17 +302,22 @@ class Cluster:
 
     # -- forwarding and fetching -------------------------------------------------------------
 
-    async def forward(self, argv: list[bytes], owners: list[str], proto: int) -> object:
-        """Run a command at the first owner that answers; its reply comes back pre-encoded."""
+    async def forward(
+        self, argv: list[bytes], owners: list[str], proto: int, timeout_ms: int = FORWARD_TIMEOUT_MS
+    ) -> object:
+        """Run a command at the first owner that answers; its reply comes back pre-encoded.
+
+        `timeout_ms` per owner: writes (the default) wait for their replication there;
+        reads pass PEER_TIMEOUT_MS."""
         last: Exception | None = None
         # Owners whose connection just failed go last: a crashed primary costs nothing.
-        for owner in sorted(owners, key=self._known_down):
+        for owner in sorted(owners, key=self.known_down):
             addr = self.addr_of(owner)
             if addr is None:
                 continue
             try:
                 reply = await self.peers.get(addr, FORWARD).call(
-                    "GC.FWD", proto, *argv, timeout_ms=PEER_TIMEOUT_MS
+                    "GC.FWD", proto, *argv, timeout_ms=timeout_ms
                 )
             except PeerError as exc:
                 last = exc

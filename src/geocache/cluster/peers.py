@@ -96,7 +96,8 @@ class PeerClient:
         return self._authed and transport is not None and not transport.is_closing()
 
     def failed_recently(self, window_s: float = FAILED_WINDOW_S) -> bool:
-        """Whether the last connection to this peer failed within `window_s` (and none since)."""
+        """Whether the last connection to this peer failed, or a request to it timed out,
+        within `window_s`, with no answer since."""
         failed_at = self._failed_at
         return failed_at is not None and time.monotonic() - failed_at < window_s
 
@@ -114,9 +115,14 @@ class PeerClient:
         futures = self._send(commands)
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
-                return list(await asyncio.gather(*futures))
+                replies = list(await asyncio.gather(*futures))
         except TimeoutError:
+            # Connected but silent (hung, or overloaded): down for quorums and routing
+            # until it answers again, as if its connection had failed.
+            self._failed_at = time.monotonic()
             raise PeerError(f"{self.addr}: no answer in {timeout_ms} ms") from None
+        self._failed_at = None
+        return replies
 
     def send_nowait(self, *args: Arg) -> None:
         """Fire and forget (membership messages); the reply is read and dropped."""

@@ -33,6 +33,11 @@ from geocache.protocol.writer import encode
 if TYPE_CHECKING:
     from geocache.cluster.cluster import Cluster
 
+# Forwarded reads get what a replica gets; forwarded writes also wait for replication
+# at their coordinator (cluster.py).
+PEER_TIMEOUT_MS = 500
+FORWARD_TIMEOUT_MS = 2 * PEER_TIMEOUT_MS + 200
+
 Table = dict[bytes, Command]
 NO_MULTI = Error("ERR MULTI is not supported in cluster mode; send commands without it")
 LOADING = Error("LOADING geocache is joining its cluster")
@@ -78,7 +83,7 @@ class Router:
                 others = [o for o in owners if o != me]
                 return Deferred(self._read_elsewhere(table, session, argv, cmd, key, others))
             return self.coordinate(table, session, argv, cmd, key)
-        return Deferred(self._forward(argv, owners, session.proto))
+        return Deferred(self._forward(argv, owners, session.proto, PEER_TIMEOUT_MS))
 
     def coordinate(
         self, table: Table, session: Session, argv: list[bytes], cmd: Command, key: bytes
@@ -132,7 +137,8 @@ class Router:
         owners = cluster.owners(key)
         if owners[0] != cluster.node_id and not session.peer_id:
             # Only the primary loads, so concurrent misses on every owner load once.
-            loaded = await cluster.forward(argv, owners[:1], session.proto)
+            budget = int(node.config.origin_timeout_s * 1000) + FORWARD_TIMEOUT_MS
+            loaded = await cluster.forward(argv, owners[:1], session.proto, budget)
             if isinstance(loaded, bytes):
                 return Raw(loaded)
             # The primary did not answer: this owner loads rather than fail the read.
@@ -157,14 +163,16 @@ class Router:
         key: bytes,
         others: list[str],
     ) -> object:
-        reply = await self.cluster.forward(argv, others, session.proto)
+        reply = await self.cluster.forward(argv, others, session.proto, PEER_TIMEOUT_MS)
         if isinstance(reply, bytes):
             return Raw(reply)
         result = self.coordinate(table, session, argv, cmd, key)  # nobody else answered
         return await result.awaitable if isinstance(result, Deferred) else result
 
-    async def _forward(self, argv: list[bytes], owners: list[str], proto: int) -> object:
-        reply = await self.cluster.forward(argv, owners, proto)
+    async def _forward(
+        self, argv: list[bytes], owners: list[str], proto: int, timeout_ms: int = FORWARD_TIMEOUT_MS
+    ) -> object:
+        reply = await self.cluster.forward(argv, owners, proto, timeout_ms)
         return Raw(reply) if isinstance(reply, bytes) else reply
 
     async def _forward_write(
@@ -178,9 +186,12 @@ class Router:
     ) -> object:
         me = self.cluster.node_id
         primary, rest = owners[0], owners[1:]
-        reply = await self.cluster.forward(argv, [primary], session.proto)
-        if isinstance(reply, bytes):
-            return Raw(reply)
+        # A primary that just failed or hung is skipped, so one hung node costs one
+        # timeout, not one per write, until membership declares it dead.
+        if not self.cluster.known_down(primary) or not rest:
+            reply = await self.cluster.forward(argv, [primary], session.proto)
+            if isinstance(reply, bytes):
+                return Raw(reply)
         # The primary did not answer: the next owner coordinates (maybe this node).
         if me in rest:
             result = self.coordinate(table, session, argv, cmd, key)
