@@ -30,7 +30,7 @@ from support.cluster import (
     start_at,
     states,
 )
-from support.procs import ServerProcess, free_port
+from support.procs import ServerProcess, free_port, start_geocache
 
 # Crash to DEAD at every member of 3 is at most 10 s (SwimConfig.detection_bound_ms).
 DEAD_TIMEOUT_S = 14
@@ -200,3 +200,34 @@ def test_a_restarted_node_warms_up_before_it_is_ready(
         assert_converges(nodes, ALL_KEYS, deleted)
     finally:
         restarted.stop()
+
+
+def test_a_joining_node_takes_its_share_and_the_others_let_go(
+    region: list[ServerProcess], tmp_path: Path
+) -> None:
+    """A fourth node joins: it pulls the buckets it now owns, and the nodes that lost
+    them drop their copies once it holds the same: two copies of each key, no more."""
+    n1 = region[0]
+    keys = [f"j{i}" for i in range(400)]
+    with client(n1) as c1:
+        pipe = c1.pipeline(transaction=False)
+        for k in keys:
+            pipe.set(k, "v")
+        assert all(pipe.execute())
+    n4 = start_geocache(tmp_path, cluster_args("n4", f"127.0.0.1:{n1.port}"))
+    try:
+        nodes = [*region, n4]
+        poll(lambda: all(list(states(n).values()).count("alive") == 4 for n in nodes), 15, "4")
+
+        def copies() -> int:
+            return sum(len([k for k in held(n) if k.startswith("j")]) for n in nodes)
+
+        poll(lambda: copies() == 2 * len(keys), 30, "exactly two copies of each key")
+        assert len([k for k in held(n4) if k.startswith("j")]) > 0
+        with client(n4) as c4:
+            assert c4.mget(keys) == [b"v"] * len(keys)
+            assert c4.info("geocache")["cluster_ready"] == 1
+        handed = sum(client(n).info("geocache")["cluster_repair_handed_off"] for n in region)
+        assert handed > 0
+    finally:
+        n4.stop()

@@ -107,6 +107,17 @@ class JournaledStore(Store):
         journal, self.journal = self.journal, []
         return journal
 
+    def drop_bucket(self, bucket: int) -> int:
+        """Forget every record of `bucket`, locally and without tombstones (as eviction
+        does): for a bucket this node no longer owns, once its owners hold the same."""
+        records = self.digest.keys_in_bucket(bucket)
+        for key, _version, _origin, tombstone in records:
+            if tombstone:
+                self.tombstones.discard(key)
+            else:
+                self._remove(key)
+        return len(records)
+
     # -- digest hooks ----------------------------------------------------------------------
 
     def flush(self) -> None:

@@ -30,6 +30,13 @@ eviction on one side, a tombstone reaped a little earlier on one side) is rememb
 settled with both digests and skipped until either changes, so periodic rounds do not
 re-list it.
 
+Handoff: every HANDOFF_CHECK_S, a node with no pass under way looks at the buckets it
+holds but no longer owns (owners moved when members joined or came back). Where every
+owner's digest equals its own, the owners hold all of it, and the bucket is dropped
+locally (no tombstones: nothing was deleted); elsewhere it asks the owners to pull from
+it (`GC.REPAIR 1`) and looks again next time. So memory follows ownership without a
+record ever existing nowhere.
+
 Triggers: warm-up at start; a change of the region's alive members (a round against every
 region peer) and, for a member that is back (new, or dead/left before), a `GC.REPAIR 1`
 nudge asking it to pull from this node; a peer's hint queue overflowing
@@ -90,6 +97,9 @@ WARMUP_MAX_S = 10.0
 # MAX_ATTEMPTS times in a row; past that the pass is dropped until the next trigger.
 RETRY_S = 0.5
 MAX_ATTEMPTS = 5
+# Buckets this node holds but no longer owns (owners moved) are looked at this often,
+# and dropped once every owner holds the same (their digests agree).
+HANDOFF_CHECK_S = 5.0
 
 _GONE = (MemberState.DEAD, MemberState.LEFT)
 
@@ -101,6 +111,7 @@ class RepairStats:
     keys_pulled: int = 0
     deletes_pulled: int = 0
     skipped_full: int = 0
+    handed_off: int = 0
     failures: int = 0
     nudges_sent: int = 0
 
@@ -200,10 +211,14 @@ class Repairer:
         await self._warm_up()
         loop = asyncio.get_running_loop()
         next_periodic = loop.time() + self._periodic_s()
+        next_handoff = loop.time() + HANDOFF_CHECK_S
         while True:
             await self._wait()
             self._wake.clear()
             try:
+                if loop.time() >= next_handoff and not self._passes:
+                    next_handoff = loop.time() + HANDOFF_CHECK_S
+                    await self._drop_handed_off()
                 if loop.time() >= next_periodic:
                     next_periodic = loop.time() + self._periodic_s()
                     for peer in self.cluster.region_peers():
@@ -297,6 +312,40 @@ class Repairer:
             return False
         self.stats.nudges_sent += 1
         return not isinstance(reply, Error)
+
+    async def _drop_handed_off(self) -> None:
+        """Drop the buckets this node holds but no longer owns, where every owner's digest
+        equals this node's (they hold the same records); ask the others to pull first."""
+        cluster, store = self.cluster, self.store
+        mine, me = store.digest.buckets, cluster.node_id
+        leftovers = [
+            b for b in range(digest.BUCKETS) if mine[b] and me not in cluster.bucket_owners(b)
+        ]
+        theirs: dict[str, list[int] | None] = {}
+        for b in leftovers:
+            owners = cluster.bucket_owners(b)
+            for owner in owners:
+                if owner not in theirs:
+                    theirs[owner] = await self._digest_of(owner)
+            if all((t := theirs[o]) is not None and t[b] == mine[b] for o in owners):
+                self.stats.handed_off += store.drop_bucket(b)
+            else:
+                for owner in owners:
+                    self._nudges[owner] = True  # pull what this node holds, then compare again
+        if leftovers:
+            log.info("handoff check", extra={"leftover_buckets": len(leftovers)})
+
+    async def _digest_of(self, peer_id: str) -> list[int] | None:
+        addr = self.cluster.addr_of(peer_id)
+        if addr is None:
+            return None
+        try:
+            reply = await self.cluster.peers.get(addr).call(
+                "GC.DIGEST", timeout_ms=REPAIR_TIMEOUT_MS
+            )
+            return digest.decode_buckets(digest.as_bytes(reply))
+        except (PeerError, TimeoutError, OSError, ValueError):
+            return None
 
     # -- one round ----------------------------------------------------------------------------
 
