@@ -1,7 +1,9 @@
-"""Region preference with two regions on loopback (no delay relay: "far" is only a label).
+"""Region preference with two regions on loopback (no delay relay: "far" is only a label;
+test_locality.py puts a relay in between).
 
 A client in eu sends every call to eu nodes; with every eu node down its calls go to us
-at once; when eu returns, they come back to eu.
+at once and find what was written in eu (replicated); when eu returns, they come back
+to eu, and eu has what was written in us meanwhile.
 """
 
 from __future__ import annotations
@@ -64,10 +66,12 @@ def test_reads_stay_in_region_fall_back_and_come_back(regions: Regions, tmp_path
             node.proc.send_signal(signal.SIGKILL)
             node.proc.wait(5)
         us_before = requests(client, us)
+        # What was written in eu had reached us (cross-region replication): no miss.
+        assert client.get_many(KEYS) == {k: k for k in KEYS}
         for k in KEYS:
             client.set(k, f"us-{k}")  # written where it can be
             assert client.get(k) == f"us-{k}"
-        assert requests(client, us) - us_before == 2 * len(KEYS)
+        assert requests(client, us) - us_before == 3 * len(KEYS)
         assert all(client.stats()[addr(n)].down for n in eu)
 
         for i, node in enumerate(eu):
@@ -79,3 +83,8 @@ def test_reads_stay_in_region_fall_back_and_come_back(regions: Regions, tmp_path
             return requests(client, eu) > eu_before and requests(client, us) == us_before
 
         poll(back_in_eu, 15, "reads back in eu")
+        poll(
+            lambda: client.get_many(KEYS) == {k: f"us-{k}" for k in KEYS},
+            15,
+            "eu caught up with the writes made in us",
+        )

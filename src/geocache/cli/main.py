@@ -1,4 +1,4 @@
-"""The `geocache` command: `serve`, `demo` and `status`.
+"""The `geocache` command: `serve`, `demo`, `status` and `relay`.
 
 Every setting of `geocache serve` comes from config.NodeConfig, so each flag, its
 environment variable and its TOML key are documented in one place (`--help` shows the
@@ -46,17 +46,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_setting_flags(serve)
 
     demo = commands.add_parser(
-        "demo", help="start a local region of nodes, run a workload, kill one, show it live"
+        "demo",
+        help="start local regions of nodes joined through delay relays, run a workload, "
+        "kill a node, show it live",
     )
-    demo.add_argument("--nodes", type=int, default=3, help="nodes in the region (3)")
-    demo.add_argument("--duration", type=float, default=10.0, help="seconds of workload (10)")
+    demo.add_argument("--regions", type=int, default=3, help="regions, 1 to 3 (3)")
+    demo.add_argument(
+        "--nodes-per-region", "--nodes", type=int, default=3, help="nodes in each region (3)"
+    )
+    demo.add_argument("--duration", type=float, default=30.0, help="seconds of workload (30)")
     demo.add_argument("--keys", type=int, default=10_000, help="distinct keys (10000)")
+    demo.add_argument(
+        "--rate", type=float, default=2000.0, help="commands a second per region (2000)"
+    )
     demo.add_argument("--no-live", action="store_true", help="print a summary, no live table")
 
     status = commands.add_parser("status", help="show a node's state")
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7379)
     status.add_argument("--password", default=None)
+
+    relay = commands.add_parser(
+        "relay", help="a TCP relay that delays each chunk (a slow link on 127.0.0.1)"
+    )
+    relay.add_argument("--listen", default="127.0.0.1:0", help="host:port (port 0: a free one)")
+    relay.add_argument("--target", required=True, help="host:port to relay to")
+    relay.add_argument("--delay-ms", type=float, default=50.0, help="one-way delay (50)")
+    relay.add_argument("--jitter-ms", type=float, default=0.0, help="+- around the delay (0)")
+    relay.add_argument("--seed", type=int, default=None, help="seed for the jitter")
     return parser
 
 
@@ -97,6 +114,34 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_relay(args: argparse.Namespace) -> int:
+    """Relay until SIGINT or SIGTERM; the first line printed names the listening address."""
+    from geocache.relay import Relay, serve, split_hostport
+
+    try:
+        listen_host, listen_port = split_hostport(args.listen)
+        target_host, target_port = split_hostport(args.target)
+        relay = Relay(listen_host, listen_port, target_host, target_port, seed=args.seed)
+        relay.set_delay(args.delay_ms, args.jitter_ms)
+    except ValueError as exc:
+        print(f"geocache relay: {exc}", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(relay, stop)
+
+    try:
+        _run(main())
+    except OSError as exc:
+        print(f"geocache relay: cannot listen: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
@@ -104,11 +149,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from geocache.cli.demo import run_demo
 
-        return run_demo(args.duration, args.keys, live=not args.no_live, node_count=args.nodes)
+        return run_demo(
+            args.duration,
+            args.keys,
+            live=not args.no_live,
+            regions=args.regions,
+            nodes_per_region=args.nodes_per_region,
+            rate=args.rate,
+        )
     if args.command == "status":
         from geocache.cli.status import run_status
 
         return run_status(args.host, args.port, args.password)
+    if args.command == "relay":
+        return run_relay(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

@@ -37,7 +37,7 @@ from geocache.client.health import HealthPolicy
 from geocache.client.memo import MISSING, async_memoize
 from geocache.client.multiplex import Connection, expire
 from geocache.client.ops import Key, Op, Ops
-from geocache.client.topology import split_addr
+from geocache.client.topology import check_routes, split_addr
 from geocache.memoize import KeyBuilder
 from geocache.protocol.writer import encode_command
 from geocache.serializers import Serializer, get_serializer
@@ -71,6 +71,7 @@ class AsyncClient:
         on_error: str = "raise",
         topology_refresh_s: float = 5.0,
         health: HealthPolicy | None = None,
+        routes: Mapping[str, str] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if on_error not in ("raise", "miss"):
@@ -86,6 +87,7 @@ class AsyncClient:
         self._miss = on_error == "miss"
         self._clock = clock
         self._auth = encode_command(b"AUTH", password) if password else b""
+        self._routes = check_routes(routes)
         self._conns: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
         self._flights: AsyncFlights[Any] = AsyncFlights()
@@ -245,7 +247,7 @@ class AsyncClient:
         return await asyncio.shield(pending)
 
     async def _connect(self, addr: str, timeout_s: float) -> Connection:
-        host, port = split_addr(addr)
+        host, port = split_addr(self._routes.get(addr, addr))
         loop = asyncio.get_running_loop()
         _, conn = await asyncio.wait_for(
             loop.create_connection(lambda: Connection(addr), host, port), timeout_s
@@ -295,7 +297,7 @@ class AsyncClient:
             self._core.probed(addr, latency, self._clock())
 
     async def _connect_probe(self, addr: str) -> Connection:
-        host, port = split_addr(addr)
+        host, port = split_addr(self._routes.get(addr, addr))
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(lambda: Connection(addr), host, port)
         if self._auth:

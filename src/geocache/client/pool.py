@@ -29,13 +29,13 @@ DEFAULT_POOL_SIZE = 8
 
 
 class Conn:
-    """One socket to one node, with its reply parser."""
+    """One socket to one node (dialed at `via`, if given), with its reply parser."""
 
     __slots__ = ("_auth", "addr", "reader", "skip", "sock")
 
-    def __init__(self, addr: str, timeout_s: float, auth: bytes) -> None:
+    def __init__(self, addr: str, timeout_s: float, auth: bytes, via: str | None = None) -> None:
         self.addr = addr
-        self.sock = socket.create_connection(split_addr(addr), timeout=timeout_s)
+        self.sock = socket.create_connection(split_addr(via or addr), timeout=timeout_s)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.reader = ReplyReader(incomplete=_INCOMPLETE)
         # AUTH rides ahead of the first command; its reply is dropped (a wrong password
@@ -85,11 +85,14 @@ class Conn:
 
 
 class Pool:
-    """Idle sockets per node, most recently used first."""
+    """Idle sockets per node, most recently used first; `routes` as the client's."""
 
-    def __init__(self, password: str | None, size: int) -> None:
+    def __init__(
+        self, password: str | None, size: int, routes: dict[str, str] | None = None
+    ) -> None:
         self.auth = encode_command(b"AUTH", password) if password else b""
         self._size = size
+        self._routes = routes or {}
         self._idle: dict[str, list[Conn]] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -100,10 +103,14 @@ class Pool:
                 idle = self._idle.get(addr)
                 conn = idle.pop() if idle else None
             if conn is None:
-                return Conn(addr, timeout_s, self.auth)
+                return self.connect(addr, timeout_s)
             if not conn.stale():
                 return conn
             conn.close()
+
+    def connect(self, addr: str, timeout_s: float) -> Conn:
+        """A new connection to the node at `addr` (through its route, if it has one)."""
+        return Conn(addr, timeout_s, self.auth, self._routes.get(addr))
 
     def release(self, conn: Conn) -> None:
         with self._lock:

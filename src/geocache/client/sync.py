@@ -40,7 +40,7 @@ from geocache.client.health import HealthPolicy
 from geocache.client.memo import MISSING, sync_memoize
 from geocache.client.ops import Key, Op, Ops
 from geocache.client.pool import DEFAULT_POOL_SIZE, Conn, Pool
-from geocache.client.topology import split_addr
+from geocache.client.topology import check_routes, split_addr
 from geocache.memoize import KeyBuilder
 from geocache.protocol.errors import ProtocolError
 from geocache.serializers import Serializer, get_serializer
@@ -69,7 +69,10 @@ class Client:
     only trusted code can write, since unpickling runs code, so anyone able to write to
     the cache could run code in every reader. `timeout_s`: the deadline of a whole call,
     failover included. `on_error`: "raise" (default) or "miss", to treat an unreachable
-    cache as a miss (ops.py says what each call then returns).
+    cache as a miss (ops.py says what each call then returns). `routes`: node address
+    -> address to dial instead (a delay relay standing for a far region in tests and
+    the demo); nodes keep their own addresses in the map and in `stats()`, but latency
+    is measured on the routed path, so regions are ranked by the path actually used.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class Client:
         topology_refresh_s: float = 5.0,
         pool_size: int = DEFAULT_POOL_SIZE,
         health: HealthPolicy | None = None,
+        routes: Mapping[str, str] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if on_error not in ("raise", "miss"):
@@ -98,7 +102,7 @@ class Client:
         self._timeout_s = timeout_s
         self._miss = on_error == "miss"
         self._clock = clock
-        self._pool = Pool(password, pool_size)
+        self._pool = Pool(password, pool_size, check_routes(routes))
         self._lock = threading.Lock()  # the core's health and topology
         self._boot_lock = threading.Lock()
         self._flights: Flights[Any] = Flights()
@@ -300,7 +304,7 @@ class Client:
         latency: float | None = None
         timeout_s = self._core.health.policy.probe_timeout_s
         try:
-            conn = Conn(addr, timeout_s, self._pool.auth)
+            conn = self._pool.connect(addr, timeout_s)
             try:
                 conn.send(PROBE_COMMAND, timeout_s)
                 (reply,) = conn.read(1, started + timeout_s, self._clock)

@@ -18,14 +18,16 @@ member yet, so a live member missing from one view is kept; one missing from eve
 for `FORGET_AFTER_S` is dropped, as is a dead or left one at once.
 
 Addresses are what the nodes advertise; a node bound to a wildcard (0.0.0.0, ::) names
-no host a client can dial, so the host we asked through stands in for it.
+no host a client can dial, so the host we asked through stands in for it. A client
+with `routes` dials another address for some of them (a delay relay), but still names
+each node by the address the cluster gave it: routes change where bytes go, not the map.
 
 Sans-IO and immutable once built (but for its cache): a refresh builds a new Topology.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from geocache.cluster import digest, placement
@@ -52,6 +54,15 @@ class NodeInfo:
     @property
     def live(self) -> bool:
         return self.state in LIVE_STATES
+
+
+def check_routes(routes: Mapping[str, str] | None) -> dict[str, str]:
+    """A copy of a client's `routes` (node address -> address to dial), each checked."""
+    checked = dict(routes or {})
+    for addr, via in checked.items():
+        split_addr(addr)
+        split_addr(via)
+    return checked
 
 
 def split_addr(addr: str) -> tuple[str, int]:

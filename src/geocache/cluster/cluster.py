@@ -28,6 +28,7 @@ from geocache.cluster.repair import Repairer
 from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
+from geocache.commands.context import Deferred
 from geocache.protocol.types import Error
 from geocache.store.entry import Entry, Tombstone
 
@@ -81,6 +82,7 @@ class Cluster:
         self._addr_of: dict[str, str] = {self.node_id: self.addr}
         self._tasks: list[asyncio.Task[None]] = []
         self.warm_until_ms = node.clock.mono_ms() + WARM_WINDOW_MS
+        self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
         self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
 
     @property
@@ -204,10 +206,17 @@ class Cluster:
 
     def alone_before_joining(self) -> bool:
         """Started with seeds, not ready, and no peer known yet: any answer would be a guess."""
-        return len(self._region_ids) == 1 and bool(self.node.config.seed_list) and not self.ready
+        return len(self._addr_of) == 1 and bool(self.node.config.seed_list) and not self.ready
+
+    def joined(self) -> bool:
+        """Whether this node knows any other member (of any region)."""
+        return len(self._addr_of) > 1
 
     def warming(self) -> bool:
-        return self.node.clock.mono_ms() < self.warm_until_ms
+        """Owners may have moved lately and repair has not caught up: misses ask around."""
+        return self.node.clock.mono_ms() < self.warm_until_ms and (
+            not self.ready or self.repairer.busy
+        )
 
     def required_acks(self, owners: int) -> int:
         if self.write_acks == "one":
@@ -218,8 +227,10 @@ class Cluster:
 
     # -- replication -----------------------------------------------------------------------
 
-    async def replicate(self, writes: list[Write], reply: object) -> object:
-        """Ship writes to their other owners; `reply` once enough have applied them."""
+    def replicate(self, writes: list[Write], reply: object) -> object:
+        """Ship writes to their other owners: `reply` at once when no other owner needs
+        to acknowledge them (a lone owner, write_acks=one), else a `Deferred` answering
+        `reply` once enough have applied them (NOREPLICAS if too few could)."""
         by_target: dict[str, list[Write]] = {}
         need = 0
         for key, record in writes:
@@ -229,19 +240,25 @@ class Cluster:
             for owner in owners:
                 if owner != self.node_id:
                     by_target.setdefault(owner, []).append((key, record))
-        if not by_target:
-            return reply
         tasks = [asyncio.ensure_future(self.ship_to(t, w)) for t, w in by_target.items()]
-        if need <= 0:
+        for task in tasks:
+            self._shipping.add(task)
+            task.add_done_callback(self._shipping.discard)
+        if need <= 0 or not tasks:
             return reply
+        return Deferred(self._acks(tasks, need, reply))
+
+    async def _acks(
+        self, tasks: list[asyncio.Task[tuple[str, bool]]], need: int, reply: object
+    ) -> object:
         acked = 0
         for next_done in asyncio.as_completed(tasks):
             target, ok = await next_done
             if ok:
                 acked += 1
             elif self.known_down(target):
-                # Its connection failed rather than timed out: it crashed, and the quorum
-                # is of the owners still alive (the write waits for it as a hint).
+                # Its connection failed, or it stopped answering: the quorum is of the
+                # owners still reachable (the write waits for it as a hint).
                 need -= 1
             if acked >= need:
                 return reply

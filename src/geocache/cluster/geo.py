@@ -4,7 +4,8 @@ Every region holds the whole data set. The node that coordinated a write (the ke
 primary, or the next owner when the primary is down) puts it on one `Stream` per other
 region. A stream is a queue that keeps only the newest record per key (a cache needs
 the last value, not every value), flushed in batches FLUSH_MS after the first record
-arrives or at once when BATCH_MAX are waiting, up to MAX_IN_FLIGHT batches at a time.
+arrives or at once when BATCH_MAX are waiting, up to MAX_IN_FLIGHT batches at a time
+(a window that covers the round trip: the stream never waits for an acknowledgement).
 
 A batch goes to a gateway: an alive member of the remote region, the same one for as
 long as it answers (chosen by rendezvous on this node's id, so a region's senders
@@ -55,7 +56,9 @@ log = logging.getLogger("geocache.geo")
 
 FLUSH_MS = 5
 BATCH_MAX = 512
-MAX_IN_FLIGHT = 4
+# Batches sent and not yet acknowledged: enough to keep a flush interval's batch
+# leaving while earlier ones cross a long link (a 200 ms round trip / FLUSH_MS = 40).
+MAX_IN_FLIGHT = 64
 # A batch crosses a WAN link and is applied at the remote owners before it is answered.
 GEO_TIMEOUT_MS = 3000
 BACKOFF_MIN_S = 0.05
@@ -124,13 +127,19 @@ class Stream:
             self._flush_at = loop.call_later(FLUSH_MS / 1000, self._wake.set)
 
     def _requeue(self, writes: list[Write]) -> None:
+        """A failed batch goes back, behind newer writes of the same keys."""
+        queue = self._queue
         for write in writes:
+            if self.geo.coalesce and write[0] in queue:
+                continue  # a newer write of the key is queued already
+            if len(queue) >= self.geo.queue_max:
+                self.mark_resync("queue overflow on retry")
+                return
             if self.geo.coalesce:
-                if write[0] not in self._queue and len(self._queue) < self.geo.queue_max:
-                    self._queue[write[0]] = write
-            elif len(self._queue) < self.geo.queue_max:
+                queue[write[0]] = write
+            else:
                 self._seq += 1
-                self._queue[self._seq] = write
+                queue[self._seq] = write
 
     def mark_resync(self, why: str) -> None:
         if not self.resync:

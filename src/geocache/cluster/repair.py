@@ -92,6 +92,9 @@ REPAIR_TIMEOUT_MS = 5000
 NUDGE_TIMEOUT_MS = 500
 # A starting node reports ready after this long even if warm-up has not finished (s).
 WARMUP_MAX_S = 10.0
+# After joining, a node that knows no member of its own region yet waits this long for
+# one before it counts itself alone in its region (the first region, or a new one).
+JOIN_GRACE_S = 1.0
 # A round that failed (the peer did not answer, or its connection is in its reconnect
 # backoff just after it came back) is tried again after this long (s), up to
 # MAX_ATTEMPTS times in a row; past that the pass is dropped until the next trigger.
@@ -155,6 +158,11 @@ class Repairer:
     @property
     def store(self) -> JournaledStore:
         return self.cluster.store
+
+    @property
+    def busy(self) -> bool:
+        """Repair passes under way or due (after a membership change, a rejoin...)."""
+        return bool(self._passes)
 
     # -- lifecycle and triggers ------------------------------------------------------------
 
@@ -240,12 +248,18 @@ class Repairer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WARMUP_MAX_S
         seeds = [s for s in cluster.node.config.seed_list if s != cluster.addr]
-        while seeds and not cluster.region_peers() and loop.time() < deadline:
+        while seeds and not cluster.joined() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        # The first answer from a seed lists the members it knows: this node's region
+        # peers among them. A node alone in its region waits briefly for late news.
+        alone_until = min(deadline, loop.time() + JOIN_GRACE_S)
+        while seeds and not cluster.region_peers() and loop.time() < alone_until:
             await asyncio.sleep(0.05)
         for peer in cluster.region_peers():
             self.request(peer, copy_missing=True)
         while not self.ready and self._passes:
             await self._wait()
+            self._wake.clear()  # else, with a failed pass not yet due, this loop never yields
             await self._rounds()
         self._set_ready("warmed")
 

@@ -96,10 +96,7 @@ class Router:
         writes = store.take_journal()
         if writes:
             cluster.geo.ship(writes)
-            if cluster.write_acks == "one":
-                _background(cluster.replicate(writes, None))
-                return reply
-            return Deferred(cluster.replicate(writes, reply))
+            return cluster.replicate(writes, reply)
         if not cmd.write and store.peek(key) is None and self._fills_misses(cmd):
             return Deferred(self._after_miss(table, session, argv, cmd, key, reply))
         return reply
@@ -137,7 +134,7 @@ class Router:
         owners = cluster.owners(key)
         if owners[0] != cluster.node_id and not session.peer_id:
             # Only the primary loads, so concurrent misses on every owner load once.
-            budget = int(node.config.origin_timeout_s * 1000) + FORWARD_TIMEOUT_MS
+            budget = origin.timeout_ms + FORWARD_TIMEOUT_MS
             loaded = await cluster.forward(argv, owners[:1], session.proto, budget)
             if isinstance(loaded, bytes):
                 return Raw(loaded)
@@ -261,12 +258,3 @@ def _all_ok(replies: list[bytes]) -> object:
         if raw[:1] == b"-":
             return Raw(raw)
     return OK
-
-
-_BACKGROUND: set[asyncio.Task[object]] = set()
-
-
-def _background(coro: Awaitable[object]) -> None:
-    task = asyncio.ensure_future(coro)
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)

@@ -22,6 +22,11 @@ class Fill(NamedTuple):
 
 
 class Filler(Protocol):
+    @property
+    def timeout_ms(self) -> int:
+        """The longest a fill may take (a node forwarding a miss waits that much more)."""
+        ...
+
     def serves(self, command: bytes) -> bool:
         """Whether a miss of this (lower-case) command name is filled from the origin."""
         ...
