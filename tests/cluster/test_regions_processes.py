@@ -19,7 +19,7 @@ import redis
 
 from geocache.clock import make_version
 from geocache.cluster.geo import GEO_TIMEOUT_MS
-from support.cluster import client, cluster_args, peer_client, poll, states
+from support.cluster import client, cluster_args, peer_client, poll, start_at, states
 from support.procs import ServerProcess, start_geocache
 
 
@@ -244,3 +244,29 @@ def test_a_region_that_missed_writes_resyncs_by_digest(tmp_path: Path) -> None:
         poll(lambda: resyncs() >= 1, 20, "a resync by digest")
         with client(nodes["b2"]) as c:
             assert c.get("cut:299") == b"299"
+
+
+def test_a_whole_region_restarted_empty_warms_up_from_another_region(tmp_path: Path) -> None:
+    with two_regions(tmp_path) as nodes:
+        with client(nodes["a1"]) as c:
+            pipe = c.pipeline(transaction=False)
+            for i in range(200):
+                pipe.set(f"w:{i}", i)
+            pipe.execute()
+        poll(lambda: all_hold_count(nodes["b1"], 200), 10, "B has every key")
+        ports = {name: nodes[name].port for name in ("b1", "b2")}
+        for name in ("b1", "b2"):
+            nodes[name].proc.send_signal(signal.SIGKILL)
+            nodes[name].proc.wait(5)
+        seed = f"127.0.0.1:{nodes['a1'].port}"
+        for name in ("b1", "b2"):
+            nodes[name] = start_at(ports[name], tmp_path, cluster_args(name, seed, "--region", "B"))
+        for name in ("b1", "b2"):
+            with client(nodes[name]) as c:
+                poll(lambda c=c: c.info("geocache")["cluster_ready"] == 1, 20, "ready")
+                assert c.mget([f"w:{i}" for i in range(200)]) == [b"%d" % i for i in range(200)]
+
+
+def all_hold_count(node: ServerProcess, n: int) -> bool:
+    with client(node) as c:
+        return int(c.dbsize()) >= n

@@ -197,6 +197,10 @@ class Cluster:
         """The alive members of `region` (of this node's own region: itself included)."""
         return self._by_region.get(region, [])
 
+    def known_regions(self) -> list[str]:
+        """Every region with an alive member, this node's own included."""
+        return sorted(self._by_region)
+
     def is_member(self, node_id: str) -> bool:
         """Whether `node_id` is another alive member, of any region."""
         return node_id in self._addr_of and node_id != self.node_id

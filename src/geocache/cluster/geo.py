@@ -344,6 +344,19 @@ class GeoStreams:
                     stream.resync = True  # its unsent writes: the queue itself is fine
                     stream._wake.set()
 
+    def warm_up_source(self) -> list[str]:
+        """The members of the nearest other region (by RTT once measured, else by name)."""
+        regions = [r for r in self.cluster.known_regions() if r != self.cluster.region]
+        if not regions:
+            return []
+
+        def distance(region: str) -> tuple[float, str]:
+            stream = self.streams.get(region)
+            rtt = stream.rtt_ms if stream is not None else None
+            return (rtt if rtt is not None else float("inf"), region)
+
+        return self.members(min(regions, key=distance))
+
     def ship(self, writes: list[Write]) -> None:
         """Writes this node coordinated: on their way to every other region."""
         for stream in self.streams.values():
