@@ -23,7 +23,7 @@ from geocache.cluster import digest, placement
 from geocache.cluster.geo import GeoStreams
 from geocache.cluster.hints import Hints
 from geocache.cluster.journal import JournaledStore, Write
-from geocache.cluster.peers import FORWARD, PeerError, Peers
+from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
 from geocache.cluster.repair import Repairer
 from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
@@ -279,6 +279,7 @@ class Cluster:
             addr is None
             or peers.get(addr).failed_recently()
             or peers.get(addr, FORWARD).failed_recently()
+            or peers.get(addr, GEO).failed_recently()
         )
 
     async def ship_to(self, target: str, writes: list[Write]) -> tuple[str, bool]:

@@ -182,13 +182,16 @@ class Stream:
         task.add_done_callback(self._tasks.discard)
 
     def gateways(self) -> list[str]:
-        """The remote region's alive members, the current gateway first."""
+        """The remote region's alive members, the current gateway first, any known to be
+        down last."""
         members = self.geo.members(self.region)
         me = self.geo.cluster.node_id
         ranked = sorted(members, key=lambda m: placement.weight(me.encode(), m), reverse=True)
         if self._gateway in ranked:
             ranked.remove(self._gateway)
             ranked.insert(0, self._gateway)
+        # A member whose connection just failed or hung goes last: no batch waits on it.
+        ranked.sort(key=self.geo.cluster.known_down)
         return ranked
 
     async def _send(self, batch: list[Write]) -> None:
