@@ -189,12 +189,19 @@ def test_an_expiry_tombstone_dropped_under_pressure_still_keeps_older_writes_out
     assert store.get(b"k1") is None
 
 
-def test_a_write_already_expired_on_arrival_is_dropped() -> None:
+def test_a_write_already_expired_on_arrival_is_held_as_a_delete() -> None:
+    """Nothing is held for it, but it retires the older value it replaced (a replica
+    that missed the EXPIRE must not keep serving the value), and an older write that
+    arrives after it stays retired."""
     clock = ManualClock(NOW_MS)
     store = cluster_store(clock, "a")
-    assert not store.apply(b"k", (b"x", NOW_MS, make_version(NOW_MS), "eu-1"))
-    assert not store.apply(b"k", (b"x", NOW_MS - 1, make_version(NOW_MS), "eu-1"))
-    assert len(store) == 0 and store.version_of(b"k") is None
+    v = make_version(NOW_MS)
+    assert store.apply(b"k", (b"old", 0, v - 10, "eu-1"))
+    assert store.apply(b"k", (b"x", NOW_MS, v, "eu-1"))  # expired now: applied as a delete
+    assert len(store) == 0 and store.version_of(b"k") == (v, "eu-1", True)
+    assert not store.apply(b"k", (b"older", 0, v - 5, "eu-1"))
+    assert store.get(b"k") is None
+    assert not store.apply(b"k", (b"x", NOW_MS - 1, v - 1, "eu-1"))  # older still: dropped
 
 
 def test_a_received_version_moves_the_hlc_past_it() -> None:

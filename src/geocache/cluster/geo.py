@@ -34,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Coroutine
 from itertools import islice
@@ -47,6 +46,7 @@ from geocache.cluster.peers import GEO, PeerError
 from geocache.cluster.swim_messages import MemberState
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
+from geocache.store.entry import Entry, Tombstone, newer
 
 if TYPE_CHECKING:
     from geocache.cluster.cluster import Cluster
@@ -127,11 +127,14 @@ class Stream:
             self._flush_at = loop.call_later(FLUSH_MS / 1000, self._wake.set)
 
     def _requeue(self, writes: list[Write]) -> None:
-        """A failed batch goes back, behind newer writes of the same keys."""
+        """A failed batch goes back on the queue, unless a newer write of a key is there."""
         queue = self._queue
         for write in writes:
-            if self.geo.coalesce and write[0] in queue:
-                continue  # a newer write of the key is queued already
+            queued = queue.get(write[0]) if self.geo.coalesce else None
+            if queued is not None:
+                if _newer(write[1], queued[1]):
+                    queue[write[0]] = write  # batches failing together: keep the newest
+                continue
             if len(queue) >= self.geo.queue_max:
                 self.mark_resync("queue overflow on retry")
                 return
@@ -256,12 +259,13 @@ class Stream:
         addr = self.geo.cluster.addr_of(gateways[0]) if gateways else None
         if addr is None:
             return
-        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await self.geo.cluster.peers.get(addr, GEO).call("PING", timeout_ms=GEO_TIMEOUT_MS)
         except PeerError:
             return
-        rtt = (time.monotonic() - started) * 1000
+        rtt = (loop.time() - started) * 1000
         self.rtt_ms = (
             rtt if self.rtt_ms is None else RTT_ALPHA * rtt + (1 - RTT_ALPHA) * self.rtt_ms
         )
@@ -326,6 +330,8 @@ class GeoStreams:
         self.coalesce = config.geo_coalesce
         self.streams: dict[str, Stream] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Set at the first write this node coordinated (see on_changes).
+        self.shipped = False
         self.stats = {"received": 0, "applied": 0, "remote_reads": 0, "remote_hits": 0}
 
     def members(self, region: str) -> list[str]:
@@ -336,6 +342,8 @@ class GeoStreams:
         for old, new in changes:
             if new.region != self.cluster.region and new.region not in self.streams:
                 stream = self.streams[new.region] = Stream(self, new.region)
+                # Writes this node coordinated before it knew the region never went there.
+                stream.resync = self.shipped
                 self._tasks[new.region] = asyncio.ensure_future(stream.run())
             elif (
                 new.region == self.cluster.region
@@ -362,6 +370,7 @@ class GeoStreams:
 
     def ship(self, writes: list[Write]) -> None:
         """Writes this node coordinated: on their way to every other region."""
+        self.shipped = True
         for stream in self.streams.values():
             for write in writes:
                 stream.put(write)
@@ -410,10 +419,11 @@ class GeoStreams:
         owners = placement.key_owners(key, self.members(nearest.region), cluster.replicas)
         self.stats["remote_reads"] += 1
         budget_ms = cluster.node.config.remote_read_budget_ms
-        deadline = time.monotonic() + budget_ms / 1000
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_ms / 1000
         for owner in owners:
             addr = cluster.addr_of(owner)
-            left_ms = int((deadline - time.monotonic()) * 1000)
+            left_ms = int((deadline - loop.time()) * 1000)
             if addr is None or left_ms <= 0:
                 continue
             try:
@@ -449,3 +459,10 @@ def decode_batch(argv: list[bytes]) -> list[Write]:
         else:
             writes.append((key, (value, exp, ver, text)))
     return writes
+
+
+def _newer(a: Entry | Tombstone, b: Entry | Tombstone) -> bool:
+    """Whether record `a` is newer than `b` by (version, origin)."""
+    va, oa = (a[2], a[3]) if len(a) == 4 else (a[0], a[1])
+    vb, ob = (b[2], b[3]) if len(b) == 4 else (b[0], b[1])
+    return newer(va, oa, vb, ob)

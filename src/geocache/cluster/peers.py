@@ -111,7 +111,12 @@ class PeerClient:
     ) -> list[object]:
         deadline = time.monotonic() + timeout_ms / 1000
         if not self.connected:
-            await asyncio.wait_for(self._connect(), timeout=max(deadline - time.monotonic(), 0.001))
+            try:
+                await asyncio.wait_for(
+                    self._connect(), timeout=max(deadline - time.monotonic(), 0.001)
+                )
+            except TimeoutError:
+                raise PeerError(f"{self.addr}: not connected within {timeout_ms} ms") from None
         futures = self._send(commands)
         try:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):

@@ -264,7 +264,8 @@ class Store:
     def apply(self, key: bytes, entry: Entry) -> bool:
         """Apply a write from another node if it is newer than what is held; True if applied.
 
-        Dropped: an entry already expired on arrival, one not newer than the live entry
+        An entry already expired on arrival is applied as a delete at its version (the
+        key is gone, and older writes stay retired). Dropped: one not newer than the live entry
         or the tombstone, and, for a key not held live, one at or below the
         resurrection floor. An entry too large for this store is dropped too (it
         cannot be held here; the other replicas keep it).
@@ -273,7 +274,9 @@ class Store:
         self.hlc.update(version)
         now = self._clock.wall_ms()
         if expires_at_ms and expires_at_ms <= now:
-            return False
+            # Expired on arrival: nothing to hold, but it still retires every older
+            # write of the key (a stale value must not outlive it), as a delete would.
+            return self.apply_delete(key, version, origin)
         current = self._data.get(key)
         if current is not None:
             if not newer(version, origin, current[2], current[3]):
