@@ -93,6 +93,34 @@ class NodeConfig:
     clock_offset_ms: int = _setting(
         0, "test only: shift this node's wall clock by this many ms (clock skew tests)"
     )
+    origin: str = _setting(
+        "",
+        "read-through origin: redis://host:port/db, http(s)://host/path/{key} or"
+        " module:function (an async loader); empty = none",
+    )
+    origin_ttl_s: float = _setting(300.0, "TTL of values loaded from the origin (s); 0 = none")
+    origin_timeout_s: float = _setting(
+        1.0, "time one load may take, waiting for a free load slot included (s)"
+    )
+    origin_concurrency: int = _setting(64, "loads from the origin at once, per node")
+    origin_breaker_failures: int = _setting(
+        5, "failed loads in a row that open the origin's circuit breaker; 0 = never opens"
+    )
+    origin_breaker_reset_s: float = _setting(
+        5.0, "time an open circuit breaker refuses loads before letting one try (s)"
+    )
+    max_stale_s: float = _setting(
+        0.0, "when the origin fails, serve a value this long past its TTL (s); 0 = never"
+    )
+    negative_ttl_s: float = _setting(
+        0.0, "remember the origin's 'no such key' (nil, 404) this long (s); 0 = not at all"
+    )
+    refresh_keys: str = _setting(
+        "", "comma-separated keys or globs reloaded from the origin before they expire"
+    )
+    max_concurrent_commands: int = _setting(
+        0, "client commands in progress at once, node-wide (1: one at a time); 0 = no cap"
+    )
     log_level: str = _setting("info", "debug, info, warning or error")
     log_json: bool = _setting(False, "log one JSON object per line")
 
@@ -125,10 +153,28 @@ class NodeConfig:
             raise ValueError(f"write_acks must be one, quorum or all, not {self.write_acks}")
         if self.seeds and not self.cluster_secret:
             raise ValueError("joining a cluster (seeds) needs cluster_secret")
+        self._check_origin()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(
                 f"log_level must be debug, info, warning or error, not {self.log_level}"
             )
+
+    def _check_origin(self) -> None:
+        from geocache.origin.spec import parse_origin
+
+        if self.origin:
+            parse_origin(self.origin)  # ValueError saying what is wrong
+        for name in ("origin_ttl_s", "max_stale_s", "negative_ttl_s", "origin_breaker_failures"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more")
+        if self.origin_timeout_s <= 0 or self.origin_breaker_reset_s <= 0:
+            raise ValueError("origin_timeout_s and origin_breaker_reset_s must be more than 0")
+        if self.origin_concurrency < 1:
+            raise ValueError("origin_concurrency must be at least 1")
+        if self.max_concurrent_commands < 0:
+            raise ValueError("max_concurrent_commands must be 0 (no cap) or more")
+        if self.refresh_keys and not (self.origin and self.origin_ttl_s > 0):
+            raise ValueError("refresh_keys needs an origin and an origin_ttl_s above 0")
 
     @property
     def clustered(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -82,14 +82,19 @@ def states(server: ServerProcess) -> dict[str, str]:
 
 
 @contextmanager
-def running_region(tmp: Path, size: int = 3) -> Iterator[list[ServerProcess]]:
-    """`size` nodes n1..nN joined through n1, all seeing each other alive; stopped after
-    (a node a test froze with SIGSTOP is thawed first, or it could not stop)."""
-    first = start_geocache(tmp, cluster_args("n1", None))
+def running_region(
+    tmp: Path, size: int = 3, extra: Sequence[str] = ()
+) -> Iterator[list[ServerProcess]]:
+    """`size` nodes n1..nN joined through n1, all seeing each other alive, each with the
+    flags in `extra`; stopped after (a node a test froze with SIGSTOP is thawed first,
+    or it could not stop)."""
+    first = start_geocache(tmp, cluster_args("n1", None, *extra))
     seed = f"127.0.0.1:{first.port}"
     nodes = [first]
     try:
-        nodes += [start_geocache(tmp, cluster_args(f"n{i}", seed)) for i in range(2, size + 1)]
+        nodes += [
+            start_geocache(tmp, cluster_args(f"n{i}", seed, *extra)) for i in range(2, size + 1)
+        ]
         for node in nodes:
             poll(
                 lambda n=node: list(states(n).values()).count("alive") == size,

@@ -14,6 +14,8 @@ from geocache.server.node import Node
 
 US = 1_000
 
+# Sections of geocache's own, after Redis's: `geocache` last.
+OURS = ["regions", "origin", "geocache"]
 REDIS_ORDER = [
     "server",
     "clients",
@@ -49,8 +51,8 @@ def info(node: Node, *sections: str) -> dict[str, dict[str, str]]:
 
 
 def test_sections_follow_redis_order_then_geocache(node: Node) -> None:
-    assert list(info_sections(node)) == [*REDIS_ORDER, "geocache"]
-    assert list(SECTIONS) == [*REDIS_ORDER, "geocache"]
+    assert list(info_sections(node)) == [*REDIS_ORDER, *OURS]
+    assert list(SECTIONS) == [*REDIS_ORDER, *OURS]
 
 
 def test_keyspace_counts_keys_and_keys_with_a_ttl(node: Node) -> None:
@@ -107,7 +109,7 @@ def test_info_without_arguments_gives_the_default_sections(node: Node) -> None:
 def test_info_all_and_everything_give_every_section(node: Node, word: str) -> None:
     node.metrics.resp.record("get", US)
     sections = info(node, word)
-    assert set(sections) == {*REDIS_ORDER, "geocache"}
+    assert set(sections) == {*REDIS_ORDER, *OURS}
     assert "cmdstat_get" in sections["commandstats"]
 
 

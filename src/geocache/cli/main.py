@@ -111,6 +111,9 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"geocache serve: cannot listen: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # e.g. an origin's module:function that cannot be loaded
+        print(f"geocache serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -47,9 +47,9 @@ A round that fails (no answer, or the peer's connection still in its reconnect b
 just after it came back) is tried again RETRY_S later, up to MAX_ATTEMPTS times in a row.
 
 Warm-up: at start (after membership found a region peer, if seeds were given) this node
-runs copying passes against every region peer until none is left; a node alone in its
-region, or still empty after that (its whole region restarted), then copies from the
-members of the nearest other region (geo.py); then it sets `ready`;
+runs copying passes against every region peer until none is left, then against the
+members of the nearest other region (geo.py: its peers may have restarted too, or it has
+none); then it sets `ready`;
 `ready` is set anyway after WARMUP_MAX_S. Meanwhile the node serves, and a
 miss asks an owner (router.py, while `cluster.warming()`).
 """
@@ -260,9 +260,10 @@ class Repairer:
         for peer in cluster.region_peers():
             self.request(peer, copy_missing=True)
         await self._finish_passes()
-        # Alone in its region, or its whole region restarted empty: the data set is in
-        # the other regions (every region holds it all): warm up from one of them.
-        if seeds and (not cluster.region_peers() or not len(self.store)):
+        # Then against the nearest other region (every region holds the data set): the
+        # region's own peers may have been warming too (a whole region restarted), and a
+        # node alone in its region has no other source. Mostly equal digests: cheap.
+        if seeds:
             for peer in cluster.geo.warm_up_source():
                 self.request(peer, copy_missing=True)
             await self._finish_passes()

@@ -62,7 +62,7 @@ class Router:
         if self.cluster.alone_before_joining():
             return LOADING
         keys = cmd.keys(argv)
-        if len(keys) == 1:
+        if len(keys) == 1 and cmd.name != b"mget":  # MGET's reply is an array, always
             return self.route(table, session, argv, cmd, keys[0])
         return self._route_many(table, session, argv, cmd, keys)
 
@@ -83,7 +83,14 @@ class Router:
                 others = [o for o in owners if o != me]
                 return Deferred(self._read_elsewhere(table, session, argv, cmd, key, others))
             return self.coordinate(table, session, argv, cmd, key)
-        return Deferred(self._forward(argv, owners, session.proto, PEER_TIMEOUT_MS))
+        origin = cluster.node.origin
+        if origin is not None and origin.serves(cmd.name):
+            # The owner may load the key from the origin first: wait for that, or a slow
+            # origin would make this node ask the next owner, which would load it again.
+            timeout_ms = origin.timeout_ms + FORWARD_TIMEOUT_MS
+        else:
+            timeout_ms = PEER_TIMEOUT_MS
+        return Deferred(self._forward(argv, owners, session.proto, timeout_ms))
 
     def coordinate(
         self, table: Table, session: Session, argv: list[bytes], cmd: Command, key: bytes

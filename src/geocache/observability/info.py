@@ -51,6 +51,9 @@ def _clients(node: Node) -> Section:
         "connected_clients": node.connection_count(),
         "maxclients": node.config.max_clients,
         "blocked_clients": 0,
+        # max_concurrent_commands: commands with a reply pending, connections queued.
+        "commands_in_flight": node.gate.in_flight,
+        "commands_waiting": len(node.gate.waiting),
     }
 
 
@@ -180,7 +183,7 @@ def _origin(node: Node) -> Section:
     )
     return {
         "origin": through.description,
-        **{f"origin_{name}": value for name, value in through.stats.as_dict().items()},
+        **{f"origin_{name}": value for name, value in through.counters().items()},
         "origin_loading": through.loading,
         "origin_load_latency_usec": latency,
         "origin_breaker": through.breaker.state,
@@ -204,6 +207,7 @@ SECTIONS: dict[str, Callable[[Node], Section]] = {
     "latencystats": _latencystats,
     "keyspace": _keyspace,
     "regions": _regions,
+    "origin": _origin,
     "geocache": _geocache,
 }
 

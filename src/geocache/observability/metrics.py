@@ -218,6 +218,7 @@ class NodeCollector:
         yield from self._store()
         yield from self._connections()
         yield from self._cluster()
+        yield from _origin(node)
         statuses = CounterMetricFamily(
             "geocache_http_responses", "HTTP responses by status code", labels=("code",)
         )
@@ -350,3 +351,68 @@ def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:
     for region, status in streams.items():
         wire.add_metric((region,), status["bytes"])
     yield from (lag, rtt, queued, resync, writes, wire)
+
+
+def _origin(node: Node) -> Iterator[Metric]:
+    """The command gate (server/resp.py) and the read-through origin (origin/)."""
+    from geocache.origin.readthrough import ReadThrough  # here: it imports this module
+
+    gate = node.gate
+    yield _gauge(
+        "geocache_commands_in_flight", "Client commands whose reply is pending", gate.in_flight
+    )
+    yield _gauge(
+        "geocache_commands_waiting",
+        "Connections waiting for a slot (max_concurrent_commands)",
+        len(gate.waiting),
+    )
+    through = node.origin
+    if not isinstance(through, ReadThrough):
+        return
+    counters = through.counters()
+    loads = CounterMetricFamily(
+        "geocache_origin_loads",
+        "Loads from the origin by result (rejected: not tried, the breaker was open)",
+        labels=("result",),
+    )
+    results = ("found", "not_found", "errors", "timeouts", "rejected")
+    for result in results:
+        loads.add_metric((result.removesuffix("s"),), counters[result])
+    yield loads
+    yield _load_histogram(through.latency)
+    for name, doc in (
+        ("stale_served", "Misses answered with a stale value because the origin failed"),
+        ("failed_fills", "Misses answered with an error because the origin failed"),
+        ("coalesced", "Misses that waited for another's load of the key instead of loading"),
+        ("negative_hits", "Misses answered from a remembered 'no such key'"),
+        ("refreshes", "Hot keys reloaded before they expired"),
+        ("refresh_failures", "Reloads of hot keys that failed (tried again later)"),
+    ):
+        yield _counter(f"geocache_origin_{name}", doc, counters[name])
+    yield _gauge("geocache_origin_loading", "Keys with a load in flight", through.loading)
+    breaker = GaugeMetricFamily(
+        "geocache_origin_breaker", "1 for the breaker's state", labels=("state",)
+    )
+    for state in ("closed", "open", "half_open"):
+        breaker.add_metric((state,), int(through.breaker.state == state))
+    yield breaker
+    yield _counter(
+        "geocache_origin_breaker_opened", "Times the breaker opened", through.breaker.opened
+    )
+    yield _gauge(
+        "geocache_origin_stale_bytes", "Bytes kept for stale-if-error", through.stale.used_bytes
+    )
+
+
+def _load_histogram(slot: list[int]) -> HistogramMetricFamily:
+    hist = HistogramMetricFamily(
+        "geocache_origin_load_duration_seconds",
+        "Time one load from the origin took, a wait for a load slot included",
+    )
+    cumulative, buckets = 0, []
+    for bound, count in zip(LATENCY_BOUNDS_S, slot, strict=False):
+        cumulative += count
+        buckets.append((repr(bound), float(cumulative)))
+    buckets.append(("+Inf", float(cumulative + slot[INF_INDEX])))
+    hist.add_metric((), buckets, slot[SUM_INDEX] / 1e9)
+    return hist

@@ -26,8 +26,10 @@ from geocache.commands.table import Command, build_table, dispatch
 from geocache.config import NodeConfig
 from geocache.observability.metrics import Metrics
 from geocache.origin import Filler
+from geocache.origin.readthrough import ReadThrough
+from geocache.origin.service import open_origin
 from geocache.server.http import HttpServer, start_http
-from geocache.server.resp import RespConnection
+from geocache.server.resp import CommandGate, RespConnection
 from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 from geocache.store.tombstones import Tombstones
@@ -86,6 +88,8 @@ class Node:
         self.cluster: Cluster | None = None
         # The read-through origin, if one is configured (origin/).
         self.origin: Filler | None = None
+        # max_concurrent_commands: client commands in progress at once (server/resp.py).
+        self.gate = CommandGate(config.max_concurrent_commands)
         self.scanner = Scanner(self.clock)
         self.table: dict[bytes, Command] = build_table()
         # What runs a command: the local dispatch, or the cluster's router.
@@ -174,6 +178,8 @@ class Node:
             self.cluster = Cluster(self)
             self.dispatch = self.cluster.router.dispatch
             await self.cluster.start()
+        if self.config.origin:
+            self.origin = open_origin(self)
         if self.config.http_port:
             self._http = await start_http(self)
             self.http_port = self._http.port
@@ -208,6 +214,8 @@ class Node:
             server.close()
         if self.cluster is not None:
             await self.cluster.stop()
+        if isinstance(self.origin, ReadThrough):
+            await self.origin.close()
         if self._http is not None:
             await self._http.close()
         for task in self._tasks:

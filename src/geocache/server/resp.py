@@ -10,7 +10,8 @@ Limits (DESIGN.md section 10), each cutting off only the offending client:
 - after `max_pipeline` commands the connection stops reading and yields to others,
   resuming on the next loop iteration (fairness, and it bounds one batch's replies);
 - replies queued beyond `max_output_buffer_bytes` (a client that sends but does not
-  read) close the connection.
+  read) close the connection;
+- `max_concurrent_commands` caps client commands in progress node-wide (CommandGate).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, cast
 
@@ -37,8 +40,46 @@ MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 FIRST_NS = BOUNDS_NS[0]
 
 
+class CommandGate:
+    """At most `limit` client commands in progress at once, node-wide (0: no cap).
+
+    In one event loop a command that runs straight to its reply overlaps nothing; the
+    ones that overlap are those whose reply is deferred: forwarded to an owner, waiting
+    for replicas, loading from the origin. So a slot is taken by a deferred reply until
+    it is sent, and a connection about to start a command while every slot is taken
+    stops reading and queues. A slot given up goes straight to the first connection
+    queued (first come, first served: a connection with a long pipeline queues again
+    behind the others after each deferred reply). With limit 1, the node runs one
+    client command at a time. Peers' GC.* commands never wait: the commands holding
+    the slots may be waiting on them.
+    """
+
+    __slots__ = ("in_flight", "limit", "waiting")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.waiting: deque[Callable[[], None]] = deque()  # each admits one connection
+
+    def release(self) -> None:
+        """Give up a slot: to the first connection waiting, or back to the gate."""
+        if self.waiting:
+            asyncio.get_running_loop().call_soon(self.waiting.popleft())
+        else:
+            self.in_flight -= 1
+
+
 class RespConnection(asyncio.Protocol):
-    __slots__ = ("_node", "_paused", "_reader", "_table", "_transport", "session")
+    __slots__ = (
+        "_held",
+        "_node",
+        "_paused",
+        "_reader",
+        "_slot",
+        "_table",
+        "_transport",
+        "session",
+    )
 
     def __init__(self, node: Node) -> None:
         self._node = node
@@ -52,6 +93,10 @@ class RespConnection(asyncio.Protocol):
         )
         self._transport: asyncio.Transport | None = None
         self._paused = False
+        # CommandGate: whether this connection holds a slot, and the command it read
+        # but could not start for want of one.
+        self._slot = False
+        self._held: list[bytes] | None = None
         self.session: Session | None = None
 
     # -- asyncio callbacks ---------------------------------------------------------------
@@ -94,6 +139,7 @@ class RespConnection(asyncio.Protocol):
         """Run the buffered commands, up to max_pipeline, and write their replies once."""
         session, transport, reader = self.session, self._transport, self._reader
         if session is None or transport is None:
+            self._release_slot()
             return
         node, table, dispatch = self._node, self._table, self._node.dispatch
         out: list[bytes] = []
@@ -105,15 +151,31 @@ class RespConnection(asyncio.Protocol):
         slots = latency.by_raw if node.metrics.resp_timed else None
         start = perf_counter_ns()
         auth_required = reader.auth_required
+        gate = node.gate
+        gated = gate.limit and not session.peer_id
+        argv_held, self._held = self._held, None
         try:
             while done < budget:
-                argv = reader.gets()
+                argv = reader.gets() if argv_held is None else argv_held
+                argv_held = None
                 if argv is False:
+                    break
+                if (
+                    gated
+                    and not self._slot
+                    and gate.in_flight >= gate.limit
+                    and argv[0][:3].lower() != b"gc."  # a peer proving itself goes on
+                ):
+                    self._held = argv
+                    gate.waiting.append(self._admit)
                     break
                 done += 1
                 reply = dispatch(table, session, argv)
                 if type(reply) is Deferred:  # waits on other nodes: replies stay in order
                     waiting = reply
+                    if gated and not self._slot:
+                        self._slot = True
+                        gate.in_flight += 1
                     break
                 encode_into(out, reply, session.proto)
                 if slots is not None:
@@ -134,6 +196,7 @@ class RespConnection(asyncio.Protocol):
         except ProtocolError as exc:
             self._flush(out)
             self._fail(exc)
+            self._release_slot()
             return
         finally:
             node.stats.commands_processed += done
@@ -141,6 +204,10 @@ class RespConnection(asyncio.Protocol):
         self._flush(out)
         if waiting is not None:
             self._wait_for(waiting)
+            return
+        self._release_slot()
+        if self._held is not None:
+            self._pause()  # until the gate admits it
         elif session.closing:
             transport.close()
         elif done >= budget:
@@ -149,15 +216,29 @@ class RespConnection(asyncio.Protocol):
             self._paused = False
             transport.resume_reading()
 
-    def _wait_for(self, deferred: Deferred) -> None:
-        """Stop reading until a deferred reply is ready, send it, then go on in order."""
+    def _admit(self) -> None:
+        """The gate gave this connection a slot: run the command it holds."""
+        self._slot = True
+        self._run()
+
+    def _release_slot(self) -> None:
+        if self._slot:
+            self._slot = False
+            self._node.gate.release()
+
+    def _pause(self) -> None:
         if self._transport is not None and not self._paused:
             self._paused = True
             self._transport.pause_reading()
+
+    def _wait_for(self, deferred: Deferred) -> None:
+        """Stop reading until a deferred reply is ready, send it, then go on in order."""
+        self._pause()
         task = asyncio.ensure_future(deferred.awaitable)
         task.add_done_callback(self._deferred_done)
 
     def _deferred_done(self, task: asyncio.Future[object]) -> None:
+        self._release_slot()  # before anything: a closed connection must give it up too
         session = self.session
         if session is None or self._transport is None:
             if not task.cancelled():
@@ -179,9 +260,7 @@ class RespConnection(asyncio.Protocol):
         """Let other clients run before the rest of this client's pipeline."""
         if self._transport is None:
             return
-        if not self._paused:
-            self._paused = True
-            self._transport.pause_reading()
+        self._pause()
         asyncio.get_running_loop().call_soon(self._run)
 
     def _flush(self, out: list[bytes]) -> None:
