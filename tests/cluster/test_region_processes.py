@@ -5,13 +5,14 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from support.cluster import client, cluster_args, poll, running_region, start_at, states
-from support.procs import ServerProcess
+from support.procs import ServerProcess, free_port, start_geocache
 
 
 @pytest.fixture
@@ -133,3 +134,43 @@ def test_a_hung_primary_costs_one_timeout_not_one_per_write(
             assert all(c1.get(k) == b"while-hung" for k in owned)
         finally:
             n3.proc.send_signal(signal.SIGCONT)
+
+
+def test_the_http_api_of_any_node_serves_any_key(tmp_path: Path) -> None:
+    """Keys over HTTP are routed like RESP commands: PUT on one node, GET on the others
+    (each key has two owners of three, so some of these are forwarded), DELETE anywhere."""
+    http = [free_port() for _ in range(3)]
+    first = start_geocache(tmp_path, cluster_args("h1", None, "--http-port", str(http[0])))
+    seed = f"127.0.0.1:{first.port}"
+    nodes = [first]
+    try:
+        for i in (2, 3):
+            args = cluster_args(f"h{i}", seed, "--http-port", str(http[i - 1]))
+            nodes.append(start_geocache(tmp_path, args))
+        for node in nodes:
+            poll(lambda n=node: list(states(n).values()).count("alive") == 3, 15, "3 alive")
+        keys = [f"web{i}" for i in range(12)]
+        for k in keys:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{http[0]}/v1/keys/{k}?ttl=100", data=k.encode(), method="PUT"
+            )
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                assert reply.status == 201
+        for port in http[1:]:
+            for k in keys:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/keys/{k}", timeout=5) as r:
+                    assert r.read() == k.encode()
+                    assert 0 < int(r.headers["X-Geocache-Ttl-Ms"]) <= 100_000
+        with client(nodes[1]) as c:
+            assert c.mget(keys) == [k.encode() for k in keys]  # and over RESP
+        for k in keys:
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{http[2]}/v1/keys/{k}", method="DELETE"
+            )
+            with urllib.request.urlopen(request, timeout=5) as reply:
+                assert reply.status == 204
+        with client(nodes[0]) as c:
+            assert c.mget(keys) == [None] * len(keys)
+    finally:
+        for node in nodes:
+            node.stop()

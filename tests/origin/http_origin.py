@@ -87,5 +87,7 @@ class HttpOrigin:
         value = self.values.get(key)
         if value is None:
             return web.Response(status=404, text="no such item")
-        content_type = self.content_types.get(key, "application/octet-stream")
-        return web.Response(body=value, content_type=content_type)
+        media = self.content_types.get(key, "application/octet-stream")
+        content_type, _, params = media.partition(";")
+        charset = params.partition("charset=")[2].strip() or None
+        return web.Response(body=value, content_type=content_type.strip(), charset=charset)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import select
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,10 +53,35 @@ def test_values_keep_their_bytes_and_keys_are_escaped(
     node = start("--origin", origin.url)
     with client(node) as c:
         assert c.get("a b/c?d") == b"\x00\xff binary"
-        assert c.get("doc") == b'{"json": true}'  # the body; its content type is not kept
+        assert c.get("doc") == b'{"json": true}'  # RESP has the body (HTTP: the type too)
         assert c.get("nothing here") is None
         assert c.get("nothing here") is None
     assert origin.requests == {"a b/c?d": 1, "doc": 1, "nothing here": 2}
+
+
+def test_the_http_api_reads_through_and_keeps_the_content_type(
+    origin: HttpOrigin, start: Callable[..., ServerProcess]
+) -> None:
+    origin.values["doc"] = b'{"json": true}'
+    origin.content_types["doc"] = "application/json; charset=utf-8"
+    origin.values["blob"] = b"\x00\x01"
+    http_port = free_port()
+    start("--origin", origin.url, "--http-port", str(http_port))
+    base = f"http://127.0.0.1:{http_port}/v1/keys/"
+    with urllib.request.urlopen(base + "doc", timeout=DEADLINE_S) as reply:  # a miss: filled
+        assert reply.read() == b'{"json": true}'
+        assert reply.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert reply.headers["ETag"] and int(reply.headers["X-Geocache-Ttl-Ms"]) > 0
+    with urllib.request.urlopen(base + "doc", timeout=DEADLINE_S) as reply:  # a hit
+        assert reply.headers["Content-Type"] == "application/json; charset=utf-8"
+    with urllib.request.urlopen(base + "blob", timeout=DEADLINE_S) as reply:
+        assert reply.read() == b"\x00\x01"
+        assert reply.headers["Content-Type"] == "application/octet-stream"
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(base + "nothing", timeout=DEADLINE_S)
+    assert missing.value.code == 404
+    missing.value.close()
+    assert origin.requests == {"doc": 1, "blob": 1, "nothing": 1}
 
 
 def test_a_value_over_max_value_bytes_is_refused(

@@ -27,6 +27,10 @@ class Filler(Protocol):
         """The longest a fill may take (a node forwarding a miss waits that much more)."""
         ...
 
+    def content_type(self, key: bytes) -> str | None:
+        """The media type the origin gave the value of `key`, if this node loaded it."""
+        ...
+
     def serves(self, command: bytes) -> bool:
         """Whether a miss of this (lower-case) command name is filled from the origin."""
         ...

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 from urllib.parse import quote_from_bytes
@@ -116,12 +117,20 @@ class RedisLoader:
             self._conn.close()
 
 
+OCTET_STREAM = "application/octet-stream"
+# Content types remembered per node (about 100 bytes each).
+MAX_CONTENT_TYPES = 10_000
+
+
 class HttpLoader:
     def __init__(self, template: str, concurrency: int, max_value_bytes: int) -> None:
         self._template = template
         self._concurrency = concurrency
         self._max_value_bytes = max_value_bytes
         self._session: aiohttp.ClientSession | None = None
+        # The Content-Type of the values this node loaded, newest last, bounded: the
+        # HTTP API answers with it (DESIGN.md section 8: "keeps the content type").
+        self.content_types: OrderedDict[bytes, str] = OrderedDict()
 
     def url(self, key: bytes) -> URL:
         """The template with `{key}` replaced by the key, every byte but unreserved ones
@@ -139,7 +148,13 @@ class HttpLoader:
                 return None
             if response.status != 200:
                 raise LoadError(f"http origin answered {response.status}")
-            return await self._body(response)
+            body = await self._body(response)
+            types = self.content_types
+            types[key] = response.headers.get("Content-Type", OCTET_STREAM)
+            types.move_to_end(key)
+            if len(types) > MAX_CONTENT_TYPES:
+                types.popitem(last=False)
+            return body
 
     async def _body(self, response: aiohttp.ClientResponse) -> bytes:
         limit = self._max_value_bytes

@@ -131,6 +131,11 @@ class ReadThrough:
         # Refresh-ahead of hot keys, when configured (service.py sets it).
         self.refresher: Refresher | None = None
 
+    def content_type(self, key: bytes) -> str | None:
+        """The Content-Type an HTTP origin gave `key`'s value when this node loaded it."""
+        types: dict[bytes, str] | None = getattr(self.loader, "content_types", None)
+        return None if types is None else types.get(key)
+
     def serves(self, command: bytes) -> bool:
         return command == b"get"
 

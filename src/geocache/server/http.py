@@ -1,9 +1,12 @@
 """The HTTP API: keys, stats, cluster view, health, Prometheus metrics and OpenAPI.
 
-An aiohttp application served from the node's own event loop, so a handler reads and
-writes the store exactly as a RESP command does, with no lock and no await in
-between: a key PUT over HTTP is read over RESP and the reverse, with the same
-versions and the same absolute expiry.
+An aiohttp application served from the node's own event loop. A lone node's handlers
+read and write the store exactly as a RESP command does, with no lock and no await in
+between; in cluster mode or in front of an origin, they run GET, SET, DEL, GETVER and
+PTTL through the node's dispatch, as a RESP client would, so any node answers for any
+key (forwarding to its owners) and a miss fills from the origin, whose Content-Type a
+GET answers with when this node loaded the value. Either way a key PUT over HTTP is
+read over RESP and the reverse, with the same versions and the same absolute expiry.
 
 Keys are any bytes, percent-encoded in the path after `/v1/keys/`. The key is taken
 from the raw (still encoded) path and decoded to bytes here: aiohttp's decoded path is
@@ -33,8 +36,11 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from geocache import __version__
+from geocache.commands.context import Deferred, Session
 from geocache.config import NodeConfig
 from geocache.observability.metrics import NodeCollector
+from geocache.protocol.replies import ReplyReader
+from geocache.protocol.types import Error, Raw
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
 from geocache.store.entry import Entry
 from geocache.store.errors import TooLarge
@@ -89,6 +95,15 @@ class HttpApi:
         ProcessCollector(registry=self._registry)
         self._openapi: tuple[NodeConfig, bytes] | None = None
         self.server: web.Server | None = None  # set once the runner is set up
+        # In cluster mode, or in front of an origin, key requests run as commands through
+        # the node's dispatch (routing, forwarding, read-through), as this internal
+        # client; a lone node reads and writes its store directly (no await between).
+        self._session = Session(node, node.next_client_id(), "http", "http")
+        self._session.authenticated = True
+
+    @property
+    def _routed(self) -> bool:
+        return self._node.cluster is not None or self._node.origin is not None
 
     def _connections(self) -> int:
         return len(self.server.connections) if self.server is not None else 0
@@ -103,7 +118,10 @@ class HttpApi:
         return key
 
     async def get_key(self, request: web.Request) -> web.StreamResponse:
-        entry = self._store.lookup(self._key(request))
+        key = self._key(request)
+        if self._routed:
+            return await self._get_routed(request, key)
+        entry = self._store.lookup(key)
         if entry is None:
             return error(404, "no such key")
         etag = f'"{entry[2]}"'
@@ -112,6 +130,48 @@ class HttpApi:
         return web.Response(
             body=entry[0], content_type=OCTET_STREAM, headers=self._entry_headers(entry, etag)
         )
+
+    async def _get_routed(self, request: web.Request, key: bytes) -> web.StreamResponse:
+        """GET as a RESP client would: at an owner (forwarded), filled from the origin on
+        a miss; then its version and TTL (ETag, TTL header) the same way."""
+        version = await self._command(b"GETVER", key)
+        if version is None:
+            value = await self._command(b"GET", key)  # a miss may fill from the origin
+            if value is None:
+                return error(404, "no such key")
+            version = await self._command(b"GETVER", key)
+        etag = f'"{version}"'
+        ttl_ms = await self._command(b"PTTL", key)
+        headers = {"ETag": etag}
+        if isinstance(ttl_ms, int) and ttl_ms >= 0:
+            headers[TTL_HEADER] = str(ttl_ms)
+        if _matches(request.headers.get("If-None-Match"), etag):
+            return web.Response(status=304, headers=headers)
+        value = await self._command(b"GET", key)
+        if not isinstance(value, bytes):
+            return error(404, "no such key")
+        origin = self._node.origin
+        media = origin.content_type(key) if origin is not None else None
+        content_type, _, params = (media or OCTET_STREAM).partition(";")
+        charset = params.partition("charset=")[2].strip() or None
+        return web.Response(
+            body=value, content_type=content_type.strip(), charset=charset, headers=headers
+        )
+
+    async def _command(self, *argv: bytes) -> object:
+        """Run a command through the node's dispatch (the cluster's router in cluster
+        mode) as an internal client; errors become 503 (the cluster could not answer)."""
+        node = self._node
+        reply = node.dispatch(node.table, self._session, list(argv))
+        if isinstance(reply, Deferred):
+            reply = await reply.awaitable
+        if isinstance(reply, Raw):  # pre-encoded by the owner that answered
+            reader = ReplyReader()
+            reader.feed(bytes(reply))
+            reply = reader.gets()
+        if isinstance(reply, Error):
+            raise _Reply(error(503, str(reply)))
+        return reply
 
     head_key = get_key  # aiohttp sends the headers of GET's response without its body
 
@@ -129,6 +189,16 @@ class HttpApi:
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"value of {request.content_length} bytes is over {limit} bytes")
         value = await request.read()  # the app's client_max_size stops a longer chunked body
+        if len(value) > limit:
+            return error(413, f"value of {len(value)} bytes is over {limit} bytes")
+        if self._routed:
+            created = await self._command(b"GETVER", key) is None
+            argv = [b"SET", key, value]
+            if expires_at_ms:
+                argv += [b"PXAT", b"%d" % expires_at_ms]
+            await self._command(*argv)
+            version = await self._command(b"GETVER", key)
+            return web.Response(status=201 if created else 204, headers={"ETag": f'"{version}"'})
         created = self._store.peek(key) is None
         try:
             entry = self._store.set(key, value, expires_at_ms)
@@ -150,7 +220,12 @@ class HttpApi:
         return self._node.clock.wall_ms() + ttl_s * 1000
 
     async def delete_key(self, request: web.Request) -> web.StreamResponse:
-        if self._store.delete(self._key(request)):
+        key = self._key(request)
+        if self._routed:
+            deleted = await self._command(b"DEL", key)
+        else:
+            deleted = self._store.delete(key)
+        if deleted:
             return web.Response(status=204)
         return error(404, "no such key")
 
