@@ -21,6 +21,7 @@ import logging
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, cast
 
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("geocache.resp")
 
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+# Deferred replies one connection may wait on at once (its pipeline runs on meanwhile);
+# past this it stops reading until the oldest is sent.
+MAX_PENDING = 256
 FIRST_NS = BOUNDS_NS[0]
 
 
@@ -74,6 +78,7 @@ class RespConnection(asyncio.Protocol):
         "_held",
         "_node",
         "_paused",
+        "_pending",
         "_reader",
         "_slot",
         "_table",
@@ -97,6 +102,9 @@ class RespConnection(asyncio.Protocol):
         # but could not start for want of one.
         self._slot = False
         self._held: list[bytes] | None = None
+        # Replies not sent yet because one before them is deferred, in command order:
+        # [ready, RESP bytes] (see _run).
+        self._pending: deque[list[object]] = deque()
         self.session: Session | None = None
 
     # -- asyncio callbacks ---------------------------------------------------------------
@@ -153,6 +161,7 @@ class RespConnection(asyncio.Protocol):
         auth_required = reader.auth_required
         gate = node.gate
         gated = gate.limit and not session.peer_id
+        pending = self._pending
         argv_held, self._held = self._held, None
         try:
             while done < budget:
@@ -172,12 +181,28 @@ class RespConnection(asyncio.Protocol):
                 done += 1
                 reply = dispatch(table, session, argv)
                 if type(reply) is Deferred:  # waits on other nodes: replies stay in order
-                    waiting = reply
-                    if gated and not self._slot:
-                        self._slot = True
-                        gate.in_flight += 1
-                    break
-                encode_into(out, reply, session.proto)
+                    if gated:  # one command in progress per connection, holding a slot
+                        waiting = reply
+                        if not self._slot:
+                            self._slot = True
+                            gate.in_flight += 1
+                        break
+                    # The next commands run meanwhile (their effects, in order, are
+                    # local); their replies wait behind this one.
+                    place: list[object] = [False, b""]
+                    pending.append(place)
+                    task = asyncio.ensure_future(reply.awaitable)
+                    task.add_done_callback(partial(self._pending_done, place=place))
+                    if len(pending) >= MAX_PENDING:
+                        break
+                    start = perf_counter_ns()
+                    continue
+                if pending:
+                    later: list[bytes] = []
+                    encode_into(later, reply, session.proto)
+                    pending.append([True, b"".join(later)])
+                else:
+                    encode_into(out, reply, session.proto)
                 if slots is not None:
                     end = perf_counter_ns()
                     elapsed, start = end - start, end
@@ -208,8 +233,11 @@ class RespConnection(asyncio.Protocol):
         self._release_slot()
         if self._held is not None:
             self._pause()  # until the gate admits it
+        elif len(pending) >= MAX_PENDING:
+            self._pause()  # until the oldest deferred reply is sent
         elif session.closing:
-            transport.close()
+            if not pending:
+                transport.close()  # else once the last pending reply is sent
         elif done >= budget:
             self._yield_turn()
         elif self._paused:
@@ -244,17 +272,33 @@ class RespConnection(asyncio.Protocol):
             if not task.cancelled():
                 task.exception()
             return
-        if task.cancelled():
-            reply: object = Error("ERR request cancelled")
-        elif task.exception() is not None:
-            log.warning("deferred reply failed", exc_info=task.exception())
-            reply = Error(f"ERR {task.exception()}")
-        else:
-            reply = task.result()
         out: list[bytes] = []
-        encode_into(out, reply, session.proto)
+        encode_into(out, _outcome(task), session.proto)
         self._flush(out)
         self._run()
+
+    def _pending_done(self, task: asyncio.Future[object], place: list[object]) -> None:
+        """A deferred reply is ready: send it and the ready replies behind it, in order."""
+        session, transport, pending = self.session, self._transport, self._pending
+        if session is None or transport is None:
+            if not task.cancelled():
+                task.exception()
+            return
+        out: list[bytes] = []
+        encode_into(out, _outcome(task), session.proto)
+        place[0], place[1] = True, b"".join(out)
+        ready: list[bytes] = []
+        while pending and pending[0][0]:
+            data = pending.popleft()[1]
+            assert isinstance(data, bytes)
+            ready.append(data)
+        self._flush(ready)
+        if pending:
+            return
+        if session.closing:
+            transport.close()
+        elif self._paused and self._held is None:
+            self._run()  # the pipeline stopped at MAX_PENDING: go on
 
     def _yield_turn(self) -> None:
         """Let other clients run before the rest of this client's pipeline."""
@@ -295,6 +339,17 @@ class RespConnection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _outcome(task: asyncio.Future[object]) -> object:
+    """A deferred command's reply: its result, or an error reply saying what went wrong."""
+    if task.cancelled():
+        return Error("ERR request cancelled")
+    exc = task.exception()
+    if exc is not None:
+        log.warning("deferred reply failed", exc_info=exc)
+        return Error(f"ERR {exc}")
+    return task.result()
 
 
 def _addr(info: object) -> str:
