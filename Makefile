@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`.
-.PHONY: demo test bench lint
+.PHONY: demo test bench lint soak
 
 demo:
 	scripts/demo.sh
@@ -17,3 +17,9 @@ lint:
 	.venv/bin/ruff check src tests bench
 	.venv/bin/ruff format --check src tests bench
 	.venv/bin/mypy
+
+# Random fault schedules (root: network namespaces): `make soak N=20`, replay `make soak SEED=1234`.
+N ?= 5
+soak:
+	scripts/setup.sh
+	.venv/bin/python scripts/soak.py --runs $(N) $(if $(SEED),--seed $(SEED))

@@ -100,11 +100,19 @@ class HLC:
     lock), which keeps a version at about 150 ns on the write path.
     """
 
-    __slots__ = ("_last", "_wall_ms")
+    __slots__ = ("_last", "_pinned", "_wall_ms")
 
     def __init__(self, clock: Clock) -> None:
         self._wall_ms = clock.wall_ms
         self._last = 0
+        self._pinned = 0
+
+    def pin(self, version: int) -> None:
+        """Until `pin(0)`, `now()` returns `version`: a forwarded write carries the version
+        the forwarding node minted when the client asked (cluster/router.py)."""
+        self._pinned = version
+        if version > self._last:
+            self._last = version
 
     @property
     def last(self) -> int:
@@ -112,7 +120,10 @@ class HLC:
         return self._last
 
     def now(self) -> int:
-        """A new version for a local event: larger than any issued or seen before."""
+        """A new version for a local event: larger than any issued or seen before (or
+        the pinned one)."""
+        if self._pinned:
+            return self._pinned
         wall = self._wall_ms() << COUNTER_BITS
         # Counter overflow (65,536 events in one ms) borrows the next millisecond, which
         # keeps versions strictly increasing; the wall clock catches up.

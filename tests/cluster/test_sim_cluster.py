@@ -50,11 +50,6 @@ SETTLE_MS = 30_000
 # Virtual ms a converged state must then hold unchanged.
 STABLE_MS = 5_000
 MODES: tuple[CutMode, ...] = ("drop", "reject")
-BUG_ZOMBIE_FORWARD = (
-    "finding: a forwarded write that the client was told failed runs whenever it reaches "
-    "the owner (a stalled connection delivers it after the heal), with a version taken "
-    "then, so it overrides writes and deletes acknowledged in between"
-)
 
 
 def run(scenario: Callable[[SimCluster], Awaitable[object]], seed: int, spec: SimSpec) -> None:
@@ -475,7 +470,6 @@ def test_a_replica_that_must_reconnect_across_a_dropping_cut_gets_a_hint() -> No
     run(scenario, 0, SimSpec(regions=(("eu", 3),), replicas=3))
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_ZOMBIE_FORWARD)
 def test_a_forwarded_write_that_failed_does_not_override_a_later_delete() -> None:
     async def scenario(sim: SimCluster) -> None:
         await sim.wait_for(sim.membership_converged, CONVERGE_MS)

@@ -325,12 +325,17 @@ class Cluster:
     # -- forwarding and fetching -------------------------------------------------------------
 
     async def forward(
-        self, argv: list[bytes], owners: list[str], proto: int, timeout_ms: int = FORWARD_TIMEOUT_MS
+        self,
+        argv: list[bytes],
+        owners: list[str],
+        proto: int,
+        timeout_ms: int = FORWARD_TIMEOUT_MS,
+        version: int = 0,
     ) -> object:
         """Run a command at the first owner that answers; its reply comes back pre-encoded.
 
         `timeout_ms` per owner: writes (the default) wait for their replication there;
-        reads pass PEER_TIMEOUT_MS."""
+        reads pass PEER_TIMEOUT_MS. `version`: a write's version, minted here (GC.FWD)."""
         last: Exception | None = None
         # Owners whose connection just failed go last: a crashed primary costs nothing.
         for owner in sorted(owners, key=self.known_down):
@@ -339,7 +344,7 @@ class Cluster:
                 continue
             try:
                 reply = await self.peers.get(addr, FORWARD).call(
-                    "GC.FWD", proto, *argv, timeout_ms=timeout_ms
+                    "GC.FWD", proto, version, *argv, timeout_ms=timeout_ms
                 )
             except PeerError as exc:
                 last = exc

@@ -43,6 +43,7 @@ NO_MULTI = Error("ERR MULTI is not supported in cluster mode; send commands with
 LOADING = Error("LOADING geocache is joining its cluster")
 CROSSSLOT = Error("CROSSSLOT Keys in request don't hash to the same slot")
 _SUMMED = {b"del", b"unlink", b"exists", b"touch"}
+NEWER = b"-TRYAGAIN newer version "
 
 
 class Router:
@@ -188,19 +189,37 @@ class Router:
         key: bytes,
         owners: list[str],
     ) -> object:
-        me = self.cluster.node_id
+        cluster = self.cluster
+        me = cluster.node_id
         primary, rest = owners[0], owners[1:]
+        reply: object = Error("CLUSTERDOWN no owner of the key answered")
         # A primary that just failed or hung is skipped, so one hung node costs one
         # timeout, not one per write, until membership declares it dead.
-        if not self.cluster.known_down(primary) or not rest:
-            reply = await self.cluster.forward(argv, [primary], session.proto)
+        if not cluster.known_down(primary) or not rest:
+            reply = await self._forward_versioned(argv, primary, session.proto)
             if isinstance(reply, bytes):
                 return Raw(reply)
         # The primary did not answer: the next owner coordinates (maybe this node).
         if me in rest:
             result = self.coordinate(table, session, argv, cmd, key)
             return await result.awaitable if isinstance(result, Deferred) else result
-        return await self._forward(argv, [o for o in rest if o != me], session.proto)
+        for owner in (o for o in rest if o != me):
+            reply = await self._forward_versioned(argv, owner, session.proto)
+            if isinstance(reply, bytes):
+                return Raw(reply)
+        return reply
+
+    async def _forward_versioned(self, argv: list[bytes], owner: str, proto: int) -> object:
+        """Forward a write with a version minted now (see GC.FWD): if it arrives late,
+        it loses to every write made since. An owner that holds a newer version than
+        this node's clock gave (clocks differ) says so, and the write goes again above it."""
+        cluster = self.cluster
+        hlc = cluster.store.hlc
+        reply = await cluster.forward(argv, [owner], proto, version=hlc.now())
+        if isinstance(reply, bytes) and reply.startswith(NEWER):
+            hlc.update(int(reply[len(NEWER) :].strip()))
+            reply = await cluster.forward(argv, [owner], proto, version=hlc.now())
+        return reply
 
     # -- several keys --------------------------------------------------------------------------
 

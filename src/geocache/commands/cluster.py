@@ -178,14 +178,26 @@ def cmd_gc_fetch(session: Session, argv: list[bytes]) -> object:
     return None if tomb is None else [tomb[0], tomb[1].encode(), tomb[2]]
 
 
-@command("gc.fwd", -3, "", keys=_NO_KEYS, group="cluster", summary="Run a forwarded command")
+@command("gc.fwd", -4, "", keys=_NO_KEYS, group="cluster", summary="Run a forwarded command")
 def cmd_gc_fwd(session: Session, argv: list[bytes]) -> object:
-    """Run a command another node forwarded, as its coordinator; reply with its RESP bytes."""
+    """Run a command another node forwarded, as its coordinator; reply with its RESP bytes.
+
+    `GC.FWD proto version command...`: a write carries the version the forwarding node
+    minted when its client asked (0 for a read), and gets exactly that version here. So
+    a forwarded write that arrives late (held in a stalled connection while the client
+    was answered through another owner) cannot overwrite the writes and deletes made
+    since: if the key already holds that version or a newer one, it does nothing and
+    answers `TRYAGAIN newer version <v>` (the forwarding node then mints a newer one).
+    """
     cluster = _cluster(session)
     if cluster is None:
         return NOT_A_PEER
     proto = 3 if argv[1] == b"3" else 2
-    inner = argv[2:]
+    try:
+        version = int(argv[2])
+    except ValueError:
+        return encode(NOT_INTEGER, proto)
+    inner = argv[3:]
     table = session.node.table
     cmd = table.get(inner[0]) or table.get(inner[0].lower())
     arity_ok = cmd is not None and (
@@ -193,7 +205,19 @@ def cmd_gc_fwd(session: Session, argv: list[bytes]) -> object:
     )
     if cmd is None or not arity_ok or cmd.first_key == 0:
         return encode(dispatch(table, session, inner), proto)
-    reply = cluster.router.coordinate(table, session, inner, cmd, cmd.keys(inner)[0])
+    key = cmd.keys(inner)[0]
+    store = cluster.store
+    if version and cmd.write:
+        held = store.version_of(key)
+        if held is not None and held[0] >= version:
+            return encode(Error(f"TRYAGAIN newer version {held[0]}"), proto)
+        store.hlc.pin(version)
+        try:
+            reply = cluster.router.coordinate(table, session, inner, cmd, key)
+        finally:
+            store.hlc.pin(0)
+    else:
+        reply = cluster.router.coordinate(table, session, inner, cmd, key)
     if isinstance(reply, Deferred):
         return Deferred(_encoded_later(reply, proto))
     return encode(reply, proto)

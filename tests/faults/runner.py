@@ -1,0 +1,293 @@
+"""One schedule, start to finish: network, nodes, workload, faults, heal, settle, check.
+
+1. A fresh network (netns.py) and the schedule's nodes in it; wait until every node
+   sees every other alive and has warmed up.
+2. The workload starts; the steps run one after another, each not before its `at_s`:
+   apply, hold for `duration_s`, heal. A crash fault first waits for a quiet cluster
+   (faults.py says why); if the cluster does not get quiet in time, the fault is
+   skipped and noted, never applied on a cluster where a crash may lose writes.
+3. After the tail, the workload stops; every link is healed, every node thawed (and
+   restarted if down).
+4. Settle: wait until membership has healed (every node sees all alive) and at least
+   `settle_min_s(schedule)` has passed since the heal, then take a snapshot and check
+   it, again and again until the check passes or the settle time is up; the last
+   check's violations are the run's. A membership that never heals is a violation too.
+   The minimum matters: what a cut link held back is still in TCP's retransmission
+   queue when the link heals, and TCP retries with exponential backoff, so it lands up
+   to about the outage's length later. A check that passed before it lands would miss
+   whatever it does.
+5. Always, even on failure: stop the nodes by PID, remove the network, write the
+   history (history.jsonl) next to the nodes' logs and the last snapshot
+   (snapshot.json).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import observe
+from .checker import Rules, Violation, check
+from .faults import LINK_FAULTS, Env, Skew, describe
+from .history import History
+from .links import Links, iptables_works
+from .netns import Network
+from .nodes import PORT, Cluster, Node
+from .schedules import Schedule, Step
+from .workload import Workload, is_ttl_key
+
+# A fresh cluster of Python nodes agrees on membership in a few seconds.
+FORM_S = 30.0
+# Before a crash: every node alive everywhere and warmed up (warm-up is bounded at 10 s).
+QUIET_S = 20.0
+# A healed partition re-merges through SWIM's periodic sync with dead members (10 s),
+# then a suspicion (4 s) at most; 40 s leaves room for a loaded machine.
+MEMBERSHIP_SETTLE_S = 40.0
+# After membership healed: hints are replayed every second and repair runs at once on
+# membership changes; 20 s is ample for the few dozen keys of a run.
+CONVERGE_S = 20.0
+POLL_S = 0.5
+# A snapshot normally takes a tenth of a second; a slower one is worth a note (s).
+SLOW_SNAPSHOT_S = 1.0
+# Added to the longest link outage for the minimum settle time (s): TCP's first
+# retransmission timeout (0.2 to 1 s) and a check's own duration.
+SETTLE_MARGIN_S = 3.0
+
+
+class HarnessError(RuntimeError):
+    """The harness could not run the schedule (not a finding about the product)."""
+
+
+@dataclass
+class RunResult:
+    schedule: str
+    seed: int
+    nodes: int
+    outcomes: Counter[str] = field(default_factory=Counter)
+    faults: Counter[str] = field(default_factory=Counter)
+    skipped: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+    excerpts: dict[str, list[str]] = field(default_factory=dict)
+    # Keys each node lacked for want of room, over its processes (last snapshot).
+    room_losses: dict[str, int] = field(default_factory=dict)
+    # Checks made while settling, and the violation kinds of those that did not pass.
+    checks: int = 0
+    transient: Counter[str] = field(default_factory=Counter)
+    workload_s: float = 0.0
+    settle_s: float = 0.0
+    total_s: float = 0.0
+    workdir: str = ""
+
+    @property
+    def operations(self) -> int:
+        return sum(self.outcomes.values())
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if check():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_S)
+
+
+def skew_span_ms(schedule: Schedule) -> int:
+    """The spread of clock offsets the nodes ran with, first or after a skew fault."""
+    offsets = [n.clock_offset_ms for n in schedule.nodes]
+    offsets += [s.fault.offset_ms for s in schedule.steps if isinstance(s.fault, Skew)]
+    return max(offsets) - min(offsets)
+
+
+def settle_min_s(schedule: Schedule) -> float:
+    """The longest link outage of the schedule, plus a margin (see the module docstring)."""
+    outages = [s.duration_s for s in schedule.steps if s.fault.kind in LINK_FAULTS]
+    return max(outages, default=0.0) + SETTLE_MARGIN_S
+
+
+class Run:
+    def __init__(self, schedule: Schedule, workdir: Path) -> None:
+        self.schedule = schedule
+        self.workdir = workdir
+        self.network = Network()
+        self.links = Links()
+        self.history = History()
+        self.result = RunResult(schedule.name, schedule.seed, len(schedule.nodes))
+        self.result.workdir = str(workdir)
+        self.evicted_before: Counter[str] = Counter()
+        self._t0 = time.monotonic()
+        self.cluster: Cluster | None = None
+
+    def clock(self) -> float:
+        return time.monotonic() - self._t0
+
+    def note(self, what: str) -> None:
+        self.history.note(self.clock(), what)
+
+    def execute(self) -> RunResult:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.network.create()
+            self.cluster = cluster = Cluster(self.network, list(self.schedule.nodes), self.workdir)
+            self._form(cluster)
+            self._workload(cluster)
+            self._settle(cluster)
+        finally:
+            left = self._teardown()
+        if left:
+            raise HarnessError(f"could not remove namespaces {left}")
+        self.result.total_s = self.clock()
+        return self.result
+
+    def _form(self, cluster: Cluster) -> None:
+        why = iptables_works(next(iter(cluster.nodes.values())).host)
+        if why:
+            raise HarnessError(f"iptables does not work in a namespace: {why}")
+        cluster.start_all()
+        nodes = list(cluster.nodes.values())
+        if not wait_until(lambda: observe.membership_settled(nodes), FORM_S):
+            raise HarnessError(f"the cluster did not form in {FORM_S}s (logs: {self.workdir})")
+        if not wait_until(lambda: observe.all_ready(nodes), FORM_S):
+            raise HarnessError(f"the nodes did not warm up in {FORM_S}s (logs: {self.workdir})")
+        self.note("cluster formed")
+
+    def _workload(self, cluster: Cluster) -> None:
+        s = self.schedule
+        on = s.clients_on or tuple(cluster.nodes)
+        targets = {i: cluster.node(i).addr for i in on}
+        workload = Workload(s.workload, targets, PORT, self.history, self.clock, s.seed)
+        env = Env(cluster, self.links, self._count_evictions)
+        start = self.clock()
+        workload.start()
+        try:
+            for step in s.steps:
+                self._step(env, step, start)
+            time.sleep(s.tail_s)
+        finally:
+            workload.stop()
+        self.result.workload_s = self.clock() - start
+        if workload.errors:
+            raise HarnessError(f"a workload thread failed: {workload.errors[0]!r}")
+
+    def _step(self, env: Env, step: Step, start: float) -> None:
+        time.sleep(max(0.0, start + step.at_s - self.clock()))
+        name = describe(step.fault)
+        if step.fault.crash:
+            running = env.cluster.running()
+            quiet = wait_until(
+                lambda: observe.membership_settled(running) and observe.all_ready(running),
+                QUIET_S,
+            )
+            if not quiet:
+                self.note(f"skipped {name}: the cluster was not quiet in {QUIET_S}s")
+                self.result.skipped.append(name)
+                return
+        self.note(f"apply {name}")
+        step.fault.apply(env)
+        self.result.faults[step.fault.kind] += 1
+        time.sleep(step.duration_s)
+        step.fault.heal(env)
+        self.note(f"heal {name}")
+
+    def _count_evictions(self, node_id: str) -> None:
+        assert self.cluster is not None
+        try:
+            stats = observe.info(self.cluster.node(node_id))
+        except (OSError, ValueError):
+            return  # paused or gone: nothing more to learn
+        self.evicted_before[node_id] += int(stats.get("evicted_keys", "0"))
+        self.evicted_before[node_id] += int(stats.get("cluster_repair_skipped_full", "0"))
+
+    def _heal_everything(self, cluster: Cluster) -> None:
+        self.links.heal_all()
+        for node in cluster.nodes.values():
+            if node.paused:
+                cluster.resume(node)
+            if not node.running:
+                cluster.restart(node)
+        self.note("all healed")
+
+    def _settle(self, cluster: Cluster) -> None:
+        self._heal_everything(cluster)
+        start = self.clock()
+        nodes = list(cluster.nodes.values())
+        violations: list[Violation] = []
+        if not wait_until(lambda: observe.membership_settled(nodes), MEMBERSHIP_SETTLE_S):
+            seen = {n.node_id: _states_or_error(n) for n in nodes}
+            violations.append(
+                Violation("membership", "", f"not all alive after {MEMBERSHIP_SETTLE_S}s: {seen}")
+            )
+        self.note("membership settled" if not violations else "membership did not settle")
+        time.sleep(max(0.0, start + settle_min_s(self.schedule) - self.clock()))
+        found: list[Violation] = []
+
+        def passes() -> bool:
+            nonlocal found
+            found = self._check(nodes)
+            self.result.checks += 1
+            if found:
+                self.result.transient.update(v.kind for v in found)
+                examples = "; ".join(str(v) for v in found[:3])
+                self.note(f"check {self.result.checks}: {_kinds(found)}: {examples}")
+            return not found
+
+        wait_until(passes, CONVERGE_S)
+        self.note(f"checked: {len(found)} violation(s)")
+        self.result.settle_s = self.clock() - start
+        self.result.violations = violations + found
+        implicated: dict[str, list[int]] = {}
+        for v in self.result.violations:
+            if v.key:
+                implicated.setdefault(v.key, []).extend(v.ops)
+        self.result.excerpts = {
+            key: self.history.excerpt(key, min(ids, default=None))
+            for key, ids in implicated.items()
+        }
+
+    def _check(self, nodes: list[Node]) -> list[Violation]:
+        ops = self.history.ops
+        keys = {op.key for op in ops}
+        started = self.clock()
+        try:
+            snap = observe.snapshot(nodes, keys, dict(self.evicted_before))
+        except (OSError, ValueError) as exc:
+            return [Violation("unreadable", "", f"a node did not answer the checker: {exc!r}")]
+        if self.clock() - started > SLOW_SNAPSHOT_S:
+            self.note(f"snapshot took {self.clock() - started:.1f}s")
+        self.result.room_losses = {n: snap.room_losses(n) for n in snap.views}
+        (self.workdir / "snapshot.json").write_text(json.dumps(asdict(snap), indent=1))
+        rules = Rules(is_ttl_key, skew_span_ms(self.schedule))
+        return check(ops, snap, rules)
+
+    def _teardown(self) -> list[str]:
+        """Stop the nodes, remove the network, keep the history; what could not be removed."""
+        try:
+            if self.cluster is not None:
+                self.cluster.stop_all()
+        finally:
+            left = self.network.close()
+            self.result.outcomes = Counter(op.outcome for op in self.history.ops)
+            self.history.dump(self.workdir / "history.jsonl")
+        return left
+
+
+def _kinds(violations: list[Violation]) -> str:
+    counts = Counter(v.kind for v in violations)
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items()))
+
+
+def _states_or_error(node: Node) -> dict[str, str] | str:
+    try:
+        return observe.states(node)
+    except (OSError, ValueError) as exc:
+        return repr(exc)
+
+
+def run_schedule(schedule: Schedule, workdir: Path) -> RunResult:
+    """Run one schedule in a fresh network; see the module docstring."""
+    return Run(schedule, workdir).execute()

@@ -1,0 +1,67 @@
+"""The bounded set of fault schedules CI runs: each must end with no violation.
+
+Each schedule runs the whole loop (runner.py): nodes in namespaces, the workload, the
+faults, heal, settle, check. Besides the checker's verdict, each test asserts that its
+faults really happened and did what they do (a killed node refused connections, a
+paused one left requests unanswered, small nodes evicted), so a harness that quietly
+did nothing cannot pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .runner import RunResult, run_schedule
+from .schedules import CI_SCHEDULES, Schedule
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def refused_some(result: RunResult) -> bool:
+    """Requests to a killed node failed to connect (recorded as `fail`)."""
+    return result.outcomes["fail"] > 0
+
+
+def left_some_unanswered(result: RunResult) -> bool:
+    """Requests to a paused node timed out (recorded as `info`)."""
+    return result.outcomes["info"] > 0
+
+
+def evicted(result: RunResult) -> bool:
+    return sum(result.room_losses.values()) > 0
+
+
+# What each schedule's faults must visibly have done.
+EFFECTS: dict[str, Callable[[RunResult], bool]] = {
+    "crash-restart": refused_some,
+    "clock-skew": refused_some,
+    "eviction": lambda r: refused_some(r) and evicted(r),
+    "pause": left_some_unanswered,
+}
+
+
+def explain(result: RunResult) -> str:
+    lines = [f"{len(result.violations)} violation(s); logs and history in {result.workdir}"]
+    lines += [f"  {v}" for v in result.violations[:20]]
+    for key, excerpt in list(result.excerpts.items())[:5]:
+        lines += [f"  history of {key}:", *(f"    {line}" for line in excerpt)]
+    return "\n".join(lines)
+
+
+@pytest.mark.parametrize("make", CI_SCHEDULES, ids=lambda make: make().name)
+@pytest.mark.usefixtures("fault_host")
+def test_schedule(
+    make: Callable[[], Schedule], tmp_path: Path, record_result: Callable[[RunResult], None]
+) -> None:
+    schedule = make()
+    result = run_schedule(schedule, tmp_path / schedule.name)
+    record_result(result)
+    assert result.skipped == [], "faults skipped: the cluster never got quiet before a crash"
+    assert sum(result.faults.values()) == len(schedule.steps)
+    assert result.outcomes["ok"] >= 100, f"the workload barely ran: {result.outcomes}"
+    assert result.violations == [], explain(result)
+    effect = EFFECTS.get(schedule.name)
+    assert effect is None or effect(result), f"{schedule.name}: no sign of its faults"
