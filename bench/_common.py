@@ -27,14 +27,6 @@ STOP_GRACE_S = 5.0
 PING = b"*1\r\n$4\r\nPING\r\n"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def answers_ping(port: int, timeout_s: float = 0.5) -> bool:
     """True if a RESP server on `port` replies +PONG to PING."""
     try:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from geocache.ports import free_port
 
 from .resp import RawClient
 
@@ -37,14 +38,6 @@ POLL_INTERVAL_S = 0.02
 START_ATTEMPTS = 3
 
 TARGET_ENV = "GEOCACHE_TEST_TARGET"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def target() -> str:

@@ -28,7 +28,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,6 +42,7 @@ from rich.table import Table
 
 from geocache.cli.status import parse_info
 from geocache.client.connection import Connection, ReplyError
+from geocache.ports import free_port
 from geocache.protocol.types import Error
 from geocache.relay import RelaySet
 
@@ -67,12 +67,6 @@ INFO_TIMEOUT_S = 1.0
 # Errors that mean "not here, not now" (a node still joining, or owners in flux right
 # after the kill): the workload moves on, as a client's failover would.
 _RETRIABLE = ("LOADING", "TRYAGAIN", "CLUSTERDOWN", "NOREPLICAS")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
