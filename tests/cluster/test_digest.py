@@ -285,3 +285,19 @@ def test_repair_compares_owned_buckets_where_the_peer_holds_something() -> None:
     repairer._settled["p"] = {2: (0, 42)}
     assert repairer._to_compare("p", theirs, copy_missing=False) == [1, 3]
     assert repairer._to_compare("p", theirs, copy_missing=True) == [1, 2, 3]
+
+
+def test_records_of_nearby_keys_and_versions_do_not_cancel() -> None:
+    """Found by the region resync test: with the version as xxh3's seed, q84 at v and
+    q87 at v + 1 hashed alike, so a bucket holding both had the digest of an empty one."""
+    from geocache.cluster.digest import record_hash
+
+    v = 117664009138012184
+    assert record_hash(b"q84", v, "a1", False) != record_hash(b"q87", v + 1, "a1", False)
+    hashes = {
+        record_hash(b"q%d" % k, v + d, "a1", t)
+        for k in range(200)
+        for d in range(4)
+        for t in (False, True)
+    }
+    assert len(hashes) == 200 * 4 * 2

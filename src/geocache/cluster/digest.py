@@ -68,12 +68,14 @@ def bucket_token(bucket: int) -> bytes:
 
 
 def record_hash(key: bytes, version: int, origin: str, tombstone: bool) -> int:
-    """A 64-bit hash of one record: xxh3 of the key, seeded with the version XOR a salt.
+    """A 64-bit hash of one record: xxh3 of the key, seeded with a hash of the version
+    salted by (origin, kind).
 
-    The salt is a hash of (origin, kind), cached per origin, so a record costs one hash
-    of the key and no concatenation. Two different (version, origin, kind) share a seed
-    only if their versions differ by exactly the XOR of two salts: as unlikely as any
-    other 64-bit collision.
+    The salt is a hash of (origin, kind), cached per origin. The version is hashed, not
+    used as the seed directly: xxh3 mixes the seed of a short key almost linearly with
+    the key's bytes, so keys and versions a few bits apart (q84 at v, q87 at v + 1)
+    hashed to the same value and cancelled out of a bucket's XOR, hiding a difference
+    from repair.
     """
     salts = _salts.get(origin)
     if salts is None:
@@ -81,7 +83,7 @@ def record_hash(key: bytes, version: int, origin: str, tombstone: bool) -> int:
             _salts.clear()
         raw = origin.encode("utf-8", "surrogateescape")
         salts = _salts[origin] = (_hash(b"e" + raw), _hash(b"t" + raw))
-    return _hash(key, version ^ salts[tombstone])
+    return _hash(key, _hash(version.to_bytes(8, "little"), salts[tombstone]))
 
 
 class Digest:
