@@ -159,6 +159,10 @@ class Cluster:
     def members(self) -> list[Member]:
         return self.swim.members()
 
+    def last_addr(self, node_id: str) -> str | None:
+        """The address membership last knew for `node_id`, in whatever state."""
+        return next((m.addr for m in self.swim.members() if m.node_id == node_id), None)
+
     def status(self) -> dict[str, int]:
         """Plain numbers for INFO and /metrics, read at scrape time."""
         states = {state: 0 for state in MemberState}
@@ -200,10 +204,6 @@ class Cluster:
     def known_regions(self) -> list[str]:
         """Every region with an alive member, this node's own included."""
         return sorted(self._by_region)
-
-    def is_member(self, node_id: str) -> bool:
-        """Whether `node_id` is another alive member, of any region."""
-        return node_id in self._addr_of and node_id != self.node_id
 
     def region_peers(self) -> list[str]:
         return [n for n in self._region_ids if n != self.node_id]

@@ -59,7 +59,7 @@ class _Protocol(asyncio.Protocol):
                 future.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._client._lost(exc)
+        self._client._lost(exc, self)
 
 
 _INCOMPLETE = object()
@@ -80,6 +80,7 @@ class PeerClient:
         self._node_id = node_id
         self._secret = secret
         self._transport: asyncio.Transport | None = None
+        self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[None] | None = None
         self._pending: deque[asyncio.Future[object]] = deque()
         self._down_until = 0.0
@@ -122,8 +123,9 @@ class PeerClient:
             async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
                 replies = list(await asyncio.gather(*futures))
         except TimeoutError:
-            # Connected but silent (hung, or overloaded): down for quorums and routing
-            # until it answers again, as if its connection had failed.
+            # Connected but silent (hung, cut off, or overloaded): down for quorums and
+            # routing until it answers again, as if its connection had failed. The
+            # connection stays: requests with longer timeouts (repair) may share it.
             self._failed_at = time.monotonic()
             raise PeerError(f"{self.addr}: no answer in {timeout_ms} ms") from None
         self._failed_at = None
@@ -198,10 +200,11 @@ class PeerClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                transport, _ = await loop.create_connection(
+                transport, protocol = await loop.create_connection(
                     lambda: _Protocol(self), self._host, self._port
                 )
                 self._transport = transport
+                self._protocol = protocol
                 await self._authenticate()
                 self._authed = True
                 self._failed_at = None
@@ -222,7 +225,10 @@ class PeerClient:
         if isinstance(answer, Error):
             raise PeerError(f"{self.addr}: {answer}")
 
-    def _lost(self, exc: Exception | None) -> None:
+    def _lost(self, exc: Exception | None, protocol: _Protocol) -> None:
+        if protocol is not self._protocol:
+            return  # an earlier connection, aborted and replaced already
+        self._protocol = None
         self._transport = None
         self._outbox = []
         self._authed = False

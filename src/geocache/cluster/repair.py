@@ -378,9 +378,12 @@ class Repairer:
     async def _round(self, peer_id: str, p: _Pass) -> None:
         """Up to MAX_BUCKETS_PER_ROUND of the pass's buckets against `peer_id`."""
         cluster = self.cluster
-        addr = cluster.addr_of(peer_id)
-        if addr is None or not cluster.is_member(peer_id):
-            p.todo = []  # gone: nothing to compare
+        # A peer this node's membership does not (yet) count alive may still answer:
+        # one that just asked it to pull (GC.REPAIR) after a partition healed is, while
+        # this side's view lags. If it is really gone, the round fails and is retried.
+        addr = cluster.addr_of(peer_id) or cluster.last_addr(peer_id)
+        if addr is None:
+            p.todo = []  # never known: nothing to compare
             return
         client = cluster.peers.get(addr)
         theirs = digest.decode_buckets(
