@@ -217,10 +217,12 @@ class Cluster:
         return len(self._addr_of) > 1
 
     def warming(self) -> bool:
-        """Owners may have moved lately and repair has not caught up: misses ask around."""
-        return self.node.clock.mono_ms() < self.warm_until_ms and (
-            not self.ready or self.repairer.busy
-        )
+        """Owners may have moved lately (start, membership change): misses ask around.
+
+        For the whole window, not only while repair passes run: a pass that failed and
+        was dropped, or a record that arrived between passes, would otherwise be a miss.
+        """
+        return self.node.clock.mono_ms() < self.warm_until_ms
 
     def required_acks(self, owners: int) -> int:
         if self.write_acks == "one":

@@ -161,11 +161,6 @@ class Repairer:
     def store(self) -> JournaledStore:
         return self.cluster.store
 
-    @property
-    def busy(self) -> bool:
-        """Repair passes under way or due (after a membership change, a rejoin...)."""
-        return bool(self._passes)
-
     # -- lifecycle and triggers ------------------------------------------------------------
 
     def start(self) -> None:
