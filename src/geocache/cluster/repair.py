@@ -208,7 +208,7 @@ class Repairer:
     def _set_ready(self, why: str) -> None:
         if not self.ready:
             self.ready = True
-            log.info("warm-up done", extra={"why": why, "stats": str(self.stats.as_dict())})
+            log.info("warm-up done", extra={"why": why, "stats": self.stats.as_dict()})
 
     # -- the loop ---------------------------------------------------------------------------
 
