@@ -44,6 +44,7 @@ from geocache.cluster import placement
 from geocache.cluster.journal import Write
 from geocache.cluster.peers import GEO, PeerError
 from geocache.cluster.swim_messages import MemberState
+from geocache.histogram import REGION_LAG_BOUNDS_MS, Histogram
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
 from geocache.store.entry import Entry, Tombstone, newer
@@ -91,6 +92,7 @@ class Stream:
         self.resync = False
         self.rtt_ms: float | None = None
         self.lags: deque[int] = deque(maxlen=LAG_SAMPLES)
+        self.lag_histogram = Histogram(REGION_LAG_BOUNDS_MS)  # every write, for /metrics
         self.last_lag_ms = 0
         self.stats = {
             "sent": 0,
@@ -220,6 +222,7 @@ class Stream:
             for _key, record in batch:
                 lag = max(0, applied_ms - version_ms(record[2] if len(record) == 4 else record[0]))
                 self.lags.append(lag)
+                self.lag_histogram.observe(lag)
                 worst = max(worst, lag)
             self.last_lag_ms = worst
         finally:
@@ -297,6 +300,7 @@ class Stream:
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: counters and lag samples start again."""
         self.lags.clear()
+        self.lag_histogram.reset()
         self.last_lag_ms = 0
         for name in self.stats:
             self.stats[name] = 0

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_left
-from collections.abc import Callable, Container, Iterator
+from collections.abc import Callable, Container, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
@@ -41,6 +41,7 @@ from prometheus_client.core import (
 from geocache import __version__
 
 if TYPE_CHECKING:
+    from geocache.cluster.geo import Stream
     from geocache.server.node import Node
 
 # Latency bucket upper bounds in seconds, 10 us to 1 s (the issue's range) in 1-2.5-5
@@ -279,6 +280,7 @@ class NodeCollector:
                 repair.add_metric((name.removeprefix("repair_"),), value)
         yield repair
         yield from _regions(cluster.geo.status())
+        yield _lag_histogram(cluster.geo.streams)
 
     def _connections(self) -> Iterator[Metric]:
         node = self._node
@@ -317,11 +319,6 @@ class NodeCollector:
 
 def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:
     """This node's stream to each other region (cluster/geo.py)."""
-    lag = GaugeMetricFamily(
-        "geocache_region_lag_seconds",
-        "Replication lag to a region (write accepted to applied there), recent writes",
-        labels=("region", "quantile"),
-    )
     rtt = GaugeMetricFamily(
         "geocache_region_rtt_seconds", "Measured round trip to a region", labels=("region",)
     )
@@ -337,8 +334,6 @@ def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:
         labels=("region", "kind"),
     )
     for region, status in streams.items():
-        lag.add_metric((region, "0.5"), status["lag_p50_ms"] / 1000)
-        lag.add_metric((region, "0.99"), status["lag_p99_ms"] / 1000)
         if status["rtt_ms"] >= 0:
             rtt.add_metric((region,), status["rtt_ms"] / 1000)
         queued.add_metric((region,), status["queued"])
@@ -350,7 +345,24 @@ def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:
     )
     for region, status in streams.items():
         wire.add_metric((region,), status["bytes"])
-    yield from (lag, rtt, queued, resync, writes, wire)
+    yield from (rtt, queued, resync, writes, wire)
+
+
+def _lag_histogram(streams: Mapping[str, Stream]) -> HistogramMetricFamily:
+    """Every write's lag to each region (write accepted here to applied there)."""
+    hist = HistogramMetricFamily(
+        "geocache_region_lag_seconds",
+        "Replication lag of writes to a region: accepted here to applied there",
+        labels=("region",),
+    )
+    for region, stream in sorted(streams.items()):
+        lags = stream.lag_histogram
+        buckets = [
+            ("+Inf" if bound == float("inf") else repr(bound / 1000), float(count))
+            for bound, count in lags.cumulative()
+        ]
+        hist.add_metric((region,), buckets, lags.total / 1000)
+    return hist
 
 
 def _origin(node: Node) -> Iterator[Metric]:
