@@ -8,6 +8,9 @@ key (forwarding to its owners) and a miss fills from the origin, whose Content-T
 GET answers with when this node loaded the value. Either way a key PUT over HTTP is
 read over RESP and the reverse, with the same versions and the same absolute expiry.
 
+PUT and DELETE honour `If-Match` and `If-None-Match` against the ETag (the version),
+answering 412 when they do not hold (conditional.py): compare-and-set over HTTP.
+
 Keys are any bytes, percent-encoded in the path after `/v1/keys/`. The key is taken
 from the raw (still encoded) path and decoded to bytes here: aiohttp's decoded path is
 text, which cannot hold arbitrary bytes, and its normalised URL would resolve `..`.
@@ -41,6 +44,7 @@ from geocache.config import NodeConfig
 from geocache.observability.metrics import NodeCollector
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error, Raw
+from geocache.server.conditional import Preconditions, etag_of
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
 from geocache.store.entry import Entry
 from geocache.store.errors import TooLarge
@@ -184,46 +188,82 @@ class HttpApi:
 
     async def put_key(self, request: web.Request) -> web.StreamResponse:
         key = self._key(request)
-        expires_at_ms = self._expires_at_ms(request.query.getall("ttl", []))
+        ttl_s = self._ttl_s(request.query.getall("ttl", []))
         limit = self._node.config.max_value_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"value of {request.content_length} bytes is over {limit} bytes")
         value = await request.read()  # the app's client_max_size stops a longer chunked body
         if len(value) > limit:
             return error(413, f"value of {len(value)} bytes is over {limit} bytes")
+        conditions = Preconditions.parse(request.headers)
         if self._routed:
-            created = await self._command(b"GETVER", key) is None
-            argv = [b"SET", key, value]
-            if expires_at_ms:
-                argv += [b"PXAT", b"%d" % expires_at_ms]
-            await self._command(*argv)
-            version = await self._command(b"GETVER", key)
-            return web.Response(status=201 if created else 204, headers={"ETag": f'"{version}"'})
-        created = self._store.peek(key) is None
+            return await self._put_routed(key, value, ttl_s, conditions)
+        # No await from the check to the write: nothing else can change the key between.
+        current = self._store.peek(key)
+        if not conditions.holds(etag_of(current[2] if current else None)):
+            return _precondition_failed(current[2] if current else None)
         try:
-            entry = self._store.set(key, value, expires_at_ms)
+            entry = self._store.set(key, value, self._expires_at_ms(ttl_s))
         except TooLarge as exc:
             return error(413, str(exc).removeprefix("ERR "))
-        return web.Response(status=201 if created else 204, headers={"ETag": f'"{entry[2]}"'})
+        status = 201 if current is None else 204
+        return web.Response(status=status, headers={"ETag": f'"{entry[2]}"'})
 
-    def _expires_at_ms(self, ttl: list[str]) -> int:
-        """Absolute expiry from `?ttl=` seconds (as SET EX), or the default TTL, or 0."""
+    async def _put_routed(
+        self, key: bytes, value: bytes, ttl_s: int, conditions: Preconditions
+    ) -> web.StreamResponse:
+        """SET at the key's primary; with a precondition, CAS on the version it was checked
+        against, so a write that lands in between makes this one fail (412), not vanish."""
+        version = await self._command(b"GETVER", key)
+        current = version if isinstance(version, int) else None
+        if conditions.given:
+            if not conditions.holds(etag_of(current)):
+                return _precondition_failed(current)
+            argv = [b"CAS", key, b"%d" % (current or 0), value]
+            argv += [b"EX", b"%d" % ttl_s] if ttl_s else []
+            written = await self._command(*argv)
+            if written is None:  # changed since GETVER
+                return _precondition_failed(await self._command(b"GETVER", key))
+        else:
+            argv = [b"SET", key, value]
+            if ttl_s:
+                argv += [b"PXAT", b"%d" % self._expires_at_ms(ttl_s)]
+            await self._command(*argv)
+            written = await self._command(b"GETVER", key)
+        status = 201 if current is None else 204
+        return web.Response(status=status, headers={"ETag": f'"{written}"'})
+
+    def _ttl_s(self, ttl: list[str]) -> int:
+        """Seconds from `?ttl=` (as SET EX), or the default TTL, or 0 (none)."""
         if not ttl:
-            default_s = self._node.config.default_ttl_s
-            return self._node.clock.wall_ms() + default_s * 1000 if default_s else 0
+            return self._node.config.default_ttl_s
         text = ttl[0]
         if len(ttl) > 1 or not (text.isascii() and text.isdigit()):
             raise _Reply(error(400, "ttl must be one whole number of seconds"))
         ttl_s = int(text)
         if not 1 <= ttl_s <= MAX_TTL_S:
             raise _Reply(error(400, f"ttl must be from 1 to {MAX_TTL_S} seconds"))
-        return self._node.clock.wall_ms() + ttl_s * 1000
+        return ttl_s
+
+    def _expires_at_ms(self, ttl_s: int) -> int:
+        return self._node.clock.wall_ms() + ttl_s * 1000 if ttl_s else 0
 
     async def delete_key(self, request: web.Request) -> web.StreamResponse:
         key = self._key(request)
+        conditions = Preconditions.parse(request.headers)
         if self._routed:
+            if conditions.given:
+                # Checked just before the delete, not atomically with it (there is no
+                # compare-and-delete command): a write in between is deleted too.
+                version = await self._command(b"GETVER", key)
+                current = version if isinstance(version, int) else None
+                if not conditions.holds(etag_of(current)):
+                    return _precondition_failed(current)
             deleted = await self._command(b"DEL", key)
         else:
+            entry = self._store.peek(key)
+            if conditions.given and not conditions.holds(etag_of(entry[2] if entry else None)):
+                return _precondition_failed(entry[2] if entry else None)
             deleted = self._store.delete(key)
         if deleted:
             return web.Response(status=204)
@@ -322,6 +362,13 @@ class _Reply(Exception):
 
     def __init__(self, response: web.Response) -> None:
         self.response = response
+
+
+def _precondition_failed(version: object) -> web.Response:
+    """412, with the key's current ETag when it exists."""
+    if isinstance(version, int) and version:
+        return error(412, f'precondition failed: the ETag is "{version}"', {"ETag": f'"{version}"'})
+    return error(412, "precondition failed: no such key")
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:

@@ -156,6 +156,23 @@ def _key_operations(config: NodeConfig) -> dict[str, Schema]:
         "schema": {"type": "string"},
     }
     found = {"ETag": _ETAG, "X-Geocache-Ttl-Ms": _TTL}
+    conditions = [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": "Only if the key's ETag is among these (* : only if it exists)",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "Only if the key's ETag is none of these (* : only if it is absent)",
+            "schema": {"type": "string"},
+        },
+    ]
+    failed = _error("A precondition (If-Match, If-None-Match) does not hold")
     return {
         "get": {
             "operationId": "get_key",
@@ -190,13 +207,15 @@ def _key_operations(config: NodeConfig) -> dict[str, Schema]:
                     "description": "Seconds until the key expires (as SET EX); default:"
                     " the node's default_ttl_s, or never",
                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_S},
-                }
+                },
+                *conditions,
             ],
             "requestBody": {"required": False, "content": _VALUE},
             "responses": {
                 "201": {"description": "Created", "headers": {"ETag": _ETAG}},
                 "204": {"description": "Replaced", "headers": {"ETag": _ETAG}},
                 "400": _error("Bad ttl"),
+                "412": failed,
                 "413": _error(
                     f"The value is over max_value_bytes ({config.max_value_bytes})"
                     " or the entry over max_bytes"
@@ -207,9 +226,11 @@ def _key_operations(config: NodeConfig) -> dict[str, Schema]:
         "delete": {
             "operationId": "delete_key",
             "summary": "Delete a key",
+            "parameters": conditions,
             "responses": {
                 "204": {"description": "Deleted"},
                 "404": _error("No such key"),
+                "412": failed,
                 **key_errors,
             },
         },
