@@ -139,6 +139,7 @@ class Cluster:
         changes = self.swim.drain_changes()
         if not changes:
             return
+        self.node.events.membership(changes)
         alive = self.swim.alive()
         self._addr_of = {m.node_id: m.addr for m in alive}
         self._addr_of[self.node_id] = self.addr

@@ -149,6 +149,7 @@ class Stream:
     def mark_resync(self, why: str) -> None:
         if not self.resync:
             log.warning("region stream needs a resync", extra={"region": self.region, "why": why})
+            self.geo.cluster.node.events.record("resync_needed", self.region, self.region, why)
         self.resync = True
         self._queue.clear()
 
@@ -294,6 +295,7 @@ class Stream:
         self.resync = False
         self.stats["resyncs"] += 1
         log.info("region resync started", extra={"region": self.region, "members": len(members)})
+        cluster.node.events.resync_started(self.region, members)
 
     # -- reporting ---------------------------------------------------------------------------
 

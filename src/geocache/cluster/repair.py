@@ -304,6 +304,7 @@ class Repairer:
                     p.todo, p.again = None, False
                 else:
                     del self._passes[peer]
+                    self.cluster.node.events.repair_done(peer)
             await asyncio.sleep(PAUSE_S)
 
     def _collect_overflows(self) -> None:

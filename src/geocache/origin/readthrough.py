@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from geocache.clock import Clock
 from geocache.config import NodeConfig
+from geocache.observability.events import NO_EVENTS, EventSink
 from geocache.observability.metrics import LATENCY_BOUNDS_NS, SUM_INDEX, new_slot
 from geocache.origin import Fill
 from geocache.origin.breaker import CLOSED, Breaker
@@ -114,9 +115,15 @@ class OriginStats:
 
 class ReadThrough:
     def __init__(
-        self, loader: Loader, settings: Settings, clock: Clock, description: str = ""
+        self,
+        loader: Loader,
+        settings: Settings,
+        clock: Clock,
+        description: str = "",
+        events: EventSink = NO_EVENTS,
     ) -> None:
         self.loader = loader
+        self.events = events  # breaker opened and closed, for the dashboard's timeline
         self.settings = settings
         self.description = description  # what INFO shows (no password)
         self.clock = clock
@@ -241,11 +248,13 @@ class ReadThrough:
         self.breaker.failure()
         if was_closed and self.breaker.state != CLOSED:
             log.warning("origin circuit breaker opened", extra={"reason": reason})
+            self.events.record("breaker_opened", "origin", detail=reason)
         return self._fallback(key, reason)
 
     def _succeeded(self) -> None:
         if self.breaker.state != CLOSED:
             log.warning("origin circuit breaker closed: the origin answers again")
+            self.events.record("breaker_closed", "origin")
         self.breaker.success()
 
     def _fallback(self, key: bytes, reason: str) -> Outcome:

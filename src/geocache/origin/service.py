@@ -38,7 +38,7 @@ def open_origin(node: Node) -> ReadThrough:
     spec = parse_origin(config.origin)
     settings = Settings.from_config(config)
     loader = open_loader(spec, settings.timeout_s, settings.concurrency, config.max_value_bytes)
-    through = ReadThrough(loader, settings, node.clock, spec.shown)
+    through = ReadThrough(loader, settings, node.clock, spec.shown, node.events)
     if config.refresh_keys:
         refresher = Refresher(config.refresh_keys, settings.ttl_ms, through, NodeKeys(node))
         through.refresher = refresher

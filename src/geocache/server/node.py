@@ -24,6 +24,7 @@ from geocache.cluster.journal import JournaledStore
 from geocache.commands.context import Session
 from geocache.commands.table import Command, build_table, dispatch
 from geocache.config import NodeConfig
+from geocache.observability.events import EventLog
 from geocache.observability.metrics import Metrics
 from geocache.origin import Filler
 from geocache.origin.readthrough import ReadThrough
@@ -95,6 +96,7 @@ class Node:
         # What runs a command: the local dispatch, or the cluster's router.
         self.dispatch: Callable[[dict[bytes, Command], Session, list[bytes]], object] = dispatch
         self.stats = NodeStats()
+        self.events = EventLog(self.clock, self.node_id)  # the dashboard's timeline
         self.metrics = Metrics(self.table)
         # True from listening until stop begins; `ready` (what /readyz reports) also
         # waits for a clustered node's warm-up.
