@@ -109,7 +109,7 @@ class EventLog:
         for old, new in changes:
             kind = _membership_kind(old, new)
             if kind is not None:
-                self.record(kind, new.node_id, new.region, f"incarnation {new.incarnation}")
+                self.record(kind, new.node_id, new.region)
 
     def resync_started(self, region: str, members: Iterable[str]) -> None:
         pending = set(members)

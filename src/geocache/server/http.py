@@ -45,6 +45,7 @@ from geocache.observability.metrics import NodeCollector
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error, Raw
 from geocache.server.conditional import Preconditions, etag_of
+from geocache.server.dashboard import ASSETS, Dashboard
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
 from geocache.store.entry import Entry
 from geocache.store.errors import TooLarge
@@ -104,6 +105,7 @@ class HttpApi:
         # client; a lone node reads and writes its store directly (no await between).
         self._session = Session(node, node.next_client_id(), "http", "http")
         self._session.authenticated = True
+        self._dashboard = Dashboard(node)
 
     @property
     def _routed(self) -> bool:
@@ -348,6 +350,39 @@ class HttpApi:
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
+    # -- the dashboard -----------------------------------------------------------------
+
+    async def dashboard_page(self, request: web.Request) -> web.StreamResponse:
+        return self._asset("dashboard.html")
+
+    dashboard_root = dashboard_page  # `/` and `/dashboard` are the same page
+
+    async def dashboard_script(self, request: web.Request) -> web.StreamResponse:
+        return self._asset("dashboard.js")
+
+    async def dashboard_style(self, request: web.Request) -> web.StreamResponse:
+        return self._asset("dashboard.css")
+
+    def _asset(self, name: str) -> web.Response:
+        # Revalidated each time: a node upgraded in place serves its new page at once.
+        headers = {"Cache-Control": "no-cache"}
+        return web.Response(
+            body=self._dashboard.asset(name), content_type=ASSETS[name], headers=headers
+        )
+
+    async def get_dashboard(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(await self._dashboard.state(_since(request)))
+
+    async def get_events(self, request: web.Request) -> web.StreamResponse:
+        events = self._node.events
+        return web.json_response(
+            {
+                "node_id": self._node.node_id,
+                "events": [e.as_dict() for e in events.since(_since(request))],
+                "last_seq": events.last_seq,
+            }
+        )
+
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         config = self._node.config
         cached = self._openapi
@@ -362,6 +397,17 @@ class _Reply(Exception):
 
     def __init__(self, response: web.Response) -> None:
         self.response = response
+
+
+def _since(request: web.Request) -> int:
+    """`?since=` (the last event sequence number seen), 0 when absent."""
+    given = request.query.getall("since", [])
+    if not given:
+        return 0
+    text = given[0]
+    if len(given) > 1 or not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise _Reply(error(400, "since must be one whole number"))
+    return int(text)
 
 
 def _precondition_failed(version: object) -> web.Response:
@@ -391,6 +437,12 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/readyz", "readyz"),
     ("GET", "/metrics", "metrics"),
     ("GET", "/openapi.json", "openapi"),
+    ("GET", "/", "dashboard_root"),
+    ("GET", "/dashboard", "dashboard_page"),
+    ("GET", "/dashboard.js", "dashboard_script"),
+    ("GET", "/dashboard.css", "dashboard_style"),
+    ("GET", "/v1/dashboard", "get_dashboard"),
+    ("GET", "/v1/events", "get_events"),
 )
 
 

@@ -16,7 +16,18 @@ from geocache.config import NodeConfig
 # needs, and it keeps the absolute expiry in ms far inside int64 (as SET EX does).
 MAX_TTL_S = 3_155_760_000
 # Operations anyone may call when requirepass is set: probes and this document.
-OPEN_OPERATIONS = frozenset({"healthz", "readyz", "openapi"})
+# The dashboard's page, script and style hold no data: its JSON needs the token.
+OPEN_OPERATIONS = frozenset(
+    {
+        "healthz",
+        "readyz",
+        "openapi",
+        "dashboard_root",
+        "dashboard_page",
+        "dashboard_script",
+        "dashboard_style",
+    }
+)
 
 Schema = dict[str, Any]
 
@@ -106,6 +117,48 @@ SCHEMAS: dict[str, Schema] = {
                     "bytes",
                 )
             },
+        }
+    ),
+    "Event": _object(
+        {
+            "seq": {"type": "integer", "minimum": 1},
+            "at_ms": _INT,
+            "kind": _STR,
+            "subject": _STR,
+            "region": _STR,
+            "detail": _STR,
+            "reporter": _STR,
+        }
+    ),
+    "Events": _object(
+        {
+            "node_id": _STR,
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "last_seq": _INT,
+        }
+    ),
+    "Dashboard": _object(
+        {
+            "node_id": _STR,
+            "region": _STR,
+            "at_ms": _INT,
+            "clustered": {"type": "boolean"},
+            "regions": {
+                "type": "array",
+                "description": "Each region's members as this node sees them, with their"
+                " keys, memory, ops/s and hit ratio (the last known numbers, `stale`, for"
+                " a member that did not answer)",
+                "items": _object(
+                    {"name": _STR, "nodes": {"type": "array", "items": {"type": "object"}}}
+                ),
+            },
+            "lag": {
+                "type": "array",
+                "description": "Replication lag from each region to each other (ms)",
+                "items": _object({"from": _STR, "to": _STR}),
+            },
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "last_seq": _INT,
         }
     ),
     "Cluster": _object(
@@ -241,6 +294,24 @@ def _get(operation_id: str, summary: str, responses: dict[str, Schema]) -> Schem
     return {"get": {"operationId": operation_id, "summary": summary, "responses": responses}}
 
 
+def _since_param(item: Schema) -> Schema:
+    item["get"]["parameters"] = [
+        {
+            "name": "since",
+            "in": "query",
+            "required": False,
+            "description": "Only events after this sequence number (the last one seen)",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+        }
+    ]
+    return item
+
+
+def _page(operation_id: str, summary: str, media: str) -> Schema:
+    content = {media: {"schema": _STR}}
+    return _get(operation_id, summary, {"200": {"description": summary, "content": content}})
+
+
 def _paths(config: NodeConfig) -> dict[str, Schema]:
     key_param = {
         "name": "key",
@@ -269,6 +340,24 @@ def _paths(config: NodeConfig) -> dict[str, Schema]:
             "Prometheus text exposition",
             {"200": {"description": "Metrics", "content": {"text/plain": {"schema": _STR}}}},
         ),
+        "/v1/dashboard": _since_param(
+            _get(
+                "get_dashboard",
+                "The cluster through this node: members, their numbers, lag, events",
+                {"200": _json("Dashboard", "The dashboard's data"), "400": _error("Bad since")},
+            )
+        ),
+        "/v1/events": _since_param(
+            _get(
+                "get_events",
+                "This node's recent events (membership, resyncs, origin breaker)",
+                {"200": _json("Events", "Events after since"), "400": _error("Bad since")},
+            )
+        ),
+        "/": _page("dashboard_root", "The live dashboard (an HTML page)", "text/html"),
+        "/dashboard": _page("dashboard_page", "The live dashboard (an HTML page)", "text/html"),
+        "/dashboard.js": _page("dashboard_script", "The dashboard's script", "text/javascript"),
+        "/dashboard.css": _page("dashboard_style", "The dashboard's style", "text/css"),
         "/openapi.json": _get(
             "openapi",
             "This document",
