@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make .venv with geocache and its test tools, and make sure redis-server is on the
-# machine (the tests compare replies with it and use it as an origin).
+# machine (the tests compare replies with it and use it as an origin), and Chromium
+# with its driver (the dashboard's browser test).
 # Safe to run again: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,12 +26,15 @@ command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
 have_sbin() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 have_sbin ip || need_apt+=(iproute2)
 have_sbin iptables || need_apt+=(iptables)
+# The dashboard's browser test drives headless Chromium through its driver.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
     else
-        echo "geocache: please install ${need_apt[*]} (Debian/Ubuntu: sudo apt-get install redis-server redis-tools)" >&2
+        echo "geocache: please install ${need_apt[*]} (Debian/Ubuntu: sudo apt-get install ${need_apt[*]})" >&2
         exit 1
     fi
 fi
