@@ -191,9 +191,15 @@ def test_relay_command_delays_a_node_and_stops_on_sigterm(node: ServerProcess) -
 
 
 def test_status_shows_a_node(node: ServerProcess, target_name: str) -> None:
-    result = geocache("status", "--port", str(node.port), timeout_s=30)
+    result = geocache("status", "--port", str(node.port), "--interval", "0.2", timeout_s=30)
     assert result.returncode == 0, result.stderr
-    assert "connected_clients" in result.stdout
+    assert "geocache cluster through" in result.stdout and " up " in result.stdout
+    assert "ops/s" in result.stdout and "hit ratio" in result.stdout
+
+
+def test_status_of_a_node_that_is_not_there() -> None:
+    result = geocache("status", "--port", "1", "--interval", "0.1", timeout_s=30)
+    assert result.returncode == 1 and "cannot read 127.0.0.1:1" in result.stderr
 
 
 def test_bad_settings_are_refused_clearly() -> None:
@@ -204,3 +210,25 @@ def test_bad_settings_are_refused_clearly() -> None:
     assert result.returncode == 2 and "write_acks" in result.stderr
     result = geocache("serve", "--seeds", "127.0.0.1:1", timeout_s=30)
     assert result.returncode == 2 and "cluster_secret" in result.stderr
+
+
+def test_config_errors_name_the_setting_and_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('port = "abc"\n')
+    result = geocache("serve", "--config", str(config), timeout_s=30)
+    assert result.returncode == 2
+    assert f"{config}: port: not an integer: 'abc'" in result.stderr
+    config.write_text("replicas = 2.5\n")
+    result = geocache("serve", "--config", str(config), timeout_s=30)
+    assert result.returncode == 2 and "replicas: not an integer: 2.5" in result.stderr
+    config.write_text("port = [\n")
+    result = geocache("serve", "--config", str(config), timeout_s=30)
+    assert result.returncode == 2 and f"{config}: TOML syntax error" in result.stderr
+    env = {**geocache_env(), "GEOCACHE_MAX_BYTE": "1mb"}
+    result = subprocess.run(
+        [sys.executable, "-m", "geocache", "serve"],
+        capture_output=True, text=True, timeout=30, cwd=REPO_ROOT, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown environment variable GEOCACHE_MAX_BYTE" in result.stderr
+    assert "did you mean GEOCACHE_MAX_BYTES?" in result.stderr
