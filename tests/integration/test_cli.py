@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from geocache.cli.demo import Sample, parse_regions, region_lag_ms
@@ -131,6 +133,51 @@ def test_demo_stops_everything_on_ctrl_c() -> None:
     assert "interrupted" in out and "exit codes [0, 0]" in out
     pids = demo_pids(out)
     assert len(pids) == 2 and not [pid for pid in pids if node_running(pid)]
+
+
+DASHBOARD_URL = re.compile(r"dashboard: (http://127\.0\.0\.1:\d+/)")
+
+
+def test_demo_keep_runs_on_with_the_dashboard_until_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geocache", "demo", "--regions", "2", "--nodes", "1",
+         "--duration", "2", "--rate", "500", "--no-live", "--keep"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
+        env={**geocache_env(), "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any("keep running" in x for x in lines):
+            ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+            if ready:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                lines.append(line)
+        out = "".join(lines)
+        assert "keep running" in out, out
+        match = DASHBOARD_URL.search(out)
+        assert match, out
+        url = match.group(1)
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200 and b"geocache" in page.read()
+        with urllib.request.urlopen(url + "v1/dashboard", timeout=10) as reply:
+            data = json.load(reply)
+        states = {n["node_id"]: n["state"] for r in data["regions"] for n in r["nodes"]}
+        assert states == {"us-east-1": "up", "eu-west-1": "up"}
+        assert all(node_running(pid) for pid in demo_pids(out))  # still running
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "exit codes [0, 0]" in out
+    assert not [pid for pid in demo_pids(out) if node_running(pid)]
 
 
 def test_the_demo_reads_lag_from_info_and_shows_dashes_without_it() -> None:

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=2000.0, help="commands a second per region (2000)"
     )
     demo.add_argument("--no-live", action="store_true", help="print a summary, no live table")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the workload, keep the nodes running (for the dashboard) until Ctrl-C",
+    )
 
     status = commands.add_parser(
         "status",
@@ -173,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             regions=args.regions,
             nodes_per_region=args.nodes_per_region,
             rate=args.rate,
+            keep=args.keep,
         )
     if args.command == "status":
         from geocache.cli.status import run_status
