@@ -92,6 +92,8 @@ def world(tmp_path: Path) -> Iterator[World]:
                 *("--peer-map", ",".join(f"{a}={v}" for a, v in sorted(routes.items()))),
                 *(("--seeds", seed) if node_id != "eu-1" else ()),
                 *(("--http-port", str(http_port)) if node_id == "eu-1" else ()),
+                # eu-2 serves HTTP too: its own events (resyncs) join eu-1's timeline.
+                *(("--http-port", str(free_port())) if node_id == "eu-2" else ()),
             ]
         try:
             for node_id, port in ports.items():
@@ -185,10 +187,19 @@ def lag_ms(driver: webdriver.Chrome, source: str, target: str) -> float | None:
 
 
 def events(driver: webdriver.Chrome) -> list[tuple[str, str]]:
+    return [(kind, subject) for kind, subject, _ in reported(driver)]
+
+
+def reported(driver: webdriver.Chrome) -> list[tuple[str, str, str]]:
+    """(kind, subject, the node that reported it) of each event shown."""
     items = driver.find_elements(By.CSS_SELECTOR, "#events li[data-kind]")
-    return [
-        (i.get_attribute("data-kind") or "", i.get_attribute("data-subject") or "") for i in items
-    ]
+    found = []
+    for item in items:
+        kind, subject, reporter = (
+            item.get_attribute(f"data-{name}") or "" for name in ("kind", "subject", "reporter")
+        )
+        found.append((kind, subject, reporter))
+    return found
 
 
 def lag_histogram_count(http_port: int, region: str) -> float:
@@ -253,6 +264,14 @@ def test_the_dashboard_shows_the_cluster_live(world: World, browser: webdriver.C
         wait_for(lambda: states(browser).get("eu-3") == "down", STATE_CHANGE_S, "eu-3 down")
         kinds = {kind for kind, subject in events(browser) if subject == "eu-3"}
         assert "dead" in kinds, events(browser)
+        # eu-3's death makes eu's streams resync (its queued writes died with it): eu-1's
+        # own, and eu-2's, which the timeline takes from eu-2.
+        for reporter in ("eu-1", "eu-2"):
+            wait_for(
+                lambda r=reporter: ("resync_started", "us", r) in reported(browser),
+                STATE_CHANGE_S,
+                f"a resync of eu -> us reported by {reporter}",
+            )
 
         world.nodes["eu-3"] = start_at(victim.port, world.tmp, world.args["eu-3"])
         wait_for(lambda: states(browser) == everyone, STATE_CHANGE_S, "eu-3 back up")

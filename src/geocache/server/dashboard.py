@@ -10,8 +10,9 @@ URL: a fragment never reaches a server or its logs).
 member's state), every answering member's INFO (asked over the peer connections the
 node already has, on a channel of their own so a slow answer never marks a peer down
 for writes), turned into per-node numbers and region-to-region lag by
-observability/clusterview.py, plus this node's events after `since`. One gathering
-serves every request for MIN_REFRESH_S, so many open pages cost one round of INFO.
+observability/clusterview.py, plus the timeline's events after `since` (this node's,
+and the resyncs and breaker events of the members serving HTTP: timeline.py). One
+gathering serves every request for MIN_REFRESH_S, so many open pages cost one round.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from geocache.observability.clusterview import (
     Snapshot,
     parse_info,
 )
+from geocache.server.timeline import Source, Timeline
 
 if TYPE_CHECKING:
     from geocache.server.node import Node
@@ -62,6 +64,7 @@ class Dashboard:
         self._last: tuple[float, Snapshot] | None = None
         self._gathering: asyncio.Task[Snapshot] | None = None
         self._assets: dict[str, bytes] = {}
+        self._timeline = Timeline(node)
 
     def asset(self, name: str) -> bytes:
         cached = self._assets.get(name)
@@ -72,11 +75,11 @@ class Dashboard:
     async def state(self, since: int) -> Snapshot:
         """The latest snapshot and this node's events after `since`."""
         snapshot = await self.snapshot()
-        events = self._node.events.since(since, EVENTS_PER_ANSWER)
+        timeline = self._timeline
         return {
             **snapshot,
-            "events": [e.as_dict() for e in events],
-            "last_seq": self._node.events.last_seq,
+            "events": timeline.since(since, EVENTS_PER_ANSWER),
+            "last_seq": timeline.last_seq,
         }
 
     async def snapshot(self) -> Snapshot:
@@ -95,6 +98,7 @@ class Dashboard:
         answers = await asyncio.gather(*(self._peer_info(m.addr) for m in asked))
         infos: dict[str, Info | None] = {m.node_id: a for m, a in zip(asked, answers, strict=True)}
         infos[node.node_id] = self._own_info()
+        await self._timeline.fetch(_sources(asked, infos))
         snapshot = self._view.update(members, infos, time.monotonic())
         snapshot.update(
             {
@@ -128,6 +132,9 @@ class Dashboard:
             if name in INFO_SECTIONS
         }
 
+    async def close(self) -> None:
+        await self._timeline.close()
+
     async def _peer_info(self, addr: str) -> Info | None:
         cluster = self._node.cluster
         if cluster is None:
@@ -141,3 +148,15 @@ class Dashboard:
         if not isinstance(reply, bytes):
             return None  # an error reply
         return parse_info(reply.decode("utf-8", "replace"))
+
+
+def _sources(members: list[Member], infos: dict[str, Info | None]) -> list[Source]:
+    """The members that answered and serve HTTP: where their own events are."""
+    sources = []
+    for member in members:
+        info = infos.get(member.node_id)
+        port = info.get("geocache", {}).get("http_port", "0") if info else "0"
+        if port.isdigit() and int(port):
+            host = member.addr.rpartition(":")[0].strip("[]")
+            sources.append(Source(member.node_id, host, int(port)))
+    return sources

@@ -77,12 +77,14 @@ _STATES = {"a": "up", "s": "suspect", "d": "down", "l": "left"}
 class HttpServer:
     """The running HTTP listener; `close()` stops it (the node calls it on stop)."""
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, port: int, api: HttpApi) -> None:
         self._runner = runner
+        self._api = api
         self.port = port
 
     async def close(self) -> None:
         await self._runner.cleanup()
+        await self._api.close()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -106,6 +108,9 @@ class HttpApi:
         self._session = Session(node, node.next_client_id(), "http", "http")
         self._session.authenticated = True
         self._dashboard = Dashboard(node)
+
+    async def close(self) -> None:
+        await self._dashboard.close()
 
     @property
     def _routed(self) -> bool:
@@ -378,6 +383,7 @@ class HttpApi:
         return web.json_response(
             {
                 "node_id": self._node.node_id,
+                "started_ms": self._node.started_ms,  # a reader sees a restart by it
                 "events": [e.as_dict() for e in events.since(_since(request))],
                 "last_seq": events.last_seq,
             }
@@ -538,4 +544,4 @@ async def start_http(node: Node) -> HttpServer:
     port = config.http_port
     for address in runner.addresses:
         port = address[1]
-    return HttpServer(runner, port)
+    return HttpServer(runner, port, api)

@@ -133,6 +133,7 @@ SCHEMAS: dict[str, Schema] = {
     "Events": _object(
         {
             "node_id": _STR,
+            "started_ms": _INT,
             "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
             "last_seq": _INT,
         }

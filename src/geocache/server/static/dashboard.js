@@ -124,7 +124,10 @@ function renderOrigin(regions) {
 }
 
 function renderEvents(fresh) {
-  events = fresh.reverse().concat(events).slice(0, MAX_EVENTS);
+  // Newest first by time: other nodes' events arrive a refresh after they happened.
+  events = fresh.concat(events)
+    .sort((a, b) => b.at_ms - a.at_ms || b.seq - a.seq)
+    .slice(0, MAX_EVENTS);
   const list = document.getElementById("events");
   list.replaceChildren();
   if (!events.length) { list.append(el("li", { class: "hint" }, "Nothing yet.")); return; }
@@ -132,7 +135,7 @@ function renderEvents(fresh) {
     const when = new Date(e.at_ms);
     const text = [e.subject, e.region && e.region !== e.subject ? `(${e.region})` : "", e.detail]
       .filter(Boolean).join(" ");
-    list.append(el("li", { "data-kind": e.kind, "data-subject": e.subject },
+    list.append(el("li", { "data-kind": e.kind, "data-subject": e.subject, "data-reporter": e.reporter },
       el("time", { datetime: when.toISOString() }, when.toLocaleTimeString("en-GB")),
       el("span", { class: "kind kind-" + e.kind }, e.kind.replace("_", " ")),
       el("span", {}, text + (e.reporter ? ` · seen by ${e.reporter}` : ""))));
