@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
-from integration.test_http import HttpNode, start_http_node
+from integration.test_http import HttpNode, poll, start_http_node
 
 pytestmark = pytest.mark.geocache_only
 
@@ -83,3 +84,40 @@ def test_the_data_needs_the_token_and_the_page_does_not(tmp_path: Path) -> None:
             assert good.status == 200
     finally:
         node.server.stop()
+
+
+def test_origin_health_and_the_breaker_in_the_timeline(tmp_path: Path) -> None:
+    node = start_http_node(
+        tmp_path,
+        *("--origin", "tests.origin.loader_module:load"),
+        *("--origin-breaker-failures", "2", "--origin-breaker-reset-s", "60"),
+    )
+    try:
+        with node.redis() as client:
+            assert client.get("abc") == b"cba"
+
+            def failing_until_open() -> bool:
+                # A failed load's outcome answers misses of its key for 100 ms, then the
+                # next miss loads again: two failures open the breaker.
+                with pytest.raises(redis.ResponseError, match="origin unavailable"):
+                    client.get("boom")
+                return origin_of(node)["breaker"] == "open"
+
+            assert poll(failing_until_open), origin_of(node)
+        data = node.request("GET", "/v1/dashboard").json()
+        assert isinstance(data, dict)
+        origin = data["regions"][0]["nodes"][0]["origin"]
+        assert origin["breaker"] == "open" and origin["breaker_opened"] == 1, origin
+        assert origin["loads"] >= 3 and origin["errors"] == 2
+        assert "loader_module" in origin["origin"]
+        (opened,) = [e for e in data["events"] if e["kind"] == "breaker_opened"]
+        assert opened["subject"] == "origin" and "blew up" in opened["detail"]
+    finally:
+        node.server.stop()
+
+
+def origin_of(node: HttpNode) -> dict[str, object]:
+    data = node.request("GET", "/v1/dashboard").json()
+    assert isinstance(data, dict)
+    origin: dict[str, object] = data["regions"][0]["nodes"][0]["origin"]
+    return origin
