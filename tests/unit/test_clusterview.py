@@ -77,3 +77,11 @@ def test_a_node_that_is_down_does_not_count_for_lag() -> None:
     lags = {(x["from"], x["to"]): x for x in after["lag"]}
     assert lags["eu", "us"]["lag_ms"] == 40
     assert after["regions"][0]["nodes"][1]["state"] == "down"
+
+
+def test_members_membership_forgot_are_forgotten() -> None:
+    view = ClusterView()
+    view.update([EU1, US1], {"eu-1": info(1, 1), "us-1": info(1, 1)}, 1.0)
+    view.update([EU1], {"eu-1": info(2, 1)}, 2.0)
+    back = view.update([EU1, US1], {"eu-1": info(3, 1), "us-1": None}, 3.0)
+    assert "keys" not in back["regions"][1]["nodes"][0]  # no numbers kept from before

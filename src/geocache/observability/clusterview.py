@@ -89,6 +89,9 @@ class ClusterView:
         for node_id, info in infos.items():
             if info is not None:
                 self._remember(node_id, info, now_s)
+        known = {m.node_id for m in members}
+        for gone in [n for n in self._seen if n not in known]:  # forgotten by membership
+            del self._seen[gone]
         nodes = [self._node(m, infos.get(m.node_id) is not None) for m in members]
         regions = sorted({m.region for m in members})
         return {
