@@ -79,7 +79,7 @@ def test_a_node_that_is_down_does_not_count_for_lag() -> None:
     assert after["regions"][0]["nodes"][1]["state"] == "down"
 
 
-def test_members_membership_forgot_are_forgotten() -> None:
+def test_members_that_membership_forgot_are_forgotten() -> None:
     view = ClusterView()
     view.update([EU1, US1], {"eu-1": info(1, 1), "us-1": info(1, 1)}, 1.0)
     view.update([EU1], {"eu-1": info(2, 1)}, 2.0)
