@@ -5,8 +5,10 @@ eu has three nodes, us two; every node reaches the other region through a delay 
 (its `--peer-map`), as in the demo. Every node has requirepass: the page without its
 token asks for one, and with `#token=` in its URL it shows every node, lag numbers that
 change (and follow the relay's delay when it is raised), a node killed with SIGKILL
-turning down and coming back up after its restart, with the timeline saying so. The
-last frame is saved as bench/results/dashboard.png (the README shows it).
+turning down and coming back up after its restart, with the timeline saying so (and
+the resyncs another node reports). That frame is saved as bench/results/dashboard.png
+(the README shows it). Last, the serving node itself restarts: the page says it cannot
+reach it, then shows the new node's timeline from its start.
 """
 
 from __future__ import annotations
@@ -290,3 +292,27 @@ def test_the_dashboard_shows_the_cluster_live(world: World, browser: webdriver.C
         time.sleep(1.2)
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(SCREENSHOT))
+
+    # The serving node itself restarts: the page says it cannot reach it, then shows the
+    # new node's timeline from its start (the old one's events are gone with it).
+    served = world.nodes["eu-1"]
+    served.stop()
+
+    def unreachable() -> bool:
+        return browser.find_element(By.ID, "status").get_attribute("data-state") == "error"
+
+    wait_for(unreachable, 20, "the node unreachable")
+    # Back with a seed, as a restarted node would be deployed: the others saw it leave.
+    restart = [*world.args["eu-1"], "--seeds", addr(world.nodes["eu-2"])]
+    world.nodes["eu-1"] = start_at(served.port, world.tmp, restart)
+
+    def new_timeline() -> bool:
+        shown = events(browser)
+        return not unreachable() and ("dead", "eu-3") not in shown
+
+    wait_for(new_timeline, 20, "the page back, the old node's events gone")
+    wait_for(
+        lambda: states(browser) == everyone and ("joined", "us-1") in events(browser),
+        STATE_CHANGE_S,
+        "every node up again, in the new node's timeline",
+    )

@@ -105,6 +105,7 @@ class Dashboard:
                 "node_id": node.node_id,
                 "region": node.config.region,
                 "at_ms": node.clock.wall_ms(),
+                "started_ms": node.started_ms,
                 "clustered": node.cluster is not None,
             }
         )

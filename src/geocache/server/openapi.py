@@ -143,6 +143,7 @@ SCHEMAS: dict[str, Schema] = {
             "node_id": _STR,
             "region": _STR,
             "at_ms": _INT,
+            "started_ms": _INT,
             "clustered": {"type": "boolean"},
             "regions": {
                 "type": "array",

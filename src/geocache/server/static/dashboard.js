@@ -6,6 +6,7 @@ const POLL_MS = 1000;
 const MAX_EVENTS = 200;
 const TOKEN_KEY = "geocache-token";
 let lastSeq = 0;
+let startedMs = null;  // when the serving node started: a change means it restarted
 let events = [];
 let timer = null;
 
@@ -173,9 +174,17 @@ async function poll() {
   renderRegions(data.regions);
   renderLag(data.regions, data.lag);
   renderOrigin(data.regions);
-  if (data.last_seq < lastSeq) events = [];  // the node restarted: its ring is new
-  renderEvents(data.events);
-  lastSeq = data.last_seq;
+  if (startedMs !== null && data.started_ms !== startedMs) {
+    // The node restarted: its timeline is new, and this answer skipped its start (it
+    // counted from our old number). Start over: the next poll asks for all of it.
+    events = [];
+    lastSeq = 0;
+    renderEvents([]);
+  } else {
+    renderEvents(data.events);
+    lastSeq = data.last_seq;
+  }
+  startedMs = data.started_ms;
   document.getElementById("updated").textContent =
     "updated " + new Date(data.at_ms).toLocaleTimeString("en-GB");
   setStatus("live", "live");
