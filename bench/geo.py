@@ -96,7 +96,8 @@ from _common import (
     raise_on_sigterm,
 )
 from cluster import member_states, node_argv, run_async
-from geocache.cluster import auth, placement
+from geocache import auth
+from geocache.cluster import placement
 from geocache.relay import RelaySet
 from resp import fmt
 

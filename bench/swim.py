@@ -34,8 +34,11 @@ from rich.console import Console
 from rich.table import Table
 
 from geocache.clock import ManualClock
-from geocache.cluster.simnet import Link, SimNet
 from geocache.cluster.swim import MemberState, Swim, SwimConfig, local_member
+
+# The simulated network is test machinery (tests/sim), not part of the library.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from sim.net import Link, SimNet
 
 SIZES = (5, 10, 20)
 LOSSES = (0.01, 0.10)

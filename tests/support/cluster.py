@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from geocache.cluster import auth
+from geocache import auth
 
 from .procs import (
     REPO_ROOT,

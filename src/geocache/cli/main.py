@@ -14,7 +14,7 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from geocache import __version__
+from geocache._version import __version__
 from geocache.config import NodeConfig, load, setting_help
 
 

@@ -10,6 +10,10 @@ owners are alive again.
 Reads and writes of the local store happen in command handlers; this module only does
 the network side, so everything here is asyncio and nothing here touches a key twice
 across an await.
+
+The cluster sits below the server: it is handed its store, its peer connections and its
+random source, and sees the node that runs it only as a `ClusterHost` (the settings of
+the moment and the read-through origin, both of which the node may change).
 """
 
 from __future__ import annotations
@@ -17,23 +21,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from geocache.clock import Clock
 from geocache.cluster import digest, placement
-from geocache.cluster.geo import GeoStreams
 from geocache.cluster.hints import Hints
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
 from geocache.cluster.repair import Repairer
 from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
+from geocache.cluster.streams import RegionStreams
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
 from geocache.commands.context import Deferred
+from geocache.config import NodeConfig
+from geocache.fill import Filler
 from geocache.protocol.types import Error
 from geocache.store.entry import Entry, Tombstone
-
-if TYPE_CHECKING:
-    from geocache.server.node import Node
 
 log = logging.getLogger("geocache.cluster")
 
@@ -55,46 +59,66 @@ LEAVE_GRACE_S = 0.3
 NOREPLICAS = Error("NOREPLICAS Not enough good replicas to write.")
 
 
+class ClusterHost(Protocol):
+    """The node a cluster runs in, as the cluster sees it."""
+
+    @property
+    def config(self) -> NodeConfig:
+        """The settings of the moment (CONFIG SET replaces them)."""
+        ...
+
+    @property
+    def origin(self) -> Filler | None:
+        """The read-through origin, if one is configured."""
+        ...
+
+
 class Cluster:
-    def __init__(self, node: Node, peers: Peers | None = None) -> None:
-        """`peers`: the connections to other nodes (a simulated network in tests)."""
-        config = node.config
-        self.node = node
+    def __init__(
+        self,
+        host: ClusterHost,
+        store: JournaledStore,
+        clock: Clock,
+        peers: Peers,
+        rng: random.Random,
+        addr: str,
+    ) -> None:
+        """`peers`: the connections to other nodes; `rng` seeds membership's and repair's
+        choices (a simulated run replays exactly); `addr`: where peers reach this node."""
+        config = host.config
+        self.host = host
+        self.store = store
+        self.clock = clock
         self.node_id = config.effective_node_id
         self.region = config.region
         self.replicas = config.replicas
         self.write_acks = config.write_acks
-        self.addr = config.advertise_addr or f"{config.bind}:{node.resp_port}"
+        self.secret = config.cluster_secret
+        self.addr = addr
         self.swim = Swim(
-            local_member(self.node_id, self.addr, self.region, node.clock),
+            local_member(self.node_id, self.addr, self.region, clock),
             SwimConfig(),
-            node.clock,
-            random.Random(),
+            clock,
+            random.Random(rng.random()),
         )
-        self.peers = peers or Peers(self.node_id, config.cluster_secret, config.peer_routes)
+        self.peers = peers
         self.router = Router(self)
         self.hints = Hints()
-        self.repairer = Repairer(self)
-        self.geo = GeoStreams(self)
+        self.repairer = Repairer(self, random.Random(rng.random()))
+        self.streams = RegionStreams(self)
         self._region_ids: list[str] = [self.node_id]
         # Alive members of every region, this node included in its own.
         self._by_region: dict[str, list[str]] = {self.region: [self.node_id]}
         self._addr_of: dict[str, str] = {self.node_id: self.addr}
         self._tasks: list[asyncio.Task[None]] = []
-        self.warm_until_ms = node.clock.mono_ms() + WARM_WINDOW_MS
+        self.warm_until_ms = clock.mono_ms() + WARM_WINDOW_MS
         self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
         self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
-
-    @property
-    def store(self) -> JournaledStore:
-        store = self.node.store
-        assert isinstance(store, JournaledStore)
-        return store
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._send(self.swim.join(self.node.config.seed_list))
+        self._send(self.swim.join(self.host.config.seed_list))
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self._tasks.append(asyncio.create_task(self._hint_loop()))
         self.repairer.start()
@@ -103,7 +127,7 @@ class Cluster:
         """Announce a graceful leave, then close peer connections."""
         self._send(self.swim.leave())
         await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
-        await self.geo.stop()
+        await self.streams.stop()
         for task in self._tasks:
             task.cancel()
         self.repairer.stop()
@@ -151,10 +175,10 @@ class Cluster:
         if region_ids != self._region_ids:
             # Owners changed for some keys: misses ask the other members for a while.
             self._region_ids = region_ids
-            self.warm_until_ms = self.node.clock.mono_ms() + WARM_WINDOW_MS
+            self.warm_until_ms = self.clock.mono_ms() + WARM_WINDOW_MS
             log.info("region members changed", extra={"members": ",".join(region_ids)})
         self.repairer.on_changes(changes)
-        self.geo.on_changes(changes)
+        self.streams.on_changes(changes)
 
     def members(self) -> list[Member]:
         return self.swim.members()
@@ -210,7 +234,7 @@ class Cluster:
 
     def alone_before_joining(self) -> bool:
         """Started with seeds, not ready, and no peer known yet: any answer would be a guess."""
-        return len(self._addr_of) == 1 and bool(self.node.config.seed_list) and not self.ready
+        return len(self._addr_of) == 1 and bool(self.host.config.seed_list) and not self.ready
 
     def joined(self) -> bool:
         """Whether this node knows any other member (of any region)."""
@@ -222,7 +246,7 @@ class Cluster:
         For the whole window, not only while repair passes run: a pass that failed and
         was dropped, or a record that arrived between passes, would otherwise be a miss.
         """
-        return self.node.clock.mono_ms() < self.warm_until_ms
+        return self.clock.mono_ms() < self.warm_until_ms
 
     def required_acks(self, owners: int) -> int:
         if self.write_acks == "one":
@@ -297,7 +321,7 @@ class Cluster:
                 raise PeerError(f"{target}: {next(r for r in replies if isinstance(r, Error))}")
         except PeerError as exc:
             self.stats["replica_failures"] += 1
-            self.hints.add(target, writes, self.node.clock.wall_ms())
+            self.hints.add(target, writes, self.clock.wall_ms())
             log.debug("replica missed a write", extra={"peer": target, "error": str(exc)})
             return target, False
         self.stats["replicated"] += len(writes)
@@ -311,7 +335,7 @@ class Cluster:
                     await self._replay(target)
 
     async def _replay(self, target: str) -> None:
-        batch = self.hints.batch(target, HINT_BATCH, self.node.clock.wall_ms())
+        batch = self.hints.batch(target, HINT_BATCH, self.clock.wall_ms())
         addr = self.addr_of(target)
         if not batch or addr is None:
             return

@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 
-from geocache.cluster import auth
+from geocache import auth
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command

@@ -244,7 +244,7 @@ class Repairer:
         cluster = self.cluster
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WARMUP_MAX_S
-        seeds = [s for s in cluster.node.config.seed_list if s != cluster.addr]
+        seeds = [s for s in cluster.host.config.seed_list if s != cluster.addr]
         while seeds and not cluster.joined() and loop.time() < deadline:
             await asyncio.sleep(0.05)
         # The first answer from a seed lists the members it knows: this node's region
@@ -259,7 +259,7 @@ class Repairer:
         # region's own peers may have been warming too (a whole region restarted), and a
         # node alone in its region has no other source. Mostly equal digests: cheap.
         if seeds:
-            for peer in cluster.geo.warm_up_source():
+            for peer in cluster.streams.warm_up_source():
                 self.request(peer, copy_missing=True)
             await self._finish_passes()
         self._set_ready("warmed")

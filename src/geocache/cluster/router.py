@@ -84,7 +84,7 @@ class Router:
                 others = [o for o in owners if o != me]
                 return Deferred(self._read_elsewhere(table, session, argv, cmd, key, others))
             return self.coordinate(table, session, argv, cmd, key)
-        origin = cluster.node.origin
+        origin = cluster.host.origin
         if origin is not None and origin.serves(cmd.name):
             # The owner may load the key from the origin first: wait for that, or a slow
             # origin would make this node ask the next owner, which would load it again.
@@ -94,16 +94,32 @@ class Router:
         return Deferred(self._forward(argv, owners, session.proto, timeout_ms))
 
     def coordinate(
-        self, table: Table, session: Session, argv: list[bytes], cmd: Command, key: bytes
+        self,
+        table: Table,
+        session: Session,
+        argv: list[bytes],
+        cmd: Command,
+        key: bytes,
+        version: int = 0,
     ) -> object:
-        """Run here as the key's coordinator: replicate what it wrote, read through on a miss."""
+        """Run here as the key's coordinator: replicate what it wrote, read through on a miss.
+
+        `version`: the version a forwarded write was minted with at the node its client
+        asked (GC.FWD), which the write takes here; 0 mints a new one."""
         cluster = self.cluster
         store = cluster.store
         store.journal.clear()
-        reply = dispatch(table, session, argv)
+        if version:
+            store.hlc.pin(version)
+            try:
+                reply = dispatch(table, session, argv)
+            finally:
+                store.hlc.pin(0)
+        else:
+            reply = dispatch(table, session, argv)
         writes = store.take_journal()
         if writes:
-            cluster.geo.ship(writes)
+            cluster.streams.ship(writes)
             return cluster.replicate(writes, reply)
         if not cmd.write and store.peek(key) is None and self._fills_misses(cmd):
             return Deferred(self._after_miss(table, session, argv, cmd, key, reply))
@@ -111,11 +127,11 @@ class Router:
 
     def _fills_misses(self, cmd: Command) -> bool:
         cluster = self.cluster
-        node = cluster.node
+        host = cluster.host
         return (
             cluster.warming()
-            or node.config.read_remote_on_miss
-            or (node.origin is not None and node.origin.serves(cmd.name))
+            or host.config.read_remote_on_miss
+            or (host.origin is not None and host.origin.serves(cmd.name))
         )
 
     async def _after_miss(
@@ -131,12 +147,12 @@ class Router:
         owners may have moved), the nearest other region (read_remote_on_miss), and the
         origin (at the key's primary only); the first that has the key answers."""
         cluster = self.cluster
-        node = cluster.node
+        host = cluster.host
         if cluster.warming() and await cluster.fetch_newest(key):
             return dispatch(table, session, argv)
-        if node.config.read_remote_on_miss and await cluster.geo.read_remote(key):
+        if host.config.read_remote_on_miss and await cluster.streams.read_remote(key):
             return dispatch(table, session, argv)
-        origin = node.origin
+        origin = host.origin
         if origin is None or not origin.serves(cmd.name):
             return reply
         owners = cluster.owners(key)
@@ -150,7 +166,7 @@ class Router:
         fill = await origin.fill(key)
         if fill is None or isinstance(fill, Error):
             return reply if fill is None else fill
-        if fill.store and node.store.peek(key) is None:
+        if fill.store and cluster.store.peek(key) is None:
             set_argv = [b"SET", key, fill.value]
             if fill.ttl_ms:
                 set_argv += [b"PX", b"%d" % fill.ttl_ms]

@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING
 
 from geocache.clock import Clock
 from geocache.config import NodeConfig
+from geocache.fill import Fill
 from geocache.observability.metrics import LATENCY_BOUNDS_NS, SUM_INDEX, new_slot
-from geocache.origin import Fill
 from geocache.origin.breaker import CLOSED, Breaker
 from geocache.origin.loaders import Loader, ValueTooLarge
 from geocache.origin.shelf import Shelf

@@ -11,7 +11,7 @@ the real client). Requests and replies are real RESP bytes (`encode_command` out
 
 Two differences, both on purpose: time is the event loop's (the real client reads
 `time.monotonic`, which does not follow a virtual clock), and `send_nowait` (membership
-messages) sends a datagram (simwire.py) once the connection is up, so the simulated
+messages) sends a datagram (wire.py) once the connection is up, so the simulated
 network can lose membership messages one by one, which is how SWIM sees loss.
 """
 
@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from geocache.cluster import auth
+from geocache import auth
 from geocache.cluster.peers import (
     CONNECT_TIMEOUT_S,
     DATA,
@@ -32,10 +32,10 @@ from geocache.cluster.peers import (
     Arg,
     PeerError,
 )
-from geocache.cluster.simwire import Endpoint, SimNetwork, SimTransport
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
+from sim.wire import Endpoint, SimNetwork, SimTransport
 
 _INCOMPLETE = object()
 

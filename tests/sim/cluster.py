@@ -1,7 +1,7 @@
 """A deterministic in-process cluster: real nodes on a simulated network, in virtual time.
 
 Each node is a real `Node` with its real `Cluster` (membership, routing, replication,
-hints, repair), its peers replaced by `SimPeers` over a `SimNetwork` (simwire.py), and
+hints, repair), its peers replaced by `SimPeers` over a `SimNetwork` (wire.py), and
 its clock following the `VirtualTimeLoop` (simloop.py). Peers' requests are served by
 the real RESP front end (`RespConnection`) on the simulated connections, and client
 commands (`SimCluster.command`) reach a node the same way, over a local connection, so
@@ -34,16 +34,10 @@ from dataclasses import dataclass
 from typing import TypeVar, cast
 
 from geocache.cluster import placement
-from geocache.cluster.cluster import Cluster
 from geocache.cluster.digest import BUCKETS
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import Arg, Peers
-from geocache.cluster.repair import Repairer
-from geocache.cluster.simloop import SimClock, VirtualTimeLoop, owned_context
-from geocache.cluster.simnet import Link
-from geocache.cluster.simpeers import ReplyProtocol, SimPeers
-from geocache.cluster.simwire import CutMode, SimNetwork, SimTransport
-from geocache.cluster.swim import MemberState, Swim, SwimConfig, local_member
+from geocache.cluster.swim import MemberState
 from geocache.config import NodeConfig
 from geocache.protocol.reader import RequestReader
 from geocache.protocol.writer import encode_command
@@ -51,6 +45,10 @@ from geocache.server.node import EXPIRE_TICK_S, Node
 from geocache.server.resp import RespConnection
 from geocache.store.entry import Entry, Tombstone
 from geocache.store.tombstones import Tombstones
+from sim.loop import SimClock, VirtualTimeLoop, owned_context
+from sim.net import Link
+from sim.peers import ReplyProtocol, SimPeers
+from sim.wire import CutMode, SimNetwork, SimTransport
 
 T = TypeVar("T")
 
@@ -124,7 +122,6 @@ class SimNode:
         self.alive = True
         self._context = owned_context(self)
         self.clock = clock = SimClock(sim.loop, offset_ms)
-        node = Node(config, clock=clock)
         store = ObservedStore(
             clock,
             max_bytes=config.max_bytes,
@@ -133,18 +130,18 @@ class SimNode:
             tombstones=Tombstones(),
         )
         store.observer = sim.record_writes
-        node.store = store
         self.peers = SimPeers(sim.net, self, self.node_id, config.cluster_secret)
-        cluster = Cluster(node, peers=cast(Peers, self.peers))
-        # Seeded in place of the unseeded ones Cluster makes, so runs replay exactly.
-        rng = random.Random(seed)
-        me = local_member(self.node_id, self.addr, self.region, clock)
-        cluster.swim = Swim(me, SwimConfig(), clock, random.Random(rng.random()))
-        cluster.repairer = Repairer(cluster, random.Random(rng.random()))
-        node.cluster = cluster
-        node.dispatch = cluster.router.dispatch
+        # Seeded, so runs replay exactly.
+        node = Node(
+            config,
+            clock=clock,
+            store=store,
+            peers=cast(Peers, self.peers),
+            rng=random.Random(seed),
+        )
+        assert node.cluster is not None
         self.node = node
-        self.cluster = cluster
+        self.cluster = node.cluster
 
     def context(self) -> contextvars.Context:
         return self._context.copy()

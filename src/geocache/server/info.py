@@ -167,7 +167,7 @@ def _regions(node: Node) -> Section:
         return {}
     return {
         f"region_{region}": ",".join(f"{k}={v}" for k, v in status.items())
-        for region, status in node.cluster.geo.status().items()
+        for region, status in node.cluster.streams.status().items()
     }
 
 

@@ -1,7 +1,7 @@
 """A simulated network for in-process clusters: datagrams, TCP-like connections, faults.
 
 Hosts are addresses, each with at most one `Endpoint` up (a node incarnation). Every
-delivery runs in the receiving endpoint's context (simloop.OWNER), so what it starts
+delivery runs in the receiving endpoint's context (loop.OWNER), so what it starts
 belongs to it. Delays, jitter and losses come from per-link `Link`s (a link of its own
 for an address pair, else one per pair of regions, else the default) and one seeded
 `random.Random`, so a seed replays a run exactly.
@@ -35,7 +35,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
-from geocache.cluster.simnet import Link
+from sim.net import Link
 
 CutMode = Literal["drop", "reject"]
 # TCP's retransmission timeout: Linux's minimum (200 ms), doubling up to its maximum.

@@ -75,8 +75,8 @@ DRAIN_S = 1.0
 class Stream:
     """The outbound stream to one remote region."""
 
-    def __init__(self, geo: GeoStreams, region: str) -> None:
-        self.geo = geo
+    def __init__(self, parent: RegionStreams, region: str) -> None:
+        self.parent = parent
         self.region = region
         # Coalescing: key -> newest write. Without it (benchmarks), a counter -> write.
         self._queue: dict[object, Write] = {}
@@ -107,7 +107,7 @@ class Stream:
     def put(self, write: Write) -> None:
         key = write[0]
         queue = self._queue
-        if self.geo.coalesce:
+        if self.parent.coalesce:
             if key in queue:
                 self.stats["coalesced"] += 1
                 queue[key] = write
@@ -116,7 +116,7 @@ class Stream:
         else:
             self._seq += 1
             slot = self._seq
-        if len(queue) >= self.geo.queue_max:
+        if len(queue) >= self.parent.queue_max:
             self.mark_resync("queue overflow")
             return
         queue[slot] = write
@@ -130,15 +130,15 @@ class Stream:
         """A failed batch goes back on the queue, unless a newer write of a key is there."""
         queue = self._queue
         for write in writes:
-            queued = queue.get(write[0]) if self.geo.coalesce else None
+            queued = queue.get(write[0]) if self.parent.coalesce else None
             if queued is not None:
                 if _newer(write[1], queued[1]):
                     queue[write[0]] = write  # batches failing together: keep the newest
                 continue
-            if len(queue) >= self.geo.queue_max:
+            if len(queue) >= self.parent.queue_max:
                 self.mark_resync("queue overflow on retry")
                 return
-            if self.geo.coalesce:
+            if self.parent.coalesce:
                 queue[write[0]] = write
             else:
                 self._seq += 1
@@ -171,7 +171,7 @@ class Stream:
                 self._spawn(self._probe())
             if now < self._retry_at:
                 continue
-            if self.resync and self.geo.members(self.region):
+            if self.resync and self.parent.members(self.region):
                 await self._resync()
             while self._queue and self._in_flight < MAX_IN_FLIGHT:
                 slots = list(islice(self._queue, BATCH_MAX))
@@ -187,14 +187,14 @@ class Stream:
     def gateways(self) -> list[str]:
         """The remote region's alive members, the current gateway first, any known to be
         down last."""
-        members = self.geo.members(self.region)
-        me = self.geo.cluster.node_id
+        members = self.parent.members(self.region)
+        me = self.parent.cluster.node_id
         ranked = sorted(members, key=lambda m: placement.weight(me.encode(), m), reverse=True)
         if self._gateway in ranked:
             ranked.remove(self._gateway)
             ranked.insert(0, self._gateway)
         # A member whose connection just failed or hung goes last: no batch waits on it.
-        ranked.sort(key=self.geo.cluster.known_down)
+        ranked.sort(key=self.parent.cluster.known_down)
         return ranked
 
     async def _send(self, batch: list[Write]) -> None:
@@ -207,8 +207,8 @@ class Stream:
             now = loop.time()
             if self._unreachable_since is None:
                 self._unreachable_since = now
-            elif now - self._unreachable_since >= self.geo.resync_after_s:
-                self.mark_resync(f"unreachable for {self.geo.resync_after_s:g} s")
+            elif now - self._unreachable_since >= self.parent.resync_after_s:
+                self.mark_resync(f"unreachable for {self.parent.resync_after_s:g} s")
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
             log.debug("region batch failed", extra={"region": self.region, "error": str(exc)})
@@ -227,7 +227,7 @@ class Stream:
             self._wake.set()
 
     async def _deliver(self, batch: list[Write]) -> int:
-        args: list[bytes | str | int] = ["GC.GEO", self.geo.cluster.region]
+        args: list[bytes | str | int] = ["GC.GEO", self.parent.cluster.region]
         for key, record in batch:
             if len(record) == 3:  # a tombstone: (version, origin, created)
                 args += [key, record[0], record[1], -1, b""]
@@ -238,11 +238,11 @@ class Stream:
         self.stats["bytes"] += len(encode_command(*args))
         last: Exception | None = None
         for gateway in self.gateways()[:2]:
-            addr = self.geo.cluster.addr_of(gateway)
+            addr = self.parent.cluster.addr_of(gateway)
             if addr is None:
                 continue
             try:
-                reply = await self.geo.cluster.peers.get(addr, GEO).call(
+                reply = await self.parent.cluster.peers.get(addr, GEO).call(
                     *args, timeout_ms=GEO_TIMEOUT_MS
                 )
             except PeerError as exc:
@@ -256,13 +256,13 @@ class Stream:
 
     async def _probe(self) -> None:
         gateways = self.gateways()
-        addr = self.geo.cluster.addr_of(gateways[0]) if gateways else None
+        addr = self.parent.cluster.addr_of(gateways[0]) if gateways else None
         if addr is None:
             return
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await self.geo.cluster.peers.get(addr, GEO).call("PING", timeout_ms=GEO_TIMEOUT_MS)
+            await self.parent.cluster.peers.get(addr, GEO).call("PING", timeout_ms=GEO_TIMEOUT_MS)
         except PeerError:
             return
         rtt = (loop.time() - started) * 1000
@@ -272,8 +272,8 @@ class Stream:
 
     async def _resync(self) -> None:
         """Ask every member of the region to pull from this node, and pull from each."""
-        cluster = self.geo.cluster
-        members = self.geo.members(self.region)
+        cluster = self.parent.cluster
+        members = self.parent.members(self.region)
         calls = []
         for member in members:
             addr = cluster.addr_of(member)
@@ -319,11 +319,11 @@ class Stream:
         }
 
 
-class GeoStreams:
+class RegionStreams:
     """A node's outbound streams, its gateway side, and reads from other regions."""
 
     def __init__(self, cluster: Cluster) -> None:
-        config = cluster.node.config
+        config = cluster.host.config
         self.cluster = cluster
         self.queue_max = config.geo_queue_max
         self.resync_after_s = config.geo_resync_after_s
@@ -405,7 +405,7 @@ class GeoStreams:
                     self.stats["applied"] += store.apply(key, record)
         if by_target:
             await asyncio.gather(*(cluster.ship_to(t, w) for t, w in by_target.items()))
-        return cluster.node.clock.wall_ms()
+        return cluster.clock.wall_ms()
 
     # -- reads from another region --------------------------------------------------------------
 
@@ -418,7 +418,7 @@ class GeoStreams:
         nearest = min(reachable, key=lambda s: s.rtt_ms or 0.0)
         owners = placement.key_owners(key, self.members(nearest.region), cluster.replicas)
         self.stats["remote_reads"] += 1
-        budget_ms = cluster.node.config.remote_read_budget_ms
+        budget_ms = cluster.host.config.remote_read_budget_ms
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_ms / 1000
         for owner in owners:
