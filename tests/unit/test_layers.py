@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "geocache.ports",
             "geocache.serializers",
             "geocache.singleflight",
+            "geocache.slots",
         ),
     ),
     ("protocol", ("geocache.protocol",)),

@@ -362,6 +362,20 @@ class Cluster:
 
         `timeout_ms` per owner: writes (the default) wait for their replication there;
         reads pass PEER_TIMEOUT_MS. `version`: a write's version, minted here (GC.FWD)."""
+        return await self._at_owner(owners, ("GC.FWD", proto, version, *argv), timeout_ms)
+
+    async def forward_exec(
+        self, commands: list[list[bytes]], owners: list[str], proto: int
+    ) -> object:
+        """Run a transaction's queued commands at their slot's primary (GC.EXEC)."""
+        flat: list[bytes | int] = []
+        for argv in commands:
+            flat += [len(argv), *argv]
+        return await self._at_owner(owners, ("GC.EXEC", proto, *flat), FORWARD_TIMEOUT_MS)
+
+    async def _at_owner(
+        self, owners: list[str], request: tuple[bytes | str | int, ...], timeout_ms: int
+    ) -> object:
         last: Exception | None = None
         # Owners whose connection just failed go last: a crashed primary costs nothing.
         for owner in sorted(owners, key=self.known_down):
@@ -369,9 +383,7 @@ class Cluster:
             if addr is None:
                 continue
             try:
-                reply = await self.peers.get(addr, FORWARD).call(
-                    "GC.FWD", proto, version, *argv, timeout_ms=timeout_ms
-                )
+                reply = await self.peers.get(addr, FORWARD).call(*request, timeout_ms=timeout_ms)
             except PeerError as exc:
                 last = exc
                 continue

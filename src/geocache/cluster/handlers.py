@@ -47,6 +47,7 @@ def peer_commands(cluster: Cluster) -> list[Command]:
         ("gc.applydel", 4, "write peer", "Apply a replicated delete", h.applydel),
         ("gc.fetch", 2, "readonly peer", "A key's entry or tombstone", h.fetch),
         ("gc.fwd", -4, "peer", "Run a forwarded command", h.fwd),
+        ("gc.exec", -2, "peer", "Run a forwarded transaction", h.exec),
         ("gc.digest", 1, "readonly peer", "Bucket digests", h.digest),
         ("gc.bucket", 2, "readonly peer", "A bucket's records", h.bucket),
         ("gc.repair", 2, "fast peer", "Pull from the caller", h.repair),
@@ -145,6 +146,25 @@ class PeerHandlers:
             return Deferred(_encoded_later(reply, proto))
         return encode(reply, proto)
 
+    def exec(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.EXEC proto n1 argv1... n2 argv2...`: a transaction another node queued for
+        this slot's primary, run here in one go (MULTI, the commands, EXEC) and its
+        writes replicated; the reply is EXEC's, as RESP bytes in the client's protocol."""
+        proto = 3 if argv[1] == b"3" else 2
+        try:
+            queued = _decode_commands(argv[2:])
+        except ValueError as exc:
+            return encode(Error(f"ERR bad GC.EXEC: {exc}"), proto)
+        saved = session.multi, session.multi_dirty, session.watched
+        session.multi, session.multi_dirty, session.watched = queued, False, {}
+        try:
+            reply, _wrote = self._cluster.router.run_here(session.node.table, session, [b"EXEC"])
+        finally:
+            session.multi, session.multi_dirty, session.watched = saved
+        if isinstance(reply, Deferred):
+            return Deferred(_encoded_later(reply, proto))
+        return encode(reply, proto)
+
     # -- repair and regions --------------------------------------------------------------------
 
     def digest(self, session: Session, argv: list[bytes]) -> object:
@@ -174,6 +194,19 @@ class PeerHandlers:
         except ValueError as exc:
             return Error(f"ERR bad GC.GEO batch: {exc}")
         return Deferred(self._cluster.streams.receive(writes))
+
+
+def _decode_commands(flat: list[bytes]) -> list[list[bytes]]:
+    """`n argv...` groups, as `Cluster.forward_exec` sends them."""
+    commands: list[list[bytes]] = []
+    i = 0
+    while i < len(flat):
+        n = int(flat[i])
+        if n < 1 or i + 1 + n > len(flat):
+            raise ValueError("truncated command list")
+        commands.append(flat[i + 1 : i + 1 + n])
+        i += 1 + n
+    return commands
 
 
 async def _encoded_later(deferred: Deferred, proto: int) -> bytes:

@@ -12,8 +12,12 @@
   `write_acks` owners have applied the write.
 - Commands on several keys (MGET, MSET, DEL, EXISTS, UNLINK) are split per key and
   their replies combined; other multi-key commands need keys with the same owners
-  (CROSSSLOT otherwise, as Redis Cluster says). MULTI is refused: its commands could
-  not run atomically across nodes.
+  (CROSSSLOT otherwise, as Redis Cluster says).
+- MULTI/EXEC works when every key of the transaction hashes to one slot, as in Redis
+  Cluster (a command with a key of another slot is refused with CROSSSLOT and dooms
+  the transaction). Commands queue where the client is; EXEC runs them in one go at
+  the slot's primary, here or forwarded there (`GC.EXEC`), and replicates their
+  writes as one batch. WATCH needs the keys' primary (a cluster-aware client).
 
 Forwarded replies travel pre-encoded in the client's protocol, so they reach the client
 byte for byte as the owner produced them.
@@ -26,9 +30,10 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from geocache.commands.context import Deferred, Session
-from geocache.commands.table import Command, dispatch
+from geocache.commands.table import TX_CONTROL, Command, dispatch
 from geocache.protocol.types import OK, Error, Raw
 from geocache.protocol.writer import encode
+from geocache.slots import SLOTS_PER_BUCKET, key_slot
 
 if TYPE_CHECKING:
     from geocache.cluster.cluster import Cluster
@@ -39,7 +44,9 @@ PEER_TIMEOUT_MS = 500
 FORWARD_TIMEOUT_MS = 2 * PEER_TIMEOUT_MS + 200
 
 Table = dict[bytes, Command]
-NO_MULTI = Error("ERR MULTI is not supported in cluster mode; send commands without it")
+WATCH_ELSEWHERE = Error(
+    "ERR WATCH in cluster mode needs a connection to the keys' primary (a cluster-aware client)"
+)
 LOADING = Error("LOADING geocache is joining its cluster")
 CROSSSLOT = Error("CROSSSLOT Keys in request don't hash to the same slot")
 _SUMMED = {b"del", b"unlink", b"exists", b"touch"}
@@ -53,9 +60,11 @@ class Router:
     def dispatch(self, table: Table, session: Session, argv: list[bytes]) -> object:
         """The node's dispatch in cluster mode (see the module docstring)."""
         cmd = table.get(argv[0]) or table.get(argv[0].lower())
+        if session.multi is not None and cmd is not None and session.authenticated:
+            return self._in_multi(table, session, argv, cmd)
         if cmd is None or cmd.first_key == 0 or not session.authenticated:
-            if cmd is not None and cmd.name == b"multi" and session.authenticated:
-                return NO_MULTI
+            if cmd is not None and cmd.name == b"multi":
+                session.multi_slot = -1
             return dispatch(table, session, argv)
         arity = cmd.arity
         if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
@@ -106,6 +115,19 @@ class Router:
 
         `version`: the version a forwarded write was minted with at the node its client
         asked (GC.FWD), which the write takes here; 0 mints a new one."""
+        store = self.cluster.store
+        reply, replicated = self.run_here(table, session, argv, version)
+        if replicated:
+            return reply
+        if not cmd.write and store.peek(key) is None and self._fills_misses(cmd):
+            return Deferred(self._after_miss(table, session, argv, cmd, key, reply))
+        return reply
+
+    def run_here(
+        self, table: Table, session: Session, argv: list[bytes], version: int = 0
+    ) -> tuple[object, bool]:
+        """Run a command on this node's store and replicate what it wrote: the reply (a
+        Deferred while replicas acknowledge), and whether it wrote anything."""
         cluster = self.cluster
         store = cluster.store
         store.journal.clear()
@@ -118,12 +140,48 @@ class Router:
         else:
             reply = dispatch(table, session, argv)
         writes = store.take_journal()
-        if writes:
-            cluster.streams.ship(writes)
-            return cluster.replicate(writes, reply)
-        if not cmd.write and store.peek(key) is None and self._fills_misses(cmd):
-            return Deferred(self._after_miss(table, session, argv, cmd, key, reply))
-        return reply
+        if not writes:
+            return reply, False
+        cluster.streams.ship(writes)
+        return cluster.replicate(writes, reply), True
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _in_multi(self, table: Table, session: Session, argv: list[bytes], cmd: Command) -> object:
+        """Inside MULTI: queue commands of the transaction's one slot; EXEC runs them."""
+        if cmd.name == b"exec":
+            return self._exec(table, session)
+        arity = cmd.arity
+        arity_ok = len(argv) == arity if arity > 0 else len(argv) >= -arity
+        if cmd.first_key and arity_ok and cmd.name not in TX_CONTROL:
+            for key in cmd.keys(argv):
+                slot = key_slot(key)
+                if session.multi_slot < 0:
+                    session.multi_slot = slot
+                elif slot != session.multi_slot:
+                    session.multi_dirty = True
+                    return CROSSSLOT
+        return dispatch(table, session, argv)
+
+    def _exec(self, table: Table, session: Session) -> object:
+        cluster = self.cluster
+        slot = session.multi_slot
+        session.multi_slot = -1
+        queued = session.multi
+        if slot < 0 or session.multi_dirty or queued is None:
+            return self.run_here(table, session, [b"EXEC"])[0]
+        owners = cluster.bucket_owners(slot // SLOTS_PER_BUCKET)
+        if owners[0] == cluster.node_id:
+            return self.run_here(table, session, [b"EXEC"])[0]
+        session.multi = None
+        if session.watched:
+            session.watched = {}
+            return WATCH_ELSEWHERE
+        return Deferred(self._exec_at(queued, owners, session.proto))
+
+    async def _exec_at(self, queued: list[list[bytes]], owners: list[str], proto: int) -> object:
+        reply = await self.cluster.forward_exec(queued, owners, proto)
+        return Raw(reply) if isinstance(reply, bytes) else reply
 
     def _fills_misses(self, cmd: Command) -> bool:
         cluster = self.cluster

@@ -44,10 +44,16 @@ class Topology(Protocol):
     @property
     def node_id(self) -> str: ...
     @property
+    def region(self) -> str: ...
+    @property
     def replicas(self) -> int: ...
 
     def owners(self, key: bytes) -> list[str]:
         """The alive owners of `key` in this node's region, primary first."""
+        ...
+
+    def bucket_owners(self, bucket: int) -> list[str]:
+        """The alive owners of a digest bucket (16 hash slots), primary first."""
         ...
 
     def members(self) -> Sequence[MemberView]: ...
@@ -98,6 +104,7 @@ class Session:
         "lib_ver",
         "multi",
         "multi_dirty",
+        "multi_slot",
         "name",
         "node",
         "nonce",
@@ -125,6 +132,8 @@ class Session:
         # and the versions of watched keys (None: absent when watched).
         self.multi: list[list[bytes]] | None = None
         self.multi_dirty = False
+        # In cluster mode, the hash slot of the transaction's keys (-1: none yet).
+        self.multi_slot = -1
         self.watched: dict[bytes, int | None] = {}
         # Peer authentication (cluster/auth.py): the challenge sent, and the proven id.
         self.nonce = b""

@@ -110,6 +110,7 @@ def new_command(
 def build_table(extra: Iterable[Command] = ()) -> dict[bytes, Command]:
     """Every command, under its lower- and upper-case name; `extra`: the cluster's."""
     from geocache.commands import (  # noqa: F401 - importing registers the commands
+        cluster,
         connection,
         keys,
         server,
