@@ -23,6 +23,9 @@ command -v redis-benchmark >/dev/null 2>&1 || need_apt+=(redis-tools)
 # The fault tests (tests/faults) put nodes in network namespaces and cut links with
 # iptables; both live in sbin, which a non-root PATH may lack.
 have_sbin() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
+# Node.js runs the cluster-aware Node clients (ioredis, node-redis) in tests/cluster.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 have_sbin ip || need_apt+=(iproute2)
 have_sbin iptables || need_apt+=(iptables)
 if [ "${#need_apt[@]}" -gt 0 ]; then
@@ -33,4 +36,10 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
         echo "geocache: please install ${need_apt[*]} (Debian/Ubuntu: sudo apt-get install redis-server redis-tools)" >&2
         exit 1
     fi
+fi
+
+# The Node.js cluster clients, pinned by tests/cluster/node/package-lock.json.
+node_dir=tests/cluster/node
+if [ ! -d "$node_dir/node_modules" ] || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules" ]; then
+    (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error && touch node_modules)
 fi
