@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), then lint, type-check and run the whole test suite with coverage.
+# Set up (scripts/setup.sh), then lint, type-check, run the whole test suite with coverage,
+# and smoke-run every benchmark (scripts/bench-quick.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -16,3 +17,5 @@ rm -f .coverage .coverage.*
 coverage run -m pytest -p no:cacheprovider "$@"
 coverage combine -q
 coverage report --fail-under=75 | tail -n 3
+echo "== bench --quick"
+scripts/bench-quick.sh
