@@ -14,7 +14,8 @@ fi
 stamp=.venv/.geocache-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    # The node's dependencies are the `server` extra; the tests run nodes.
+    .venv/bin/python -m pip install --quiet -e '.[server,test]'
     touch "$stamp"
 fi
 
