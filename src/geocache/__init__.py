@@ -1,4 +1,8 @@
-"""geocache: a geo-distributed, highly available in-memory cache that speaks Redis."""
+"""geocache: a geo-distributed, highly available in-memory cache that speaks Redis.
+
+Importing it brings what `LocalCache` and the clients need (hiredis, xxhash), never the
+node's own dependencies (aiohttp, prometheus_client, uvloop, rich: the `server` extra).
+"""
 
 from geocache._version import __version__
 from geocache.client.aio import AsyncClient

@@ -1,3 +1,3 @@
-"""The version, in one place: the package and its build metadata read it from here."""
+"""The package's version: its one source (pyproject.toml reads it at build time)."""
 
 __version__ = "0.1.0"
