@@ -348,10 +348,7 @@ class SimCluster:
 
     def set_loss(self, drop: float) -> None:
         """Every link (within and between regions) loses this fraction of packets."""
-        spec = self.spec
-        self.net.default_link = _with_drop(spec.link, drop)
-        for pair, link in list(self.net.region_links.items()):
-            self.net.region_links[pair] = _with_drop(link, drop)
+        self.net.set_loss(drop)
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -413,10 +410,6 @@ class SimCluster:
 
 def _addr(node_id: str) -> str:
     return f"{node_id}.sim:7379"
-
-
-def _with_drop(link: Link, drop: float) -> Link:
-    return Link(link.delay_ms, link.jitter_ms, drop, link.reorder)
 
 
 def run(

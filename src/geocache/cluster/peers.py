@@ -174,7 +174,8 @@ class PeerClient:
         return replies
 
     def send_nowait(self, *args: Arg) -> None:
-        """Fire and forget (membership messages); the reply is read and dropped."""
+        """Fire and forget (membership messages): the reply is read and dropped (none
+        comes when the message leaves through `datagram`)."""
         if self.connected:
             self._send_nowait(args)
         elif self._connecting is None and _now() >= self._down_until:
