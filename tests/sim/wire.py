@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
@@ -98,6 +99,12 @@ class SimNetwork:
     def set_region_link(self, a: str, b: str, link: Link) -> None:
         """Links between regions `a` and `b` (both ways)."""
         self.region_links[a, b] = self.region_links[b, a] = link
+
+    def set_loss(self, drop: float) -> None:
+        """Every link (the default and those between regions) loses this fraction."""
+        self.default_link = dataclasses.replace(self.default_link, drop=drop)
+        for pair, link in list(self.region_links.items()):
+            self.region_links[pair] = dataclasses.replace(link, drop=drop)
 
     def cut(
         self,

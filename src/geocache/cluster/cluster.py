@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Protocol
 
 from geocache.clock import Clock
 from geocache.cluster import digest, placement
 from geocache.cluster.hints import Hints
+from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
 from geocache.cluster.repair import Repairer
@@ -34,8 +34,6 @@ from geocache.cluster.streams import RegionStreams
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
 from geocache.commands.context import Deferred
-from geocache.config import NodeConfig
-from geocache.fill import Filler
 from geocache.protocol.types import Error
 from geocache.store.entry import Entry, Tombstone
 
@@ -57,20 +55,6 @@ WARM_WINDOW_MS = 30_000
 # missed the announcement learn it from their next probe (about a third of an interval).
 LEAVE_GRACE_S = 0.3
 NOREPLICAS = Error("NOREPLICAS Not enough good replicas to write.")
-
-
-class ClusterHost(Protocol):
-    """The node a cluster runs in, as the cluster sees it."""
-
-    @property
-    def config(self) -> NodeConfig:
-        """The settings of the moment (CONFIG SET replaces them)."""
-        ...
-
-    @property
-    def origin(self) -> Filler | None:
-        """The read-through origin, if one is configured."""
-        ...
 
 
 class Cluster:

@@ -52,6 +52,10 @@ members of the nearest other region (geo.py: its peers may have restarted too, o
 none); then it sets `ready`;
 `ready` is set anyway after WARMUP_MAX_S. Meanwhile the node serves, and a
 miss asks an owner (router.py, while `cluster.warming()`).
+
+The repairer sees its cluster as a `RepairView`: this region's members and their
+addresses, the owners of a bucket, the peer connections, the store, the hints that
+overflowed and where warm-up looks beyond the region; `Cluster` satisfies it.
 """
 
 from __future__ import annotations
@@ -61,17 +65,18 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from geocache.cluster import digest
-from geocache.cluster.peers import PeerClient, PeerError
+from geocache.cluster.hints import Hints
+from geocache.cluster.host import ClusterHost
+from geocache.cluster.journal import JournaledStore
+from geocache.cluster.peers import PeerClient, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
 from geocache.protocol.types import Error
 from geocache.store.entry import entry_size, newer
 
 if TYPE_CHECKING:
-    from geocache.cluster.cluster import Cluster
-    from geocache.cluster.journal import JournaledStore
     from geocache.cluster.swim import Change
 
 log = logging.getLogger("geocache.repair")
@@ -138,8 +143,54 @@ class _Pass:
     retry_at: float = 0.0
 
 
+class WarmUpSource(Protocol):
+    """Where warm-up looks beyond this region (streams.RegionStreams)."""
+
+    def warm_up_source(self) -> list[str]: ...
+
+
+class RepairView(Protocol):
+    """What the repairer sees of its cluster (cluster.Cluster satisfies it)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def addr(self) -> str: ...
+
+    @property
+    def host(self) -> ClusterHost: ...
+
+    @property
+    def store(self) -> JournaledStore: ...
+
+    @property
+    def peers(self) -> Peers: ...
+
+    @property
+    def hints(self) -> Hints: ...
+
+    @property
+    def streams(self) -> WarmUpSource: ...
+
+    def region_peers(self) -> list[str]: ...
+
+    def addr_of(self, node_id: str) -> str | None: ...
+
+    def last_addr(self, node_id: str) -> str | None: ...
+
+    def bucket_owners(self, bucket: int) -> list[str]: ...
+
+    def joined(self) -> bool: ...
+
+    def warming(self) -> bool: ...
+
+
 class Repairer:
-    def __init__(self, cluster: Cluster, rng: random.Random | None = None) -> None:
+    def __init__(self, cluster: RepairView, rng: random.Random | None = None) -> None:
         self.cluster = cluster
         self.ready = False
         self.stats = RepairStats()

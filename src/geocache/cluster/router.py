@@ -21,22 +21,25 @@
 
 Forwarded replies travel pre-encoded in the client's protocol, so they reach the client
 byte for byte as the owner produced them.
+
+The router sees its cluster as a `RouterView`: membership (who owns a key, who is
+down, whether this node is warming), the store, and the calls that reach other nodes
+(forward, replicate, fetch); `Cluster` satisfies it, and a unit test passes a fake.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from geocache.cluster.host import ClusterHost
+from geocache.cluster.journal import JournaledStore, Write
 from geocache.commands.context import Deferred, Session
 from geocache.commands.table import TX_CONTROL, Command, dispatch
 from geocache.protocol.types import OK, Error, Raw
 from geocache.protocol.writer import encode
 from geocache.slots import SLOTS_PER_BUCKET, key_slot
-
-if TYPE_CHECKING:
-    from geocache.cluster.cluster import Cluster
 
 # Forwarded reads get what a replica gets; forwarded writes also wait for replication
 # at their coordinator (cluster.py).
@@ -53,8 +56,56 @@ _SUMMED = {b"del", b"unlink", b"exists", b"touch"}
 NEWER = b"-TRYAGAIN newer version "
 
 
+class RegionShipping(Protocol):
+    """The region streams, as the router uses them (streams.RegionStreams)."""
+
+    def ship(self, writes: list[Write]) -> None: ...
+
+    async def read_remote(self, key: bytes) -> bool: ...
+
+
+class RouterView(Protocol):
+    """What the router sees of its cluster (cluster.Cluster satisfies it)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def host(self) -> ClusterHost: ...
+
+    @property
+    def store(self) -> JournaledStore: ...
+
+    @property
+    def streams(self) -> RegionShipping: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    def owners(self, key: bytes) -> list[str]: ...
+
+    def known_down(self, node_id: str) -> bool: ...
+
+    def warming(self) -> bool: ...
+
+    def alone_before_joining(self) -> bool: ...
+
+    def replicate(self, writes: list[Write], reply: object) -> object: ...
+
+    async def forward(
+        self,
+        argv: list[bytes],
+        owners: list[str],
+        proto: int,
+        timeout_ms: int = FORWARD_TIMEOUT_MS,
+        version: int = 0,
+    ) -> object: ...
+
+    async def fetch_newest(self, key: bytes) -> bool: ...
+
+
 class Router:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: RouterView) -> None:
         self.cluster = cluster
 
     def dispatch(self, table: Table, session: Session, argv: list[bytes]) -> object:

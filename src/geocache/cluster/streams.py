@@ -27,6 +27,11 @@ hold them.
 Reads stay in the region. With `read_remote_on_miss`, a miss asks the owners of the key
 in the nearest other region (by the RTT each stream measures with a PING every
 RTT_PROBE_S) within `remote_read_budget_ms`, and keeps what they hold.
+
+The streams see their cluster as a `StreamsView`: membership (the members of each
+region, their addresses, who is down, the owners of a key here), the peer connections,
+the store, and the few calls they make back (ship to an owner, apply a fetched record,
+ask repair to pull); `Cluster` satisfies it, and a unit test passes a fake.
 """
 
 from __future__ import annotations
@@ -37,19 +42,19 @@ import logging
 from collections import deque
 from collections.abc import Coroutine
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from geocache.clock import version_ms
+from geocache.clock import Clock, version_ms
 from geocache.cluster import placement
-from geocache.cluster.journal import Write
-from geocache.cluster.peers import GEO, PeerError
+from geocache.cluster.host import ClusterHost
+from geocache.cluster.journal import JournaledStore, Write
+from geocache.cluster.peers import GEO, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
 from geocache.store.entry import Entry, Tombstone, newer
 
 if TYPE_CHECKING:
-    from geocache.cluster.cluster import Cluster
     from geocache.cluster.swim import Change
 
 log = logging.getLogger("geocache.geo")
@@ -70,6 +75,54 @@ LAG_SAMPLES = 4096
 FIELDS_PER_RECORD = 5
 # On stop, queued writes get this long to leave (s).
 DRAIN_S = 1.0
+
+
+class RepairRequests(Protocol):
+    """Repair, as a stream asks it to pull from a region's members (repair.Repairer)."""
+
+    def request(self, peer_id: str, copy_missing: bool = False) -> None: ...
+
+
+class StreamsView(Protocol):
+    """What the region streams see of their cluster (cluster.Cluster satisfies it)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def replicas(self) -> int: ...
+
+    @property
+    def host(self) -> ClusterHost: ...
+
+    @property
+    def store(self) -> JournaledStore: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def peers(self) -> Peers: ...
+
+    @property
+    def repairer(self) -> RepairRequests: ...
+
+    def owners(self, key: bytes) -> list[str]: ...
+
+    def addr_of(self, node_id: str) -> str | None: ...
+
+    def known_down(self, node_id: str) -> bool: ...
+
+    def region_members(self, region: str) -> list[str]: ...
+
+    def known_regions(self) -> list[str]: ...
+
+    async def ship_to(self, target: str, writes: list[Write]) -> tuple[str, bool]: ...
+
+    def apply_fetched(self, key: bytes, reply: object) -> bool: ...
 
 
 class Stream:
@@ -322,7 +375,7 @@ class Stream:
 class RegionStreams:
     """A node's outbound streams, its gateway side, and reads from other regions."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: StreamsView) -> None:
         config = cluster.host.config
         self.cluster = cluster
         self.queue_max = config.geo_queue_max
