@@ -20,7 +20,6 @@ from geocache.cluster.router import (
     CROSSSLOT,
     FORWARD_TIMEOUT_MS,
     LOADING,
-    NO_MULTI,
     PEER_TIMEOUT_MS,
     Router,
 )
@@ -28,7 +27,8 @@ from geocache.commands.context import Deferred, Session
 from geocache.commands.table import build_table
 from geocache.config import NodeConfig
 from geocache.fill import Filler
-from geocache.protocol.types import OK, Error, Raw
+from geocache.protocol.types import OK, QUEUED, Error, Raw
+from geocache.slots import SLOTS_PER_BUCKET, key_slot
 from geocache.store.scan import Scanner
 from geocache.store.tombstones import Tombstones
 
@@ -77,6 +77,9 @@ class FakeCluster:
         # owner -> its reply to a forwarded command (RESP bytes, or an Error: none answered)
         self.answers: dict[str, object] = {}
         self.fetched: list[bytes] = []
+        # Buckets whose primary is another node (transactions there are forwarded).
+        self.elsewhere: set[int] = set()
+        self.execs: list[list[list[bytes]]] = []
 
     def owners(self, key: bytes) -> list[str]:
         """`mine:...` keys: this node is primary; `rep:...`: a replica; else elsewhere."""
@@ -85,6 +88,15 @@ class FakeCluster:
         if key.startswith(b"rep"):
             return ["a", ME]
         return ["a", "b"]
+
+    def bucket_owners(self, bucket: int) -> list[str]:
+        return ["a", ME] if bucket in self.elsewhere else [ME, "b"]
+
+    async def forward_exec(
+        self, commands: list[list[bytes]], owners: list[str], proto: int
+    ) -> object:
+        self.execs.append(commands)
+        return b"*1\r\n+OK\r\n"
 
     def known_down(self, node_id: str) -> bool:
         return node_id in self.down
@@ -247,10 +259,37 @@ def test_multi_key_commands_need_keys_with_the_same_owners(s: Setup) -> None:
     assert s.send("MSETNX", "mine:1", "x", "mine:2", "y") == 1
 
 
-def test_keyless_commands_run_here_and_multi_is_refused(s: Setup) -> None:
+def test_keyless_commands_run_here(s: Setup) -> None:
     assert s.send("PING") == b"+PONG\r\n"
-    assert s.send("MULTI") == NO_MULTI
     assert s.cluster.forwards == []
+
+
+def test_a_one_slot_transaction_runs_at_its_primary_and_replicates_as_one_batch(
+    s: Setup,
+) -> None:
+    assert s.send("MULTI") == OK
+    assert s.send("SET", "{t}a", "1") == QUEUED
+    assert s.send("INCR", "{t}b") == QUEUED
+    assert s.send("EXEC") == [OK, 1]
+    assert [key for key, _record in s.cluster.replicated] == [b"{t}a", b"{t}b"]
+    assert s.cluster.forwards == [] and s.cluster.execs == []
+
+
+def test_a_key_of_another_slot_dooms_the_transaction(s: Setup) -> None:
+    assert s.send("MULTI") == OK
+    assert s.send("SET", "{t}a", "1") == QUEUED
+    assert s.send("SET", "{u}a", "1") == CROSSSLOT
+    assert str(s.send("EXEC")).startswith("EXECABORT")
+    assert s.cluster.replicated == []
+
+
+def test_a_transaction_whose_primary_is_elsewhere_is_forwarded_whole(s: Setup) -> None:
+    s.cluster.elsewhere.add(key_slot(b"{t}a") // SLOTS_PER_BUCKET)
+    assert s.send("MULTI") == OK
+    assert s.send("SET", "{t}a", "1") == QUEUED
+    assert s.send("EXEC") == b"*1\r\n+OK\r\n"  # the primary's reply, byte for byte
+    assert s.cluster.execs == [[[b"SET", b"{t}a", b"1"]]]
+    assert s.store.peek(b"{t}a") is None  # nothing ran here
 
 
 def test_the_arity_error_comes_before_routing(s: Setup) -> None:

@@ -38,8 +38,10 @@ it (`GC.REPAIR 1`) and looks again next time. So memory follows ownership withou
 record ever existing nowhere.
 
 Triggers: warm-up at start; a change of the region's alive members (a round against every
-region peer) and, for a member that is back (new, or dead/left before), a `GC.REPAIR 1`
-nudge asking it to pull from this node; a peer's hint queue overflowing
+region peer, and a `GC.REPAIR 0` nudge asking every region peer to pull from this node:
+views change at different moments, and a write coordinated under the older view missed
+the owner that gained its bucket) and, for a member that is back (new, or dead/left
+before), a `GC.REPAIR 1` nudge asking it to pull from this node; a peer's hint queue overflowing
 (`hints.needs_repair`: the same nudge); every PERIODIC_S (with jitter) against every
 region peer. Work is bounded per round and paced between batches.
 
@@ -242,11 +244,17 @@ class Repairer:
         cluster = self.cluster
         peers = cluster.region_peers()
         if peers != self._peers_seen:
-            # Owners moved: this node may have gained buckets (copied while warming).
+            # Owners moved: this node may have gained buckets (copied while warming), and
+            # so may its peers. A peer's view can change before this one's: a write this
+            # node coordinated in between went to the owners of its older view and not to
+            # the peer that gained the bucket, whose own pull ran before the write. So
+            # this node also asks every peer to pull from it, once its view has moved too.
             self._peers_seen = peers
             self._settled.clear()
             for peer in peers:
                 self.request(peer)
+                self._nudges.setdefault(peer, False)
+            self._nudge_after = 0.0
         for old, new in changes:
             if new.region != cluster.region:
                 continue
