@@ -183,15 +183,16 @@ class AsyncClient:
         result: int = await self._run(self._ops.delete_many(keys))
         return result
 
-    async def clear(self) -> int:
-        """Delete every key of this client's namespace, or every key when it has none;
-        how many were deleted. As `Client.clear`: SCAN per node, not atomic."""
+    async def clear(self, prefix: Key = "") -> int:
+        """Delete every key of this client's namespace, or every key when it has none
+        (only those starting with `prefix`, if given); how many were deleted. As
+        `Client.clear`: SCAN per node, not atomic."""
         await self.connect()
         deleted, seen = 0, set[bytes]()
         for addr in self._core.scan_addrs():
             cursor = b"0"
             while True:
-                cursor, keys = await self._run(self._ops.scan(addr, cursor))
+                cursor, keys = await self._run(self._ops.scan(addr, cursor, prefix))
                 fresh = [k for k in keys if k not in seen]
                 seen.update(fresh)
                 if fresh:

@@ -236,11 +236,13 @@ class Ops:
 
         return Op(commands, finish)
 
-    def scan(self, addr: str, cursor: bytes) -> Op:
-        """One page of this namespace's keys at one node: (next cursor, stored keys)."""
+    def scan(self, addr: str, cursor: bytes, prefix: Key = b"") -> Op:
+        """One page of the keys at one node that are in this namespace and start with
+        `prefix` there: (next cursor, keys as stored)."""
         args: list[bytes | int] = [cursor]
-        if self.namespace:
-            args += [b"MATCH", glob_escape(self.namespace) + b"*"]
+        start = self.key(prefix)
+        if start:
+            args += [b"MATCH", glob_escape(start) + b"*"]
         command = encode_command(b"SCAN", *args, b"COUNT", SCAN_COUNT)
 
         def finish(outcomes: list[object], miss: bool) -> tuple[bytes, list[bytes]]:

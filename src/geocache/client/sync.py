@@ -215,9 +215,10 @@ class Client:
         result: int = self._run(self._ops.delete_many(keys))
         return result
 
-    def clear(self) -> int:
+    def clear(self, prefix: Key = "") -> int:
         """Delete every key of this client's namespace (`key_prefix` and `version`), or
-        every key when it has none; how many were deleted.
+        every key when it has none; with `prefix`, only the keys (as given to this
+        client) that start with it. How many were deleted.
 
         Each node of the home region lists its keys (SCAN), and each key is deleted as
         `delete` would (so the deletes reach every copy and region). Not atomic: a key
@@ -230,7 +231,7 @@ class Client:
         for addr in addrs:
             cursor = b"0"
             while True:
-                cursor, keys = self._run(self._ops.scan(addr, cursor))
+                cursor, keys = self._run(self._ops.scan(addr, cursor, prefix))
                 fresh = [k for k in keys if k not in seen]
                 seen.update(fresh)
                 if fresh:

@@ -245,10 +245,10 @@ class LocalCache:
         """Delete every key; how many existed."""
         return sum(self.delete(key) for key in keys)
 
-    def clear(self) -> int:
+    def clear(self, prefix: str | bytes = "") -> int:
         """Delete every key of this cache's namespace, or every key when it has none;
-        how many were deleted."""
-        namespace = self._namespace
+        with `prefix`, only the keys (as given) that start with it. How many were deleted."""
+        namespace = self._key(prefix)
         with self._lock:
             if not namespace:
                 count = len(self._store)
