@@ -1,7 +1,7 @@
 """geocache: a geo-distributed, highly available in-memory cache that speaks Redis."""
 
 from geocache.client.aio import AsyncClient
-from geocache.client.errors import CacheError, Timeout, Unavailable
+from geocache.client.errors import CacheError, CommandError, DecodeError, Timeout, Unavailable
 from geocache.client.sync import Client
 from geocache.clock import HLC, ManualClock, SystemClock
 from geocache.store.local import LocalCache
@@ -13,6 +13,8 @@ __all__ = [
     "AsyncClient",
     "CacheError",
     "Client",
+    "CommandError",
+    "DecodeError",
     "LocalCache",
     "ManualClock",
     "SystemClock",
