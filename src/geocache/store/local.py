@@ -251,7 +251,7 @@ class LocalCache:
         namespace = self._key(prefix)
         with self._lock:
             if not namespace:
-                count = len(self._store)
+                count = sum(1 for _ in self._store.keys())  # live keys, not expired ones
                 self._store.flush()
                 return count
             live = self._store.keys()  # live keys only: a Store is not a dict
