@@ -94,11 +94,6 @@ class AsyncClient:
         self._conns: dict[str, Connection] = {}
         self._connecting: dict[str, asyncio.Future[Connection]] = {}
         self._flights: AsyncFlights[Any] = AsyncFlights()
-        self._memo = AsyncMemoStore(
-            get_or_set=self.get_or_set,
-            put=lambda key, value, ttl_s: self._run(self._ops.set(key, value, ttl_s, True)),
-            delete=self.delete,
-        )
         self._boot: asyncio.Lock | None = None
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
@@ -223,7 +218,13 @@ class AsyncClient:
         """Decorate an async function so its results are cached per arguments; it gets
         coroutines `invalidate(*args)` and `refresh(*args)` (memoize.py)."""
         check_ttl_s(ttl_s)
-        return memoize_async(self._memo, ttl_s, key_builder, namespace, "AsyncClient")
+        # Made per decorator, not kept: a client that held one would hold itself.
+        store = AsyncMemoStore(
+            get_or_set=self.get_or_set,
+            put=lambda key, value, ttl_s: self._run(self._ops.set(key, value, ttl_s, True)),
+            delete=self.delete,
+        )
+        return memoize_async(store, ttl_s, key_builder, namespace, "AsyncClient")
 
     # -- the client itself -----------------------------------------------------------------
 

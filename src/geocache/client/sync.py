@@ -114,13 +114,6 @@ class Client:
         self._lock = threading.Lock()  # the core's health and topology
         self._boot_lock = threading.Lock()
         self._flights: Flights[Any] = Flights()
-        self._memo = MemoStore(
-            get_or_set=self.get_or_set,
-            put=lambda key, value, ttl_s: self._run(self._ops.set(key, value, ttl_s, True)),
-            delete=self.delete,
-            get=lambda key: self._run(self._ops.get(key, MISSING, typed=True)),
-            threaded=True,
-        )
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -266,7 +259,15 @@ class Client:
         an async function's cache calls run in a worker thread.
         """
         check_ttl_s(ttl_s)
-        return memoize_sync(self._memo, ttl_s, key_builder, namespace)
+        # Made per decorator, not kept: a client that held one would hold itself.
+        store = MemoStore(
+            get_or_set=self.get_or_set,
+            put=lambda key, value, ttl_s: self._run(self._ops.set(key, value, ttl_s, True)),
+            delete=self.delete,
+            get=lambda key: self._run(self._ops.get(key, MISSING, typed=True)),
+            threaded=True,
+        )
+        return memoize_sync(store, ttl_s, key_builder, namespace)
 
     # -- the client itself -----------------------------------------------------------------
 

@@ -91,12 +91,6 @@ class LocalCache:
         self._namespace = namespace_of(key_prefix, version)
         self._lock = threading.Lock()
         self._flights: Flights[Any] = Flights()
-        self._memo = MemoStore(
-            get_or_set=self.get_or_set,
-            put=self.set,
-            delete=self.delete,
-            get=lambda key: self.get(key, MISSING),
-        )
 
     def __len__(self) -> int:
         """Keys held, in every namespace."""
@@ -250,11 +244,10 @@ class LocalCache:
         with `prefix`, only the keys (as given) that start with it. How many were deleted."""
         namespace = self._key(prefix)
         with self._lock:
+            live = list(self._store.keys())  # live keys only (a Store is not a dict)
             if not namespace:
-                count = sum(1 for _ in self._store.keys())  # live keys, not expired ones
                 self._store.flush()
-                return count
-            live = self._store.keys()  # live keys only: a Store is not a dict
+                return len(live)
             doomed = [k for k in live if k.startswith(namespace)]
             return sum(self._store.delete(k) for k in doomed)
 
@@ -292,7 +285,14 @@ class LocalCache:
         """Decorate a function (plain or async) so its results are cached per arguments;
         it gets `invalidate(*args)` and `refresh(*args)` (memoize.py)."""
         check_ttl_s(ttl_s)
-        return memoize_sync(self._memo, ttl_s, key_builder, namespace)
+        # Made per decorator, not kept: a cache that held one would hold itself.
+        store = MemoStore(
+            get_or_set=self.get_or_set,
+            put=self.set,
+            delete=self.delete,
+            get=lambda key: self.get(key, MISSING),
+        )
+        return memoize_sync(store, ttl_s, key_builder, namespace)
 
     def _load(self, key: bytes, fn: Callable[[], Any], ttl_s: float | None) -> Any:
         # Another caller may have stored it between our miss and taking the flight.
