@@ -5,9 +5,11 @@ as they come and replies matched in order, so concurrent calls pipeline by thems
 An attempt that times out leaves the connection as it is (its late reply is dropped);
 a connection whose node is marked down is closed, failing whatever still waits on it.
 
-A background task (started by the first call) refreshes the topology and probes down
-nodes. Use one AsyncClient within one event loop; `await client.close()` (or
-`async with`) stops the task and closes the connections.
+The first call (or `connect()`) learns the map and, without `region=`, PINGs the seeds
+concurrently to choose the home region (core.py). A background task (started then)
+refreshes the topology and probes down nodes. Use one AsyncClient within one event
+loop; `await client.close()` (or `async with`) stops the task and closes the
+connections.
 """
 
 from __future__ import annotations

@@ -10,9 +10,10 @@ A socket whose attempt timed out or broke is closed, never reused: a late reply 
 answer the next command. One lock guards the core's health and topology; it is held for
 bookkeeping only, never during I/O.
 
-A background thread (started by the first call) refreshes the topology every
-`topology_refresh_s` and soon after a routing error, and probes down nodes; `close()`
-stops it and closes every socket.
+The first call learns the map and, without `region=`, PINGs the seeds (each on a socket
+of its own, all at once) to choose the home region (core.py). A background thread
+(started then) refreshes the topology every `topology_refresh_s` and soon after a
+routing error, and probes down nodes; `close()` stops it and closes every socket.
 """
 
 from __future__ import annotations
