@@ -86,6 +86,8 @@ def test_core_measures_only_seeds_in_several_regions() -> None:
     core.apply_topology(reply(("a", "east", "h:1"), ("b", "west", "h:2")), "h:1", 0.0)
     assert core.home_region == "east"  # the seed that gave the map, until measured
     assert core.seeds_to_measure() == ["h:1", "h:2", "h:9"]
+    core.seeds_measured({"h:1": [], "h:2": [], "h:9": []}, 0.5)  # nobody answered
+    assert core.home_region == "east" and core.seeds_to_measure() != []  # try again later
     # h:9 is not in the map and h:1 did not answer: neither counts.
     core.seeds_measured({"h:1": [], "h:2": [0.030, 0.002, 0.004], "h:9": [0.0001]}, 1.0)
     assert core.home_region == "west"

@@ -361,10 +361,7 @@ class AsyncClient:
             if self._task is not None:
                 return
             await self._refresh_topology()
-            seeds = self._core.seeds_to_measure()
-            if seeds:
-                samples = await asyncio.gather(*(self._measure(a) for a in seeds))
-                self._core.seeds_measured(dict(zip(seeds, samples, strict=True)), self._clock())
+            await self._choose_home()
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(_maintain(weakref.ref(self), self._wake))
 
@@ -394,6 +391,13 @@ class AsyncClient:
             await asyncio.gather(*(self._probe(a) for a in probes))
         if self._core.refresh_due(self._clock()):
             await self._refresh_topology()
+            await self._choose_home()  # if the first call could not: no map, or no seed answered
+
+    async def _choose_home(self) -> None:
+        seeds = self._core.seeds_to_measure()
+        if seeds:
+            samples = await asyncio.gather(*(self._measure(a) for a in seeds))
+            self._core.seeds_measured(dict(zip(seeds, samples, strict=True)), self._clock())
 
     async def _probe(self, addr: str) -> None:
         started = self._clock()

@@ -11,8 +11,10 @@ whatever `write_acks` the cluster uses. The home region is the one given; else, 
 the map is known, the region of the nearest seed: when the seeds span regions, the
 client PINGs each `RTT_SAMPLES` times and takes the region of the seed with the lowest
 round trip (the least sample: queueing only ever adds to a round trip). Seeds that
-do not answer, or that the map does not list by that address, do not count; with none
-left, or seeds all in one region, it is the region of the seed that gave the map.
+do not answer, or that the map does not list by that address, do not count; seeds all
+in one region need no measuring. Until a choice is made (no map yet, or no seed of it
+answered: tried again after each refresh), home is the region of the seed that gave
+the map.
 
 A `Call` runs one client call, a single command or a pipeline, as a state machine in
 rounds: `next_round(now)` groups the pending commands by the next candidate that is not
@@ -267,8 +269,8 @@ class Core:
         return list(self.seeds)
 
     def seeds_measured(self, samples: dict[str, list[float]], now: float) -> None:
-        """Round trips (seconds) of PINGs per seed: home becomes the nearest one's region."""
-        self._home_chosen = True
+        """Round trips (seconds) of PINGs per seed: home becomes the nearest one's region.
+        If no seed of the map answered, the choice waits for the next refresh."""
         for addr, rtts in samples.items():
             for rtt in rtts:
                 self.health.succeeded(addr, rtt, now)
@@ -277,6 +279,7 @@ class Core:
             for addr, rtts in samples.items()
             if rtts and self.topology.region_of(addr) is not None
         )
+        self._home_chosen = bool(ranked)
         if ranked:
             self._home = self.topology.region_of(ranked[0][1]) or self._home
             self._update_region_order(now)

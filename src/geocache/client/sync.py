@@ -391,12 +391,7 @@ class Client:
             if self._thread is not None:
                 return
             self._refresh_topology()
-            with self._lock:
-                seeds = self._core.seeds_to_measure()
-            if seeds:
-                samples = self._measure(seeds)
-                with self._lock:
-                    self._core.seeds_measured(samples, self._clock())
+            self._choose_home()
             self._thread = threading.Thread(
                 target=_maintain, args=(weakref.ref(self), self._wake), daemon=True
             )
@@ -445,6 +440,15 @@ class Client:
             self._probe(addr)
         if refresh:
             self._refresh_topology()
+            self._choose_home()  # if the first call could not: no map, or no seed answered
+
+    def _choose_home(self) -> None:
+        with self._lock:
+            seeds = self._core.seeds_to_measure()
+        if seeds:
+            samples = self._measure(seeds)
+            with self._lock:
+                self._core.seeds_measured(samples, self._clock())
 
     def _probe(self, addr: str) -> None:
         started = self._clock()
