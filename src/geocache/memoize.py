@@ -131,6 +131,13 @@ class Memoized(Protocol[P, R_co]):
         """Call the function again and store what it returns, for this call."""
         ...
 
+    # A method: read from the class it is itself (for `invalidate(obj, ...)`); read from
+    # an instance, a bound method, whose arguments type checkers then take on trust.
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> Memoized[P, R_co]: ...
+    @overload
+    def __get__(self, obj: object, owner: type[Any] | None = None) -> Callable[..., R_co]: ...
+
 
 class AsyncMemoized(Protocol[P, R_co]):
     """A memoized coroutine function; `invalidate` and `refresh` are coroutines too."""
@@ -144,6 +151,13 @@ class AsyncMemoized(Protocol[P, R_co]):
     async def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
         """Await the function again and store what it returns, for this call."""
         ...
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any] | None = None) -> AsyncMemoized[P, R_co]: ...
+    @overload
+    def __get__(
+        self, obj: object, owner: type[Any] | None = None
+    ) -> Callable[..., Coroutine[Any, Any, R_co]]: ...
 
 
 class Memoize(Protocol):

@@ -33,6 +33,14 @@ async def use() -> None:
     text: str = await name(1)
     gone: bool = await name.invalidate(1)
     await name.refresh("one")
+
+class Account:
+    @local.memoize()
+    def balance(self, currency: str = "EUR") -> str:
+        return currency
+
+owed: str = Account().balance("USD")
+dropped: bool = Account.balance.invalidate(Account(), "USD")
 """
 
 
@@ -46,5 +54,5 @@ def test_typos_and_wrong_arguments_fail_the_type_check(tmp_path: Path) -> None:
     lines = sorted(int(line.split(":")[1]) for line in errors)
     assert status == 1
     # serializer="pickel"; on_error="mis" and serializer="jsn"; invalidate("two");
-    # refresh("one"): and nothing else (the correct calls type-check).
+    # refresh("one"): and nothing else (the correct calls, a method's too, type-check).
     assert lines == [4, 5, 5, 14, 23], out
