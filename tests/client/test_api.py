@@ -7,6 +7,7 @@ as LocalCache's do; test_interop.py checks what plain clients store."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Iterator
@@ -36,7 +37,7 @@ class Blocking:
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.client, name)
-        if not asyncio.iscoroutinefunction(method):
+        if not inspect.iscoroutinefunction(method):
             return method
         return lambda *args, **kwargs: self._runner.run(method(*args, **kwargs))
 
