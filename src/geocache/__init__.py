@@ -6,7 +6,7 @@ node's own dependencies (aiohttp, prometheus_client, uvloop, rich: the `server` 
 
 from geocache._version import __version__
 from geocache.client.aio import AsyncClient
-from geocache.client.errors import CacheError, Timeout, Unavailable
+from geocache.client.errors import CacheError, CommandError, DecodeError, Timeout, Unavailable
 from geocache.client.sync import Client
 from geocache.clock import HLC, ManualClock, SystemClock
 from geocache.store.local import LocalCache
@@ -16,6 +16,8 @@ __all__ = [
     "AsyncClient",
     "CacheError",
     "Client",
+    "CommandError",
+    "DecodeError",
     "LocalCache",
     "ManualClock",
     "SystemClock",

@@ -46,8 +46,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("origin", ("geocache.origin",)),
     ("server", ("geocache.server",)),
     # The public API (`geocache/__init__.py` re-exports the client and LocalCache), the
-    # command line and the relay the demo uses.
-    ("cli", ("geocache", "geocache.__main__", "geocache.cli", "geocache.relay")),
+    # framework backends built on the client, the command line and the relay the demo uses.
+    (
+        "cli",
+        ("geocache", "geocache.__main__", "geocache.cli", "geocache.contrib", "geocache.relay"),
+    ),
 ]
 
 # No I/O: these take bytes and give values (the server and the cluster do the I/O).
