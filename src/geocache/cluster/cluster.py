@@ -97,6 +97,8 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self.warm_until_ms = clock.mono_ms() + WARM_WINDOW_MS
         self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
+        # Flushes (FLUSHALL) members have not acknowledged yet: node id -> version.
+        self._unflushed: dict[str, int] = {}
         self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -317,6 +319,46 @@ class Cluster:
             for target in self.hints.targets():
                 if target in self._region_ids:
                     await self._replay(target)
+            for target, version in list(self._unflushed.items()):
+                if self.addr_of(target) is not None:
+                    await self._send_flush(target, version)
+
+    # -- flushes ---------------------------------------------------------------------------
+
+    async def flush_everywhere(self, version: int, reply: object) -> object:
+        """After a local FLUSHALL at `version`: every other member of every region drops
+        what is not newer (GC.FLUSH). `reply` once this region's members have it;
+        members that do not answer get it when they are back (the hint loop)."""
+        targets = [node_id for node_id in self._addr_of if node_id != self.node_id]
+        for target in targets:
+            self._unflushed[target] = max(version, self._unflushed.get(target, 0))
+        sent = await asyncio.gather(*(self._send_flush(t, version) for t in targets))
+        missed = [t for t, ok in zip(targets, sent, strict=True) if not ok]
+        if any(t in self._region_ids for t in missed):
+            log.warning("flush not acknowledged yet", extra={"members": ",".join(missed)})
+        return reply
+
+    async def _send_flush(self, target: str, version: int) -> bool:
+        addr = self.addr_of(target)
+        if addr is None:
+            return False
+        try:
+            answer = await self.peers.get(addr).call(
+                "GC.FLUSH", version, timeout_ms=PEER_TIMEOUT_MS
+            )
+        except PeerError:
+            return False
+        if isinstance(answer, Error):
+            return False
+        if self._unflushed.get(target, 0) <= version:
+            self._unflushed.pop(target, None)
+        return True
+
+    def apply_flush(self, version: int) -> int:
+        """GC.FLUSH from the member that ran FLUSHALL: drop what is not newer."""
+        dropped = self.store.flush_at(version)
+        log.info("flushed at another member's request", extra={"dropped": dropped})
+        return dropped
 
     async def _replay(self, target: str) -> None:
         batch = self.hints.batch(target, HINT_BATCH, self.clock.wall_ms())

@@ -48,6 +48,7 @@ def peer_commands(cluster: Cluster) -> list[Command]:
         ("gc.fetch", 2, "readonly peer", "A key's entry or tombstone", h.fetch),
         ("gc.fwd", -4, "peer", "Run a forwarded command", h.fwd),
         ("gc.exec", -2, "peer", "Run a forwarded transaction", h.exec),
+        ("gc.flush", 2, "write peer", "A cluster-wide flush at a version", h.flush),
         ("gc.digest", 1, "readonly peer", "Bucket digests", h.digest),
         ("gc.bucket", 2, "readonly peer", "A bucket's records", h.bucket),
         ("gc.repair", 2, "fast peer", "Pull from the caller", h.repair),
@@ -145,6 +146,16 @@ class PeerHandlers:
         if isinstance(reply, Deferred):
             return Deferred(_encoded_later(reply, proto))
         return encode(reply, proto)
+
+    def flush(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.FLUSH version`: another member ran FLUSHALL at `version` (router.py)."""
+        try:
+            version = parse_int(argv[1])
+        except StoreError:
+            return NOT_INTEGER
+        if version <= 0:
+            return Error("ERR flush version must be positive")
+        return self._cluster.apply_flush(version)
 
     def exec(self, session: Session, argv: list[bytes]) -> object:
         """`GC.EXEC proto n1 argv1... n2 argv2...`: a transaction another node queued for
