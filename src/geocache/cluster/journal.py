@@ -164,6 +164,8 @@ class JournaledStore(Store):
             old_key, old = data.popitem(last=False)
             self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
             self.evictions += 1
+            if self.on_change is not None:
+                self.on_change(old_key, None, False)
             if old[1]:
                 self.used_bytes -= EXPIRY_OVERHEAD_BYTES
                 self._wheel.discard(old_key, old[1])

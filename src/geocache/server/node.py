@@ -102,8 +102,11 @@ class Node:
             self.cluster = self._make_cluster(peers, rng)
             extra = peer_commands(self.cluster)
         self.table: dict[bytes, Command] = build_table(extra)
-        # The read-through origin, if one is configured (origin/).
+        # The read-through origin, if one is configured (origin/); it hears of every
+        # change to the store, so no value it loaded outlives a write or delete.
         self.origin: Filler | None = open_origin(self) if config.origin else None
+        if isinstance(self.origin, ReadThrough):
+            self.store.on_change = self.origin.forget
         # What runs a command, chosen once: the local dispatch, the cluster's router, or
         # a standalone origin's miss filler around the local dispatch.
         self.dispatch: Dispatch = self._dispatch_path()
