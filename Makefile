@@ -9,7 +9,7 @@ test:
 
 bench:
 	scripts/setup.sh
-	.venv/bin/python -m pip install --quiet -e '.[test,bench]'
+	.venv/bin/python -m pip install --quiet -e '.[server,test,bench]'
 	.venv/bin/python bench/resp.py
 	.venv/bin/python bench/store.py
 

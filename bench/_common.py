@@ -1,40 +1,57 @@
-"""Shared helpers for the benchmark scripts: free ports, server processes, readiness.
+"""Shared helpers for the benchmark scripts: server processes, replies, results.
 
-A benchmark owns the servers it starts: `ServerProcess` remembers the PID it spawned and
-stops exactly that process (SIGTERM, then SIGKILL after a grace period), so a Ctrl-C or a
-crash in the middle of a run never leaves a server listening behind it.
+Server processes come from the tests' helper (tests/support/procs.py, imported as
+`support.procs`, as the tests do): one `ServerProcess` for tests and benchmarks. A
+benchmark owns the servers it starts: each is remembered by the PID it spawned, and
+exactly that process is stopped (SIGTERM, then SIGKILL after a grace period), so a
+Ctrl-C or a crash in the middle of a run never leaves a server listening behind it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
 import socket
-import subprocess
+import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
 REPO = Path(__file__).resolve().parent.parent
+# The tests import their helpers as `support` (pytest puts tests/ on sys.path); so do
+# we. Last on the path: nothing in tests/ may shadow an installed package.
+if str(REPO / "tests") not in sys.path:
+    sys.path.append(str(REPO / "tests"))
 
-# 20 s: a cold Python node imports uvloop, aiohttp and prometheus_client before it
-# listens; on a loaded 2-core machine that has been seen to take several seconds.
-READY_TIMEOUT_S = 20.0
-# 5 s: both servers exit well within this on SIGTERM; past it we stop asking.
-STOP_GRACE_S = 5.0
-PING = b"*1\r\n$4\r\nPING\r\n"
+from support.procs import (  # noqa: E402
+    READY_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    ServerProcess,
+    ServerSpec,
+    ServerStartError,
+    free_port,
+    geocache_env,
+    start_all,
+)
 
-
-def answers_ping(port: int, timeout_s: float = 0.5) -> bool:
-    """True if a RESP server on `port` replies +PONG to PING."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
-            sock.sendall(PING)
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
+__all__ = [
+    "READY_TIMEOUT_S",
+    "REPO",
+    "STOP_TIMEOUT_S",
+    "ServerProcess",
+    "ServerSpec",
+    "ServerStartError",
+    "cpu_info",
+    "encode",
+    "exchange",
+    "free_port",
+    "geocache_env",
+    "raise_on_sigterm",
+    "replies_differ",
+    "results_path",
+    "start_all",
+    "taskset_prefix",
+]
 
 
 def exchange(port: int, payload: bytes, timeout_s: float = 2.0) -> bytes:
@@ -81,69 +98,6 @@ def cpu_info() -> dict[str, int]:
     return {"cpu_count": os.cpu_count() or 0, "usable_cpus": usable or (os.cpu_count() or 0)}
 
 
-class ServerProcess:
-    """One server process we started; a context manager that always stops it by PID."""
-
-    def __init__(self, name: str, argv: list[str], port: int, log_path: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.port = port
-        self.log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ServerProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        # The node may run from a checkout that is not pip-installed yet.
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(REPO / "src"), env.get("PYTHONPATH")])
-        )
-        with self.log_path.open("wb") as log:
-            # A new session: a terminal Ctrl-C reaches only us, and we stop the server.
-            self._proc = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        self._wait_ready()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def pid(self) -> int:
-        return self._proc.pid if self._proc else -1
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                break
-            if answers_ping(self.port):
-                return
-            time.sleep(0.05)
-        self.stop()
-        tail = self.log_path.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{self.name} did not answer PING on port {self.port}:\n{tail}")
-
-    def stop(self) -> None:
-        """SIGTERM the process we started, SIGKILL it if it lingers; safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=STOP_GRACE_S)
-
-
 def raise_on_sigterm() -> None:
     """Turn SIGTERM into SystemExit so `with` blocks stop the servers on the way out."""
 
@@ -151,3 +105,9 @@ def raise_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def results_path(name: str, quick: bool) -> Path:
+    """Where a benchmark writes its JSON and logs: a --quick smoke run goes to its own
+    folder, so it never overwrites the figures of a real run."""
+    return REPO / "bench" / "results" / ("quick" if quick else "") / f"{name}.json"

@@ -43,7 +43,15 @@ import redis.asyncio as aredis
 from rich.console import Console
 from rich.table import Table
 
-from _common import REPO, ServerProcess, cpu_info, free_port, raise_on_sigterm
+from _common import (
+    REPO,
+    ServerProcess,
+    ServerSpec,
+    cpu_info,
+    free_port,
+    raise_on_sigterm,
+    results_path,
+)
 from geocache import AsyncClient, Client
 from geocache.client.topology import Topology
 
@@ -178,8 +186,8 @@ def print_overhead(rows: list[dict[str, object]], console: Console) -> None:
 @contextlib.contextmanager
 def region(logs: Path) -> Iterator[list[ServerProcess]]:
     ports = [free_port() for _ in IDS]
-    nodes = [
-        ServerProcess(
+    specs = [
+        ServerSpec(
             f"client-{node_id}",
             region_argv(port, node_id, ports[0] if i else None),
             port,
@@ -188,9 +196,7 @@ def region(logs: Path) -> Iterator[list[ServerProcess]]:
         for i, (node_id, port) in enumerate(zip(IDS, ports, strict=True))
     ]
     with contextlib.ExitStack() as stack:
-        for node in nodes:
-            stack.enter_context(node)
-        yield nodes
+        yield [stack.enter_context(spec.start()) for spec in specs]
 
 
 def wait_converged(nodes: list[ServerProcess]) -> None:
@@ -269,13 +275,13 @@ def timeline(
 def restart(nodes: list[ServerProcess], victim: int, logs: Path) -> ServerProcess:
     port = nodes[victim].port
     seed = nodes[1 if victim == 0 else 0].port
-    node = ServerProcess(
+    spec = ServerSpec(
         f"client-{IDS[victim]}-again",
         region_argv(port, IDS[victim], seed),
         port,
         logs / f"client-{IDS[victim]}-again.log",
     )
-    return node.__enter__()
+    return spec.start()
 
 
 def requests_by_node(client: Client) -> dict[str, int]:
@@ -374,10 +380,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke test: few calls, 1 round")
     p.add_argument("--ops", type=int, help=f"calls per side and round (default {DEFAULT_OPS})")
     p.add_argument("--rounds", type=int, help="interleaved rounds, median taken (default 3)")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "client.json")
+    p.add_argument("--json", type=Path, help="results (default bench/results/client.json)")
     args = p.parse_args(argv)
     args.ops = args.ops or (QUICK_OPS if args.quick else DEFAULT_OPS)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.json = args.json or results_path("client", args.quick)
     return args
 
 
@@ -395,7 +402,8 @@ def main(argv: list[str]) -> int:
     logs = args.json.parent
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    with ServerProcess("client-single", node_argv(port), port, logs / "client-single.log"):
+    single = ServerSpec("client-single", node_argv(port), port, logs / "client-single.log")
+    with single.start():
         rows = overhead(port, args, console)
     print_overhead(rows, console)
     run = failover(logs, console)

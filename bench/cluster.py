@@ -6,11 +6,14 @@ What it measures, all on 127.0.0.1 with servers started here on free ports:
    100,000; 50 clients, then 50 clients with `-P 16`) against a standalone node (no
    cluster flags) and against ONE node of a 3-node region (replicas=2, write-acks quorum),
    so about two requests in three are forwarded to a key's owner.
+   The same loads through `redis-benchmark --cluster`, which reads the region's slot
+   map (CLUSTER NODES) and sends each key to its slot's primary.
 2. Owner routing: a small asyncio load generator (50 connections' worth of workers, no
    pipelining) that asks `GC.OWNERS` once per key, caches the primary, and sends each
    request straight to it; beside the same generator sending everything to one node of
-   the region (forwarding) and to the standalone node. Each run is bounded by a request
-   count and a time budget.
+   the region (forwarding) and to the standalone node; and the same 50 workers through
+   redis-py's asyncio `RedisCluster` (it routes by CLUSTER SLOTS). Each run is bounded
+   by a request count and a time budget.
 3. Write acks: SET through one node of 3-node regions at write-acks one, quorum and all,
    for replicas=2 and replicas=3, with 50 clients and with 1 client (latency alone), beside
    the standalone node.
@@ -42,7 +45,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -51,7 +53,15 @@ from typing import TypeAlias, TypeVar
 from rich.console import Console
 from rich.table import Table
 
-from _common import REPO, ServerProcess, cpu_info, free_port, raise_on_sigterm
+from _common import (
+    REPO,
+    ServerSpec,
+    cpu_info,
+    free_port,
+    raise_on_sigterm,
+    results_path,
+    start_all,
+)
 from resp import METRICS, Runs, fmt, medians, parse_csv
 
 DEFAULT_REQUESTS = 50_000  # per redis-benchmark run with 50 clients: ~1-3 s per run here
@@ -78,6 +88,10 @@ CONVERGE_TIMEOUT_S = 30.0
 WARM_WAIT_S = 32.0
 ACKS = ("one", "quorum", "all")
 REPLICAS = (2, 3)
+# --quick: a smoke run of every part in well under a minute: two ack levels at one
+# replica count, and reads measured without waiting out the warm-up window.
+QUICK_ACKS = ("one", "quorum")
+QUICK_REPLICAS = (2,)
 REGION_SIZE = 3
 SINGLE = "single node"
 T = TypeVar("T")
@@ -98,10 +112,11 @@ def cluster_flags(node_id: str, secret: str, seed_port: int | None, *extra: str)
 
 @dataclass(frozen=True, slots=True)
 class Region:
-    """A region's node processes (not started yet); `nodes[0]` is the seed and entry node."""
+    """A region's node processes (planned, started by `running`); `nodes[0]` is the seed
+    and entry node."""
 
     name: str
-    nodes: list[ServerProcess]
+    nodes: list[ServerSpec]
 
     @property
     def entry(self) -> int:
@@ -112,7 +127,7 @@ def plan_region(name: str, logs: Path, *extra: str) -> Region:
     ports = [free_port() for _ in range(REGION_SIZE)]
     secret = f"bench-{name}"  # a region per secret: no stray node can join another region
     nodes = [
-        ServerProcess(
+        ServerSpec(
             f"{name}/n{i + 1}",
             node_argv(port, *cluster_flags(f"n{i + 1}", secret, ports[0] if i else None, *extra)),
             port,
@@ -128,16 +143,13 @@ def running(regions: list[Region], console: Console) -> Iterator[None]:
     """Start the regions (seeds first, then the rest in parallel), wait until converged,
     and stop every process we started by its PID on the way out, whatever happened."""
     with contextlib.ExitStack() as stack:
-        for region in regions:
-            for node in region.nodes:
-                stack.callback(node.stop)  # safe before start: stop() of nothing is a no-op
+        pid_of: dict[str, int] = {}
         for wave in ([r.nodes[0] for r in regions], [n for r in regions for n in r.nodes[1:]]):
-            # The executor joins its threads before the stack unwinds, so a failure or a
-            # Ctrl-C here still stops every node that did start.
-            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
-                list(pool.map(ServerProcess.__enter__, wave))
+            # Every process is on the stack from its start: a failure or a Ctrl-C here
+            # still stops every node that did start.
+            pid_of.update((s.kind, s.pid) for s in start_all(stack, wave))
         for region in regions:
-            pids = ", ".join(str(n.pid) for n in region.nodes)
+            pids = ", ".join(str(pid_of[n.kind]) for n in region.nodes)
             console.print(f"[dim]region {region.name}: pids {pids}; waiting for convergence[/]")
             wait_converged(region)
         yield
@@ -458,7 +470,14 @@ def forwarding_trials(single: int, region: Region, args: argparse.Namespace) -> 
 
     loads = (("50 clients", "-c 50"), ("50 clients -P 16", "-c 50 -P 16"))
     return [
-        (name, {SINGLE: bench(single, flags), "region via n1": bench(region.entry, flags)})
+        (
+            name,
+            {
+                SINGLE: bench(single, flags),
+                "region via n1": bench(region.entry, flags),
+                "region --cluster": bench(region.entry, f"--cluster {flags}"),
+            },
+        )
         for name, flags in loads
     ]
 
@@ -475,9 +494,63 @@ def owner_routing_trials(single: int, region: Region, args: argparse.Namespace) 
     row = f"generator, {GEN_WORKERS} workers"
     # SET first in every round, so each side's GETs find the keys its SETs wrote.
     return [
-        (row, {side: partial(load, fn, keys, op, args) for side, fn in port_of.items()})
+        (
+            row,
+            {
+                **{side: partial(load, fn, keys, op, args) for side, fn in port_of.items()},
+                "region RedisCluster": partial(cluster_client_load, entry, keys, op, args),
+            },
+        )
         for op in ("SET", "GET")
     ]
+
+
+async def cluster_client_generate(
+    entry: int, keys: list[bytes], op: bytes, limit: int, seconds: float
+) -> LoadResult:
+    """GEN_WORKERS tasks sharing one redis-py asyncio RedisCluster (slot-map routing)."""
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import RedisError
+
+    out = LoadResult()
+    client = RedisCluster(host="127.0.0.1", port=entry, max_connections=GEN_WORKERS * 4)
+    value = b"v" * VALUE_BYTES
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def work() -> None:
+        rng = random.Random()
+        while out.issued < limit and time.perf_counter() < deadline:
+            out.issued += 1
+            key = rng.choice(keys)
+            began = time.perf_counter_ns()
+            try:
+                await (client.set(key, value) if op == b"SET" else client.get(key))
+            except RedisError as exc:
+                out.errors += 1
+                out.first_error = out.first_error or f"{type(exc).__name__}: {exc}"
+                continue
+            out.latencies_ns.append(time.perf_counter_ns() - began)
+            out.ops += 1
+
+    try:
+        await client.initialize()
+        await asyncio.wait_for(
+            asyncio.gather(*(work() for _ in range(GEN_WORKERS))), seconds + GEN_GRACE_S
+        )
+    finally:
+        await client.aclose()
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def cluster_client_load(entry: int, keys: list[bytes], op: str, args: argparse.Namespace) -> Found:
+    result = run_async(
+        cluster_client_generate(entry, keys, op.encode(), args.requests, args.gen_seconds)
+    )
+    if result.errors:
+        raise RuntimeError(f"{result.errors} errors of {result.issued}: {result.first_error}")
+    return {op.lower(): result.numbers()}
 
 
 def acks_trials(single: int, regions: list[Region], args: argparse.Namespace) -> Trials:
@@ -506,7 +579,7 @@ def reads_agree(region: Region) -> str | None:
             for key in keys:
                 got = await one_call(node.port, b"GET", key)
                 if got != key:
-                    return f"GET {key!r} through {node.name} answered {got!r}"
+                    return f"GET {key!r} through {node.kind} answered {got!r}"
         return None
 
     return run_async(check())
@@ -520,7 +593,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="a smoke test: few requests, 1 round")
     p.add_argument("--requests", type=int, help=f"per 50-client run (default {DEFAULT_REQUESTS})")
     p.add_argument("--rounds", type=int, help="interleaved rounds, median taken (default 3)")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "cluster.json")
+    p.add_argument("--json", type=Path, help="results (default bench/results/cluster.json)")
     # 120 s: 50,000 requests at a slow 1,000 ops/s take 50 s; past 120 s a run is stuck.
     p.add_argument("--run-timeout-s", type=float, default=120.0, help="per redis-benchmark run")
     args = p.parse_args(argv)
@@ -528,6 +601,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.one_client = max(1, args.requests // ONE_CLIENT_SHARE)
     args.gen_seconds = GEN_SECONDS_QUICK if args.quick else GEN_SECONDS
+    args.acks = QUICK_ACKS if args.quick else ACKS
+    args.replicas = QUICK_REPLICAS if args.quick else REPLICAS
+    args.warm_wait_s = 0.0 if args.quick else WARM_WAIT_S
+    args.json = args.json or results_path("cluster", args.quick)
     args.node_info = {}  # node name -> INFO fields, filled in after each part
     return args
 
@@ -548,12 +625,13 @@ def measure_all(args: argparse.Namespace, console: Console, errors: list[str]) -
     logs = args.json.parent
     sections: Sections = {}
     port = free_port()
-    with ServerProcess(SINGLE, node_argv(port), port, logs / "cluster-single.log") as single:
+    single_spec = ServerSpec(SINGLE, node_argv(port), port, logs / "cluster-single.log")
+    with single_spec.start() as single:
         console.print(f"[dim]single node: pid {single.pid}[/]")
         fwd = plan_region("fwd", logs)
         with running([fwd], console):
-            warm_at = time.monotonic() + WARM_WAIT_S
-            for replicas in REPLICAS:
+            warm_at = time.monotonic() + args.warm_wait_s
+            for replicas in args.replicas:
                 name = f"write acks, replicas={replicas}"
                 sections[name] = measure_acks(name, port, replicas, args, console, errors)
             wait_s = warm_at - time.monotonic()
@@ -582,7 +660,7 @@ def measure_acks(
 ) -> list[dict[str, object]]:
     logs = args.json.parent
     flags = ("--replicas", str(replicas), "--write-acks")
-    regions = [plan_region(f"r{replicas}-{acks}", logs, *flags, acks) for acks in ACKS]
+    regions = [plan_region(f"r{replicas}-{acks}", logs, *flags, acks) for acks in args.acks]
     with running(regions, console):
         found = interleave(acks_trials(single, regions, args), args.rounds, console, errors)
         after_phase(regions, args, errors)
@@ -600,11 +678,11 @@ def after_phase(regions: list[Region], args: argparse.Namespace, errors: list[st
         for node in region.nodes:
             states = run_async(member_states(node.port))
             if list(states.values()).count("alive") != REGION_SIZE:
-                errors.append(f"{node.name}: members not all alive after the runs: {states}")
+                errors.append(f"{node.kind}: members not all alive after the runs: {states}")
             info = run_async(one_call(node.port, b"INFO", b"everything"))
             lines = text(info).splitlines()
             kept = dict(line.split(":", 1) for line in lines if line.startswith(KEPT_INFO))
-            args.node_info[node.name] = kept
+            args.node_info[node.kind] = kept
 
 
 COUNTERS = (

@@ -76,7 +76,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import PIPE
@@ -89,14 +88,19 @@ from rich.table import Table
 from _common import (
     READY_TIMEOUT_S,
     REPO,
-    STOP_GRACE_S,
+    STOP_TIMEOUT_S,
     ServerProcess,
+    ServerSpec,
     cpu_info,
     free_port,
+    geocache_env,
     raise_on_sigterm,
+    results_path,
+    start_all,
 )
 from cluster import member_states, node_argv, run_async
-from geocache.cluster import auth, placement
+from geocache import auth
+from geocache.cluster import placement
 from geocache.relay import RelaySet
 from resp import fmt
 
@@ -195,8 +199,7 @@ def relay_process(
     stdin closed: it exits; else SIGTERM, then SIGKILL)."""
     argv = [sys.executable, str(Path(__file__).resolve()), "--delay-ms", str(delay_ms)]
     argv += ["--relay-child", json.dumps(pairs)]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "src"), env.get("PYTHONPATH")]))
+    env = geocache_env()  # src/ on PYTHONPATH, as for the nodes
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         # A new session: a terminal Ctrl-C reaches only us, and we stop the child.
@@ -220,7 +223,7 @@ def relay_process(
             if stop is not None:
                 stop()
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=STOP_GRACE_S)
+                proc.wait(timeout=STOP_TIMEOUT_S)
                 break
 
 
@@ -268,37 +271,30 @@ def regions_running(
             relay_process(pairs, args.delay_ms, logs / f"geo-{label}-relays.log")
         )
         seed = ports["A"][0]
-        nodes: dict[str, list[ServerProcess]] = {}
+        specs: dict[str, list[ServerSpec]] = {}
         for region, region_ports in ports.items():
-            nodes[region] = []
+            specs[region] = []
             for i, port in enumerate(region_ports):
                 name = f"{region.lower()}{i + 1}"
                 flags = node_flags(
                     name, region, None if port == seed else seed, routes[region], coalesce
                 )
-                proc = ServerProcess(
+                spec = ServerSpec(
                     f"{label}/{name}",
                     node_argv(port, *flags),
                     port,
                     logs / f"geo-{label}-{name}.log",
                 )
-                stack.callback(proc.stop)  # safe before start: stop() of nothing is a no-op
-                nodes[region].append(proc)
-        regions = Regions(nodes["A"], nodes["B"])
-        start_nodes(regions)
-        pids = ", ".join(f"{p.name} {p.pid}" for p in regions.nodes)
+                specs[region].append(spec)
+        # The seed first, then every other node at once; each process is on the stack
+        # from its start, so a failure here still stops every node that started.
+        a = start_all(stack, specs["A"][:1])
+        rest = start_all(stack, [*specs["A"][1:], *specs["B"]])
+        regions = Regions([*a, *rest[: n - 1]], rest[n - 1 :])
+        pids = ", ".join(f"{p.kind} {p.pid}" for p in regions.nodes)
         console.print(f"[dim]{label}: relays pid {relay_pid}; nodes {pids}; converging[/]")
         run_async(wait_ready(regions))
         yield regions
-
-
-def start_nodes(regions: Regions) -> None:
-    """The seed first, then the rest in parallel; the executor joins its threads before
-    the caller's stack unwinds, so a failure here still stops every node that started."""
-    for wave in ([regions.a[0]], [*regions.a[1:], *regions.b]):
-        if wave:
-            with ThreadPoolExecutor(max_workers=len(wave)) as pool:
-                list(pool.map(ServerProcess.__enter__, wave))
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, poll_s: float) -> bool:
@@ -426,7 +422,7 @@ async def reset_stats(regions: Regions) -> None:
     for node in regions.nodes:
         reply = await one_call(node.port, b"CONFIG", b"RESETSTAT")
         if reply != b"OK":
-            raise RuntimeError(f"CONFIG RESETSTAT on {node.name} answered {reply!r}")
+            raise RuntimeError(f"CONFIG RESETSTAT on {node.kind} answered {reply!r}")
 
 
 # -- one step: paced writes into A, markers polled in B, A's streams sampled ---------------
@@ -602,7 +598,7 @@ async def run_step(
     """One step: writes at `rate` for `seconds`, then drain, read INFO, RESETSTAT."""
     conns = [await Conn.open(n.port) for n in regions.a for _ in range(args.connections)]
     probes = [await Conn.open_peer(n.port) for n in regions.b]
-    ids = [n.name.rsplit("/", 1)[1] for n in regions.a]
+    ids = [n.kind.rsplit("/", 1)[1] for n in regions.a]
     writers = Writers(conns, [Tally() for _ in conns], ids, args.connections)
     markers, writing = Markers(tag), asyncio.Event()
     samples: list[dict[str, float]] = []
@@ -903,11 +899,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=CONNECTIONS, help="per node of A")
     p.add_argument("--hot-keys", type=int, default=HOT_KEYS, help="keys of the bytes part")
     p.add_argument("--hot-rate", type=int, default=HOT_RATE, help="writes/s of the bytes part")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "geo.json")
+    p.add_argument("--json", type=Path, help="results (default bench/results/geo.json)")
     p.add_argument("--relay-child", help=argparse.SUPPRESS)  # internal: the relay process
     args = p.parse_args(argv)
     args.rates = args.rates or (QUICK_RATES if args.quick else DEFAULT_RATES)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
+    args.json = args.json or results_path("geo", args.quick)
     if min(args.nodes_per_region, args.connections, args.hot_keys, args.hot_rate) < 1:
         p.error("--nodes-per-region, --connections, --hot-keys and --hot-rate are at least 1")
     return args

@@ -39,6 +39,7 @@ sys.path.append(_BENCH)
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import contextlib  # noqa: E402
 import gc  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -57,9 +58,12 @@ from rich.table import Table  # noqa: E402
 from _common import (  # noqa: E402
     REPO,
     ServerProcess,
+    ServerSpec,
     cpu_info,
     free_port,
     raise_on_sigterm,
+    results_path,
+    start_all,
     taskset_prefix,
 )
 
@@ -68,8 +72,8 @@ VALUE_BYTES = 100  # a small cached value, as in bench/resp.py
 CONNECTIONS = 50  # concurrent clients for both protocols
 HTTP_DURATION_S = 5.0  # per wrk run: long enough for a stable rate, short for CI
 RESP_REQUESTS = 100_000  # per redis-benchmark run: ~1-2 s at this node's speed
-QUICK_HTTP_DURATION_S = 2.0
-QUICK_RESP_REQUESTS = 20_000
+QUICK_HTTP_DURATION_S = 1.0  # --quick: a smoke run, wrk's shortest
+QUICK_RESP_REQUESTS = 5_000
 HTTP_GET_TARGET = 10_000  # ops/s, from the issue
 METRICS_RATIO_TARGET = 0.95  # RESP ops/s with metrics on over off, from the issue
 HTTP_READY_S = 20.0
@@ -95,19 +99,12 @@ def node_argv(resp_port: int, http_port: int, metrics: bool, pin: list[str]) -> 
     return [*pin, *env, sys.executable, *serve, "--http-port", str(http_port)]
 
 
-class Node(ServerProcess):
-    """A geocache node process with its HTTP port."""
-
-    def __init__(self, name: str, argv: list[str], port: int, http_port: int, log: Path) -> None:
-        super().__init__(name, argv, port, log)
-        self.http_port = http_port
-
-
-def new_node(name: str, metrics: bool, pin: list[str], logs: Path) -> Node:
-    """A node (not started yet) on free ports; `metrics=False` turns RESP timing off."""
+def new_node(name: str, metrics: bool, pin: list[str], logs: Path) -> tuple[ServerSpec, int]:
+    """A node (not started yet) on free ports, and its HTTP port; `metrics=False` turns
+    RESP timing off."""
     port, http_port = free_port(), free_port()
     argv = node_argv(port, http_port, metrics, pin)
-    return Node(name, argv, port, http_port, logs / f"{name}.log")
+    return ServerSpec(name, argv, port, logs / f"{name}.log"), http_port
 
 
 def http_get(port: int, path: str, timeout_s: float = 1.0) -> int:
@@ -345,9 +342,10 @@ class _NullTransport:
 INPROC_BATCH = 500  # commands per data_received, as a deep pipeline delivers them
 INPROC_CALLS = 200  # data_received calls per sample
 INPROC_SAMPLES = 7  # the fastest sample counts: it is the one least disturbed
+QUICK_INPROC_SAMPLES = 1  # --quick: one sample, about a second for the whole table
 
 
-def inprocess_ns_per_command(command: list[bytes], timed: bool) -> float:
+def inprocess_ns_per_command(command: list[bytes], timed: bool, samples: int) -> float:
     """ns per command through the real RespConnection (reader, dispatch, writer, timing).
 
     Outside load slows samples down but never speeds them up, so the minimum over
@@ -374,7 +372,7 @@ def inprocess_ns_per_command(command: list[bytes], timed: bool) -> float:
         gc.collect()
         gc.disable()
         try:
-            for _ in range(INPROC_SAMPLES):
+            for _ in range(samples):
                 started = time.perf_counter_ns()
                 for _ in range(INPROC_CALLS):
                     conn.data_received(batch)
@@ -387,14 +385,14 @@ def inprocess_ns_per_command(command: list[bytes], timed: bool) -> float:
     return aio.run(run())
 
 
-def measure_inprocess() -> list[dict[str, object]]:
+def measure_inprocess(samples: int) -> list[dict[str, object]]:
     key, value = (KEY_FORMAT % 7).encode(), b"x" * VALUE_BYTES
     rows: list[dict[str, object]] = []
     for name, command in (("get", [b"GET", key]), ("set", [b"SET", key, value])):
-        samples: dict[bool, list[float]] = {True: [], False: []}
+        found: dict[bool, list[float]] = {True: [], False: []}
         for timed in (True, False, False, True, True, False):  # interleaved
-            samples[timed].append(inprocess_ns_per_command(command, timed))
-        on, off = min(samples[True]), min(samples[False])
+            found[timed].append(inprocess_ns_per_command(command, timed, samples))
+        on, off = min(found[True]), min(found[False])
         rows.append({"command": name, "on_ns": on, "off_ns": off, "timing_ns": on - off})
     return rows
 
@@ -517,7 +515,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument(
         "--taskset", action="store_true", help="nodes on cpu 0, load generators on cpu 1"
     )
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "http.json")
+    p.add_argument("--json", type=Path, help="results (default bench/results/http.json)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.http_duration_s = args.http_duration_s or (
@@ -527,6 +525,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         QUICK_RESP_REQUESTS if args.quick else RESP_REQUESTS
     )
     args.generator = args.generator or ("wrk" if shutil.which("wrk") else "aiohttp")
+    args.json = args.json or results_path("http", args.quick)
     return args
 
 
@@ -548,27 +547,32 @@ def main(argv: list[str]) -> int:
     throughput: dict[str, dict[str, float | None]] = {}
     cost_rows: list[dict[str, object]] = []
     inprocess: list[dict[str, object]] = []
-    node = new_node("http-node", True, pin, logs)
-    with tempfile.TemporaryDirectory() as tmp, node:
-        wait_http(node.http_port)
+    spec, http_port = new_node("http-node", True, pin, logs)
+    with tempfile.TemporaryDirectory() as tmp, spec.start() as node:
+        wait_http(http_port)
         preload(node.port)
         console.print(f"node pid {node.pid}: {shlex.join(node.argv)}")
         try:
-            runs = measure_http_and_resp((node.port, node.http_port), args, console, Path(tmp))
+            runs = measure_http_and_resp((node.port, http_port), args, console, Path(tmp))
             throughput = {path: median(r) for path, r in runs.items()}
         except (RuntimeError, subprocess.TimeoutExpired) as exc:
             errors.append(f"throughput: {exc}")
     if not args.skip_metrics_cost:
         # Two fresh nodes with the same history, so only the switch differs.
-        on, off = new_node("resp-on", True, pin, logs), new_node("resp-off", False, pin, logs)
-        with on, off:
+        (on_spec, _), (off_spec, _) = (
+            new_node(f"resp-{side}", side == "on", pin, logs) for side in ("on", "off")
+        )
+        with contextlib.ExitStack() as stack:
+            on, off = start_all(stack, [on_spec, off_spec])
             preload(on.port)
             preload(off.port)
             console.print(f"metrics-on node pid {on.pid}, metrics-off node pid {off.pid}")
             try:
                 cost, cpu = measure_metrics_cost({"on": on, "off": off}, args, console)
                 cost_rows = summarize_cost(cost, cpu)
-                inprocess = measure_inprocess()
+                inprocess = measure_inprocess(
+                    QUICK_INPROC_SAMPLES if args.quick else INPROC_SAMPLES
+                )
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 errors.append(f"metrics cost: {exc}")
     report: dict[str, object] = {

@@ -59,7 +59,16 @@ from aiohttp import web  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from _common import REPO, ServerProcess, cpu_info, free_port, raise_on_sigterm  # noqa: E402
+from _common import (  # noqa: E402
+    READY_TIMEOUT_S,
+    ServerProcess,
+    ServerSpec,
+    ServerStartError,
+    cpu_info,
+    free_port,
+    raise_on_sigterm,
+    results_path,
+)
 
 KEYS = 100_000  # keys at the origin
 CACHE_KEYS = 10_000  # room in the cache: a tenth of the keys
@@ -147,7 +156,7 @@ class RedisOrigin:
         self.port = free_port()
         argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port)]
         argv += ["--save", "", "--appendonly", "no"]
-        self.process = ServerProcess("origin-redis", argv, self.port, logs / "origin-redis.log")
+        self.process = ServerSpec("origin-redis", argv, self.port, logs / "origin-redis.log")
 
     @property
     def url(self) -> str:
@@ -185,19 +194,16 @@ class RedisOrigin:
         return fetch, close
 
 
-class HttpOriginProcess(ServerProcess):
-    """The HTTP origin's process: ready when it answers /stats (it speaks no RESP)."""
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                asyncio.run(_http_requests(self.port))
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"the HTTP origin did not start: {self.log_path.read_text()[-2000:]}")
+def http_origin_ready(server: ServerProcess) -> None:
+    """The HTTP origin's process is ready when it answers /stats (it speaks no RESP)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline and server.is_running():
+        try:
+            asyncio.run(_http_requests(server.port))
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise ServerStartError(f"the HTTP origin did not start: {server.log_text()[-2000:]}")
 
 
 class HttpOrigin:
@@ -209,7 +215,8 @@ class HttpOrigin:
         self.port = free_port()
         argv = [sys.executable, __file__, "--serve-http-origin", str(self.port)]
         argv += ["--latency-ms", str(latency_ms)]
-        self.process = HttpOriginProcess("origin-http", argv, self.port, logs / "origin-http.log")
+        log = logs / "origin-http.log"
+        self.process = ServerSpec("origin-http", argv, self.port, log, http_origin_ready)
 
     @property
     def url(self) -> str:
@@ -397,13 +404,13 @@ def measure(args: argparse.Namespace, console: Console) -> list[Run]:
     logs = args.json.parent
     runs: list[Run] = []
     for origin in (RedisOrigin(logs), HttpOrigin(logs, args.latency_ms)):
-        with origin.process:
+        with origin.process.start():
             asyncio.run(origin.preload())
             for rnd in range(1, args.rounds + 1):
                 for side in SIDES:
                     port = free_port()  # a fresh, cold cache for every run
                     argv = cache_argv(port, origin, side, args.ttl_s)
-                    with ServerProcess(side, argv, port, logs / f"origin-{side}.log"):
+                    with ServerSpec(side, argv, port, logs / f"origin-{side}.log").start():
                         run = asyncio.run(drive(origin, side, port, keys, args))
                     console.print(
                         f"[dim]{origin.kind} origin, round {rnd}, {side}: "
@@ -466,11 +473,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--latency-ms", type=float, default=DEFAULT_LATENCY_MS, help="HTTP origin's")
     p.add_argument("--rate", type=float, default=DEFAULT_RATE, help="GETs/s offered")
     p.add_argument("--ttl-s", type=float, default=DEFAULT_TTL_S, help="TTL of cached values")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "origin.json")
+    p.add_argument("--json", type=Path, help="results (default bench/results/origin.json)")
     p.add_argument("--serve-http-origin", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.requests = args.requests or (QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.json = args.json or results_path("origin", args.quick)
     return args
 
 

@@ -6,6 +6,8 @@ the floor (no limits, no inline commands, no validation); `RequestReader` is our
 parser` is the pure-Python grammar that takes over for anything unusual. Each number is
 the best of `--rounds` runs (best, not mean: the machine is shared and noise only slows).
 The ratio is RequestReader over raw hiredis, higher is better (the issue aims at >= 0.7).
+
+    .venv/bin/python bench/protocol.py [--quick] [--commands N] [--rounds R]
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from geocache.protocol.pyparser import PythonRequestParser
 from geocache.protocol.reader import RequestReader
 
 CHUNK_BYTES = 16 * 1024
+DEFAULT_COMMANDS, DEFAULT_ROUNDS = 100_000, 7
+QUICK_COMMANDS, QUICK_ROUNDS = 10_000, 1  # --quick: a smoke run, well under a second
 
 
 def _chunks(count: int) -> list[bytes]:
@@ -44,9 +48,12 @@ def _run(make: Callable[[], object], chunks: list[bytes], count: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--commands", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="a smoke test: few commands")
+    parser.add_argument("--commands", type=int, help=f"default {DEFAULT_COMMANDS:,}")
+    parser.add_argument("--rounds", type=int, help=f"best of (default {DEFAULT_ROUNDS})")
     args = parser.parse_args()
+    args.commands = args.commands or (QUICK_COMMANDS if args.quick else DEFAULT_COMMANDS)
+    args.rounds = args.rounds or (QUICK_ROUNDS if args.quick else DEFAULT_ROUNDS)
     chunks = _chunks(args.commands)
     big = 1 << 40
     contenders: dict[str, Callable[[], object]] = {

@@ -20,6 +20,7 @@ start, timeout, error reply), not that geocache was slow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import shlex
@@ -35,11 +36,13 @@ from rich.table import Table
 
 from _common import (
     REPO,
-    ServerProcess,
+    ServerSpec,
     cpu_info,
     free_port,
     raise_on_sigterm,
     replies_differ,
+    results_path,
+    start_all,
     taskset_prefix,
 )
 
@@ -220,7 +223,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="10,000 requests, 1 round: a smoke test")
     p.add_argument("--requests", type=int, help=f"per command per run (default {DEFAULT_REQUESTS})")
     p.add_argument("--rounds", type=int, help="interleaved rounds, median taken (default 3)")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "resp.json")
+    p.add_argument("--json", type=Path, help="results (default bench/results/resp.json)")
     p.add_argument("--target-cmd", help="run this instead of geocache; {port} is replaced")
     p.add_argument("--taskset", action="store_true", help="servers on cpu 0, client on cpu 1")
     # 300 s: 1 client at a slow 1,000 ops/s needs 200 s for 100,000 SETs and GETs.
@@ -228,6 +231,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.requests = args.requests or (QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    args.json = args.json or results_path("resp", args.quick)
     return args
 
 
@@ -238,7 +242,7 @@ def reproduce_command() -> str:
     return f"cd {shlex.quote(str(REPO))} && {argv}"
 
 
-def servers(args: argparse.Namespace, label: str) -> tuple[ServerProcess, ServerProcess]:
+def servers(args: argparse.Namespace, label: str) -> tuple[ServerSpec, ServerSpec]:
     """redis-server and the server under test, not started yet; logs go next to the JSON."""
     pin = taskset_prefix(0 if args.taskset else None)
     port, target_port = free_port(), free_port()
@@ -247,8 +251,8 @@ def servers(args: argparse.Namespace, label: str) -> tuple[ServerProcess, Server
     target_cmd = [*pin, *target_argv(args, str(target_port))]
     logs = args.json.parent
     return (
-        ServerProcess("redis-server", [*pin, *redis_cmd], port, logs / "resp-redis.log"),
-        ServerProcess(label, target_cmd, target_port, logs / f"resp-{label}.log"),
+        ServerSpec("redis-server", [*pin, *redis_cmd], port, logs / "resp-redis.log"),
+        ServerSpec(label, target_cmd, target_port, logs / f"resp-{label}.log"),
     )
 
 
@@ -281,8 +285,8 @@ def main(argv: list[str]) -> int:
     if args.taskset and not taskset_prefix(0):
         console.print("[yellow]taskset not found: running unpinned[/]")
     started = time.time()
-    redis, target = servers(args, label)
-    with redis, target:
+    with contextlib.ExitStack() as stack:
+        redis, target = start_all(stack, servers(args, label))
         console.print(f"redis pid {redis.pid}, {label} pid {target.pid}: {shlex.join(target.argv)}")
         ports = {"redis": redis.port, "geocache": target.port}
         differs = replies_differ(ports, PREFLIGHT)

@@ -1,6 +1,6 @@
 """Store speed and memory per entry next to cachetools, lru-dict and a real redis-server.
 
-What it measures, in one run, on `--keys` keys (default 1,000,000; `--quick` 100,000) of
+What it measures, in one run, on `--keys` keys (default 1,000,000; `--quick` 20,000) of
 16 bytes with 100-byte values:
 
 - ops/s of get, set (overwriting a key that is there) and a 90/10 get/set mix, over a
@@ -52,12 +52,12 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from _common import REPO, ServerProcess, cpu_info, free_port, raise_on_sigterm
+from _common import REPO, ServerSpec, cpu_info, free_port, raise_on_sigterm, results_path
 from geocache import LocalCache, SystemClock
 from geocache.store import Store
 
 DEFAULT_KEYS = 1_000_000  # the issue's size: large enough that the tables miss the CPU cache
-QUICK_KEYS = 100_000  # --quick: a smoke test, about 20 s
+QUICK_KEYS = 20_000  # --quick: a smoke test, a few seconds (with 1 round)
 KEY_BYTES = 16
 VALUE_BYTES = 100
 SET_SHARE = 0.10  # the mix: 90% gets, 10% sets
@@ -308,13 +308,12 @@ def memory_in_fresh_process(kind: str, count: int, how: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def redis_bytes_per_key(count: int, console: Console) -> tuple[float, str]:
+def redis_bytes_per_key(count: int, logs: Path, console: Console) -> tuple[float, str]:
     """used_memory growth per key of a redis-server loaded with the same keys."""
     port = free_port()
     argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port)]
     argv += ["--save", "", "--appendonly", "no"]
-    log = REPO / "bench" / "results" / "store-redis.log"
-    with ServerProcess("redis-server", argv, port, log) as server:
+    with ServerSpec("redis-server", argv, port, logs / "store-redis.log").start() as server:
         console.print(f"redis-server pid {server.pid} on port {port}: loading {count:,} keys")
         client = redis.Redis(host="127.0.0.1", port=port)
         version = str(client.info("server")["redis_version"])
@@ -330,7 +329,9 @@ def redis_bytes_per_key(count: int, console: Console) -> tuple[float, str]:
     return (after - before) / count, version
 
 
-def measure_memory(count: int, with_redis: bool, console: Console) -> dict[str, dict[str, float]]:
+def measure_memory(
+    count: int, with_redis: bool, logs: Path, console: Console
+) -> dict[str, dict[str, float]]:
     memory: dict[str, dict[str, float]] = {}
     for kind in ("Store", "TTLCache", "lru-dict"):
         memory[kind] = {
@@ -341,7 +342,7 @@ def measure_memory(count: int, with_redis: bool, console: Console) -> dict[str, 
             f"{memory[kind]['rss']:.1f} B/entry resident"
         )
     if with_redis:
-        per_key, version = redis_bytes_per_key(count, console)
+        per_key, version = redis_bytes_per_key(count, logs, console)
         memory["redis-server"] = {"used_memory": per_key}
         console.print(f"memory redis-server {version}: {per_key:.1f} B/key used_memory")
     return memory
@@ -458,12 +459,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--keys", type=int, help=f"keys (default {DEFAULT_KEYS:,})")
     p.add_argument("--quick", action="store_true", help=f"{QUICK_KEYS:,} keys: a smoke test")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, best taken")
+    p.add_argument("--rounds", type=int, help="interleaved rounds, best taken (default 3)")
     p.add_argument("--no-redis", action="store_true", help="skip the redis-server comparison")
-    p.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "store.json")
+    p.add_argument("--json", type=Path, help="results (default bench/results/store.json)")
     p.add_argument("--_memory-child", nargs=2, metavar=("KIND", "HOW"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.keys = args.keys or (QUICK_KEYS if args.quick else DEFAULT_KEYS)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.json = args.json or results_path("store", args.quick)
     return args
 
 
@@ -483,7 +486,7 @@ def main(argv: list[str]) -> int:
         f"cachetools {cachetools.__version__}"
     )
     samples = measure_speed(args.keys, args.rounds, console)
-    memory = measure_memory(args.keys, not args.no_redis, console)
+    memory = measure_memory(args.keys, not args.no_redis, args.json.parent, console)
     summary = summarize(samples, memory)
     print_tables(summary, console)
     duration_s = round(time.time() - started, 1)

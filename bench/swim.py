@@ -16,7 +16,7 @@ Everything is simulated time on a ManualClock (nothing sleeps), seeded, so a run
 replays exactly with `--seed`. Messages skip the JSON codec here (it changes nothing but
 speed; the tests run it). Runtime is bounded: about 20 s with the defaults.
 
-    .venv/bin/python bench/swim.py [--runs N] [--minutes M] [--seed S] [--json PATH]
+    .venv/bin/python bench/swim.py [--quick] [--runs N] [--minutes M] [--seed S] [--json PATH]
 """
 
 from __future__ import annotations
@@ -34,14 +34,19 @@ from rich.console import Console
 from rich.table import Table
 
 from geocache.clock import ManualClock
-from geocache.cluster.simnet import Link, SimNet
 from geocache.cluster.swim import MemberState, Swim, SwimConfig, local_member
+
+# The simulated network is test machinery (tests/sim), not part of the library.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from sim.net import Link, SimNet
 
 SIZES = (5, 10, 20)
 LOSSES = (0.01, 0.10)
 CONFIG = SwimConfig()
 STEP_MS = 10  # observation granularity of detection times, and the driver's tick grid
 NEVER = -1
+DEFAULT_RUNS, DEFAULT_MINUTES = 100, 60
+QUICK_RUNS, QUICK_MINUTES = 10, 5  # --quick: a smoke run of every row, a few seconds
 
 
 def build(n: int, loss: float, seed: int) -> tuple[SimNet, dict[str, Swim]]:
@@ -178,11 +183,14 @@ def print_table(rows: list[dict[str, Any]], minutes: int, console: Console) -> N
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--runs", type=int, default=100, help="crashes per row (default 100)")
-    p.add_argument("--minutes", type=int, default=60, help="healthy minutes per row")
+    p.add_argument("--quick", action="store_true", help="a smoke test: few crashes, 1 minute")
+    p.add_argument("--runs", type=int, help=f"crashes per row (default {DEFAULT_RUNS})")
+    p.add_argument("--minutes", type=int, help=f"healthy minutes per row ({DEFAULT_MINUTES})")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args(argv)
+    args.runs = args.runs or (QUICK_RUNS if args.quick else DEFAULT_RUNS)
+    args.minutes = args.minutes or (QUICK_MINUTES if args.quick else DEFAULT_MINUTES)
     console = Console() if sys.stdout.isatty() else Console(width=160)
     started = time.perf_counter()
     rows = []

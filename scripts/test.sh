@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (scripts/setup.sh), then lint, type-check and run the whole test suite with coverage.
+# Set up (scripts/setup.sh), then lint, type-check, run the whole test suite with coverage,
+# build the sdist and wheel, and smoke-run every benchmark (scripts/bench-quick.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -16,3 +17,11 @@ rm -f .coverage .coverage.*
 coverage run -m pytest -p no:cacheprovider "$@"
 coverage combine -q
 coverage report --fail-under=75 | tail -n 3
+echo "== build"
+# The sdist, then the wheel built from that sdist (python -m build's default): a file the
+# sdist lacks fails here (tests/integration/test_install.py installs one into fresh venvs).
+rm -rf dist
+python -m build --quiet --outdir dist .
+ls dist
+echo "== bench --quick"
+scripts/bench-quick.sh

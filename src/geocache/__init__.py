@@ -1,18 +1,23 @@
-"""geocache: a geo-distributed, highly available in-memory cache that speaks Redis."""
+"""geocache: a geo-distributed, highly available in-memory cache that speaks Redis.
 
+Importing it brings what `LocalCache` and the clients need (hiredis, xxhash), never the
+node's own dependencies (aiohttp, prometheus_client, uvloop, rich: the `server` extra).
+"""
+
+from geocache._version import __version__
 from geocache.client.aio import AsyncClient
-from geocache.client.errors import CacheError, Timeout, Unavailable
+from geocache.client.errors import CacheError, CommandError, DecodeError, Timeout, Unavailable
 from geocache.client.sync import Client
 from geocache.clock import HLC, ManualClock, SystemClock
 from geocache.store.local import LocalCache
-
-__version__ = "0.1.0"
 
 __all__ = [
     "HLC",
     "AsyncClient",
     "CacheError",
     "Client",
+    "CommandError",
+    "DecodeError",
     "LocalCache",
     "ManualClock",
     "SystemClock",

@@ -2,7 +2,8 @@
 
 - `raw`: bytes only, unchanged (str is refused: say what encoding you want).
 - `json` (the network client's default): JSON-compatible values; bytes pass through
-  unchanged so that values written by other clients can be read.
+  unchanged so that values written by other clients can be read. (The network client
+  stores bytes, str and int itself and marks what a serializer wrote: client/values.py.)
 - `msgpack`: compact and fast; needs the `msgpack` package.
 - `pickle`: any picklable object. Only for data you trust: unpickling runs code, so
   anyone who can write to a shared cache could run code in every reader. LocalCache
@@ -14,7 +15,11 @@ from __future__ import annotations
 import json
 import pickle
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
+
+# The built-in serializers by name: a typo fails the type check, and get_serializer
+# raises ValueError for it at run time.
+SerializerName = Literal["json", "msgpack", "pickle", "raw"]
 
 
 class Serializer(Protocol):
@@ -90,9 +95,11 @@ class Msgpack:
 
 
 SERIALIZERS: dict[str, Serializer] = {s.name: s for s in (Raw(), Json(), Pickle(), Msgpack())}
+assert sorted(SERIALIZERS) == sorted(get_args(SerializerName))
 
 
-def get_serializer(choice: str | Serializer) -> Serializer:
+def get_serializer(choice: SerializerName | Serializer) -> Serializer:
+    """The serializer named `choice` (ValueError for an unknown name), or `choice` itself."""
     if isinstance(choice, str):
         try:
             return SERIALIZERS[choice]

@@ -19,6 +19,7 @@ from geocache.client.errors import CommandError, Timeout, Unavailable
 from geocache.client.health import Health, HealthPolicy
 from geocache.client.ops import Ops
 from geocache.client.topology import NodeInfo, Topology
+from geocache.client.values import Values
 from geocache.cluster import digest, placement
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
@@ -325,9 +326,10 @@ def test_item_with_explicit_candidates() -> None:
 
 
 def test_ops_decode_and_fall_back() -> None:
-    ops = Ops(get_serializer("json"))
+    ops = Ops(Values(get_serializer("json")))
     get = ops.get("k", "dflt")
-    assert get.finish([b'{"a":1}'], False) == {"a": 1}
+    assert get.finish([b'\xc1json:{"a":1}'], False) == {"a": 1}
+    assert get.finish([b'{"a":1}'], False) == b'{"a":1}'  # plain: as written
     assert get.finish([None], False) == "dflt"
     assert get.finish([Unavailable("down")], True) == "dflt"
     with pytest.raises(Unavailable):
@@ -340,7 +342,7 @@ def test_ops_decode_and_fall_back() -> None:
     ttl = ops.ttl("k")
     assert [ttl.finish([r], False) for r in (-2, -1, 1500)] == [None, math.inf, 1.5]
     many = ops.get_many(["a", b"b", "c"])
-    assert many.finish([b"1", None, Timeout("x")], True) == {"a": 1}
+    assert many.finish([b"1", None, Timeout("x")], True) == {"a": b"1"}
     assert ops.set("k", 1, 2.5).commands[0].payload.endswith(b"$2\r\nPX\r\n$4\r\n2500\r\n")
     with pytest.raises(ValueError):
         ops.set("k", 1, -1)

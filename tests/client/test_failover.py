@@ -63,7 +63,7 @@ def restart(nodes: list[ServerProcess], victim: ServerProcess, tmp_path: Path) -
 
 
 def test_owners_match_the_nodes(region: list[ServerProcess]) -> None:
-    with Client([addr(region[0])]) as client:
+    with Client([addr(region[0])], typed=True) as client:
         for node in region:
             with redis.Redis(host=node.host, port=node.port, socket_timeout=5) as r:
                 for i in range(100):
@@ -75,7 +75,7 @@ def test_owners_match_the_nodes(region: list[ServerProcess]) -> None:
 def test_sigkill_of_the_primary_costs_no_timeout_and_it_comes_back(
     region: list[ServerProcess], tmp_path: Path
 ) -> None:
-    with Client([addr(region[0])], topology_refresh_s=REFRESH_S) as client:
+    with Client([addr(region[0])], typed=True, topology_refresh_s=REFRESH_S) as client:
         client.set(KEY, 0)
         primary, replica = client.owners(KEY)
         victim = next(n for n in region if addr(n) == primary)
@@ -115,7 +115,7 @@ def test_sigkill_of_the_primary_costs_no_timeout_and_it_comes_back(
 async def test_async_client_fails_over_the_same_way(
     region: list[ServerProcess], tmp_path: Path
 ) -> None:
-    async with AsyncClient([addr(region[0])], topology_refresh_s=REFRESH_S) as client:
+    async with AsyncClient([addr(region[0])], typed=True, topology_refresh_s=REFRESH_S) as client:
         await client.set(KEY, 0)
         primary, _ = await client.owners(KEY)
         victim = next(n for n in region if addr(n) == primary)
@@ -144,7 +144,7 @@ async def test_async_client_fails_over_the_same_way(
 
 def test_with_every_node_down_misses_are_quick(region: list[ServerProcess]) -> None:
     computed: list[int] = []
-    with Client([addr(n) for n in region], on_error="miss") as client:
+    with Client([addr(n) for n in region], typed=True, on_error="miss") as client:
 
         @client.memoize(namespace="down")
         def compute(x: int) -> int:

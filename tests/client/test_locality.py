@@ -50,7 +50,7 @@ def test_calls_stay_home_fail_over_to_the_nearest_region_and_come_back(
     nodes, relays = world
     seeds = [addr(n) for n in nodes.values()]
     with Client(
-        seeds, region="home", routes=relays.routes("client"), topology_refresh_s=1.0
+        seeds, region="home", routes=relays.routes("client"), typed=True, topology_refresh_s=1.0
     ) as client:
 
         def requests() -> dict[str, int]:

@@ -44,7 +44,7 @@ def requests(client: Client, nodes: list[ServerProcess]) -> int:
 
 def test_without_a_region_the_seed_region_is_home(regions: Regions) -> None:
     _, us = regions
-    with Client([addr(us[1])]) as client:
+    with Client([addr(us[1])], typed=True) as client:
         client.get("x")
         assert client.region == "us"
         assert set(client.owners("x")) == {addr(n) for n in us}
@@ -53,7 +53,7 @@ def test_without_a_region_the_seed_region_is_home(regions: Regions) -> None:
 def test_reads_stay_in_region_fall_back_and_come_back(regions: Regions, tmp_path: Path) -> None:
     eu, us = regions
     seeds = [addr(n) for n in us + eu]
-    with Client(seeds, region="eu", topology_refresh_s=1.0) as client:
+    with Client(seeds, region="eu", typed=True, topology_refresh_s=1.0) as client:
         client.set_many({k: k for k in KEYS})
         eu_before, us_before = requests(client, eu), requests(client, us)
         assert client.get_many(KEYS) == {k: k for k in KEYS}

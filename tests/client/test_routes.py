@@ -42,7 +42,7 @@ def test_calls_go_through_the_route_and_measure_its_latency(
 ) -> None:
     relay = relays.relay(addr(solo), "solo")
     accepted = relay.accepted
-    with Client([addr(solo)], routes=solo_route) as client:
+    with Client([addr(solo)], typed=True, routes=solo_route) as client:
         client.set("routed", "yes")
         started = time.monotonic()
         for _ in range(5):
@@ -59,7 +59,7 @@ def test_calls_go_through_the_route_and_measure_its_latency(
 async def test_the_async_client_takes_routes_too(
     solo: ServerProcess, solo_route: dict[str, str]
 ) -> None:
-    async with AsyncClient([addr(solo)], routes=solo_route) as client:
+    async with AsyncClient([addr(solo)], typed=True, routes=solo_route) as client:
         await client.set("routed-async", 1)
         for _ in range(5):
             assert await client.get("routed-async") == 1
@@ -110,7 +110,7 @@ def test_regions_are_ranked_by_the_latency_of_their_routes(
     for node in near:
         relays.add(addr(node), NEAR_DELAY_MS, group="ranked")
     seeds = [addr(n) for n in far + near]
-    with Client(seeds, region="elsewhere", routes=relays.routes("ranked")) as client:
+    with Client(seeds, region="elsewhere", typed=True, routes=relays.routes("ranked")) as client:
 
         def requests(region: Region) -> int:
             stats = client.stats()  # topology refreshes count too

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from geocache.clock import make_version
-from geocache.cluster.geo import GEO_TIMEOUT_MS
+from geocache.cluster.streams import GEO_TIMEOUT_MS
 from support.cluster import client, cluster_args, peer_client, poll, start_at, states
 from support.procs import ServerProcess, start_geocache
 

@@ -1,7 +1,7 @@
 """Cluster properties on the deterministic simulator: real nodes, simulated network, virtual time.
 
 Every scenario runs the real membership, routing, replication, hint, repair and region
-code (geocache.cluster.simcluster) in virtual time; nothing sleeps, and a seed replays
+code (sim.cluster) in virtual time; nothing sleeps, and a seed replays
 exactly, so a failing seed is a complete reproduction: `run_workload(seed, spec)`.
 
 Properties (issue 5, and issue 6's region convergence):
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from geocache.cluster import simcluster
-from geocache.cluster.simcluster import ConnectionLost, Held, SimCluster, SimSpec, Written
-from geocache.cluster.simwire import CutMode
 from geocache.cluster.swim import MemberState, SwimConfig
 from geocache.protocol.types import Error
+from sim import cluster as simcluster
+from sim.cluster import ConnectionLost, Held, SimCluster, SimSpec, Written
+from sim.wire import CutMode
 
 DEAD = MemberState.DEAD
 KEYS = [b"key:%d" % i for i in range(12)]

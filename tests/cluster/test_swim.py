@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from geocache.clock import ManualClock
-from geocache.cluster import simnet, swim, swim_messages
-from geocache.cluster.simnet import Codec, Link, SimNet
+from geocache.cluster import swim, swim_messages
 from geocache.cluster.swim import (
     Ack,
     Member,
@@ -34,6 +33,8 @@ from geocache.cluster.swim import (
     encode,
     local_member,
 )
+from sim import net as simnet
+from sim.net import Codec, Link, SimNet
 
 ALIVE, SUSPECT, DEAD, LEFT = MemberState
 REGIONS = ("eu", "us", "ap")

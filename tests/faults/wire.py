@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from geocache.cluster import auth
+from geocache import auth
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error
 from support.cluster import SECRET

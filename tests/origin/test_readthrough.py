@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from geocache.clock import ManualClock
-from geocache.origin import Fill
+from geocache.fill import Fill
 from geocache.origin.readthrough import SETTLE_MS, ReadThrough, Settings
 from geocache.protocol.types import Error
 

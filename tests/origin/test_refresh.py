@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from geocache.clock import ManualClock
-from geocache.origin import Fill
+from geocache.fill import Fill
 from geocache.origin import refresh as refresh_module
 from geocache.origin.readthrough import ReadThrough
 from geocache.origin.refresh import MIN_AHEAD_MS, RETRY_MS, Refresher

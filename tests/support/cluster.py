@@ -6,11 +6,12 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import redis
 
-from geocache.cluster import auth
+from geocache import auth
 
 from .procs import (
     REPO_ROOT,
@@ -65,8 +66,10 @@ def client(server: ServerProcess) -> redis.Redis:
 def peer_client(server: ServerProcess) -> redis.Redis:
     """A connection that proved the cluster secret, as a peer named `tester`."""
     c = client(server)
-    nonce = c.execute_command("GC.CHALLENGE")
-    assert c.execute_command("GC.AUTH", "tester", auth.proof(SECRET, nonce, "tester"))
+    # redis-py leaves execute_command's **options untyped.
+    nonce = c.execute_command("GC.CHALLENGE")  # type: ignore[no-untyped-call]
+    proof = auth.proof(SECRET, nonce, "tester")
+    assert c.execute_command("GC.AUTH", "tester", proof)  # type: ignore[no-untyped-call]
     return c
 
 
@@ -79,6 +82,11 @@ def states(server: ServerProcess) -> dict[str, str]:
         record = item if isinstance(item, dict) else dict(zip(item[::2], item[1::2], strict=True))
         result[record[b"id"].decode()] = record[b"state"].decode()
     return result
+
+
+def all_alive(server: ServerProcess, size: int) -> bool:
+    """True when `server` sees `size` members alive."""
+    return list(states(server).values()).count("alive") == size
 
 
 @contextmanager
@@ -96,11 +104,7 @@ def running_region(
             start_geocache(tmp, cluster_args(f"n{i}", seed, *extra)) for i in range(2, size + 1)
         ]
         for node in nodes:
-            poll(
-                lambda n=node: list(states(n).values()).count("alive") == size,
-                15,
-                f"{size} alive",
-            )
+            poll(partial(all_alive, node, size), 15, f"{size} alive")
         yield nodes
     finally:
         for node in nodes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from .resp import RawClient, Reply, decode
 
@@ -85,7 +86,7 @@ def scan_all(client: RawClient, options: Sequence[Arg]) -> bytes:
     for _ in range(MAX_SCAN_CALLS):
         reply = decode(client.call("SCAN", cursor, *options))
         if reply.kind == "-":
-            return b"-" + bytes(reply.value) + b"\r\n"  # type: ignore[arg-type]
+            return b"-" + cast(bytes, reply.value) + b"\r\n"
         cursor, batch = _scan_shape(reply)
         keys.update(batch)
         if cursor == b"0":

@@ -1,14 +1,18 @@
-"""Start and stop real server processes for tests: redis-server and geocache nodes.
+"""Start and stop real server processes: redis-server and geocache nodes, for the tests
+and for the benchmarks in bench/ (which import this module: one helper for both).
 
 Every process is started by these helpers, remembered by its PID, and stopped by that
 PID only (SIGTERM, then SIGKILL after a deadline). Readiness is polled with a deadline:
 the server is ready when it answers PING (`+PONG`, or `-NOAUTH` when a password is set).
-Ports come from the kernel (bind to port 0); since another process could take the port
-between our probe and the server's bind, a start that loses that race is retried.
+Ports are picked free by `geocache.ports.free_port`; since another process could take
+the port between our probe and the server's bind, a test start that loses that race is
+retried. A benchmark plans its servers first (`ServerSpec`: argv, port, log) and starts
+them later, several at once with `start_all`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,10 +22,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 from geocache.ports import free_port
 
 from .resp import RawClient
+
+__all__ = [
+    "HOST",
+    "READY_TIMEOUT_S",
+    "REPO_ROOT",
+    "STOP_TIMEOUT_S",
+    "ServerProcess",
+    "ServerSpec",
+    "ServerStartError",
+    "free_port",
+    "geocache_argv",
+    "geocache_env",
+    "redis_argv",
+    "require_tool",
+    "start_all",
+    "start_geocache",
+    "start_redis",
+    "target",
+    "wait_ready",
+]
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +89,11 @@ class ServerStartError(RuntimeError):
 
 @dataclass
 class ServerProcess:
-    """A server process we started. `kind` is "redis" or "geocache"."""
+    """A server process we started; `with` stops it on the way out.
+
+    `kind` names it in errors and logs: "redis" or "geocache" in the tests, a label
+    such as "fwd/n2" in a benchmark.
+    """
 
     kind: str
     port: int
@@ -109,14 +138,29 @@ class ServerProcess:
         return self.proc.wait(timeout=timeout_s)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int:
-        """SIGTERM, wait up to timeout_s, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to timeout_s, then SIGKILL. Returns the exit code.
+
+        Safe to call again, and after the process died (a benchmark SIGKILLs one).
+        """
         if self.is_running():
-            self.proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):  # it exited since the check
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 return self.proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         return self.proc.wait(timeout=timeout_s)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def wait_ready(server: ServerProcess, timeout_s: float = READY_TIMEOUT_S) -> None:
@@ -151,6 +195,7 @@ def _spawn(
     log_path: Path,
     cwd: Path,
     env: Mapping[str, str] | None = None,
+    new_session: bool = False,
 ) -> ServerProcess:
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -160,6 +205,7 @@ def _spawn(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=None if env is None else dict(env),
+            start_new_session=new_session,
         )
     return ServerProcess(kind=kind, port=port, argv=argv, proc=proc, log_path=log_path)
 
@@ -252,3 +298,57 @@ def start_geocache(workdir: Path, extra_args: Sequence[str] = ()) -> ServerProce
         return _spawn("geocache", argv, port, log_path, cwd=REPO_ROOT, env=geocache_env())
 
     return _start_with_retry(build, workdir, "geocache")
+
+
+Ready = Callable[[ServerProcess], None]
+"""Returns once a started server serves; raises ServerStartError if it never does."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSpec:
+    """A server to start later, on a port picked already: what a benchmark plans.
+
+    Started in a session of its own, so a Ctrl-C at the terminal reaches only the
+    benchmark, which then stops its servers by PID; with `src/` on PYTHONPATH and
+    without GEOCACHE_* variables (`geocache_env`). Its log starts empty on each start.
+    """
+
+    kind: str
+    argv: Sequence[str]
+    port: int
+    log_path: Path
+    ready: Ready = wait_ready
+
+    def spawn(self) -> ServerProcess:
+        """The process, started but not yet known to serve."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log_path.unlink(missing_ok=True)
+        argv = list(self.argv)
+        env = geocache_env()
+        return _spawn(self.kind, argv, self.port, self.log_path, REPO_ROOT, env, new_session=True)
+
+    def start(self) -> ServerProcess:
+        """Spawn and wait until it serves; one that never does is stopped, and that raised."""
+        server = self.spawn()
+        try:
+            self.ready(server)
+        except BaseException:
+            server.stop(timeout_s=2.0)
+            raise
+        return server
+
+
+def start_all(
+    stack: contextlib.ExitStack[bool | None], specs: Sequence[ServerSpec]
+) -> list[ServerProcess]:
+    """Spawn every server at once, then wait for each to serve (they start side by side).
+
+    Each process is on `stack` from the moment it exists, so a failure or a Ctrl-C
+    while any of them starts stops every one started here when the stack unwinds.
+    """
+    with contextlib.ExitStack() as mine:
+        servers = [mine.enter_context(spec.spawn()) for spec in specs]
+        for spec, server in zip(specs, servers, strict=True):
+            spec.ready(server)
+        stack.enter_context(mine.pop_all())
+    return servers

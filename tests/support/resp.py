@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 # Types whose payload is one line: simple string, error, integer, null, double,
 # boolean, big number.
@@ -144,9 +145,10 @@ class Reply:
     def pairs(self) -> dict[bytes, Reply]:
         """A map (RESP3) or a flat key/value array (RESP2) as a dict keyed by raw bytes."""
         if self.kind == "%":
-            return {k.value: v for k, v in self.items}  # type: ignore[misc]
+            entries = cast("tuple[tuple[Reply, Reply], ...]", self.value)
+            return {cast(bytes, k.value): v for k, v in entries}
         flat = self.items
-        return {flat[i].value: flat[i + 1] for i in range(0, len(flat), 2)}  # type: ignore[misc]
+        return {cast(bytes, flat[i].value): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 def decode(raw: bytes) -> Reply:

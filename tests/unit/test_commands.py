@@ -8,9 +8,10 @@ import pytest
 
 from geocache.clock import ManualClock
 from geocache.commands.context import Session
-from geocache.commands.table import build_table, dispatch
+from geocache.commands.table import NOAUTH, NOT_A_PEER, build_table, dispatch
 from geocache.config import NodeConfig
-from geocache.protocol.types import NULL_ARRAY, Error
+from geocache.protocol.types import NULL_ARRAY, OK, Error
+from geocache.server.node import Node
 from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 
@@ -225,31 +226,59 @@ def test_getver_and_cas(node: FakeNode) -> None:
     assert run(node, "GET", "k") == b"b" and run(node, "TTL", "k") == 10
 
 
-def test_peer_authentication() -> None:
-    from geocache.cluster import auth
+def clustered_node() -> Node:
+    """A node in cluster mode, never started: its command table has the peer commands."""
+    config = NodeConfig(cluster_secret="s3cret", requirepass="pw", port=7000)
+    return Node(config, clock=ManualClock())
 
-    node = FakeNode(cluster_secret="s3cret", requirepass="pw")
-    session = Session(node, 1)  # type: ignore[arg-type]
-    nonce = run(node, "GC.CHALLENGE", session=session)
+
+def test_peer_authentication() -> None:
+    from geocache import auth
+
+    node = clustered_node()
+    session = Session(node, 1)
+    nonce = dispatch(node.table, session, [b"GC.CHALLENGE"])
     assert isinstance(nonce, bytes)
     bad = auth.proof("wrong", nonce, "n2")
-    assert str(run(node, "GC.AUTH", "n2", bad, session=session)).startswith("NOPERM")
+    assert str(dispatch(node.table, session, [b"GC.AUTH", b"n2", bad])).startswith("NOPERM")
     # A proof is good for one challenge only.
-    replay = run(node, "GC.AUTH", "n2", auth.proof("s3cret", nonce, "n2"), session=session)
-    assert str(replay).startswith("NOPERM")
-    nonce = run(node, "GC.CHALLENGE", session=session)
+    replay = auth.proof("s3cret", nonce, "n2")
+    assert str(dispatch(node.table, session, [b"GC.AUTH", b"n2", replay])).startswith("NOPERM")
+    nonce = dispatch(node.table, session, [b"GC.CHALLENGE"])
     assert isinstance(nonce, bytes)
     good = auth.proof("s3cret", nonce, "n2")
-    assert run(node, "GC.AUTH", "n2", good, session=session) == b"+OK\r\n"
+    assert dispatch(node.table, session, [b"GC.AUTH", b"n2", good]) == OK
     assert session.peer_id == "n2" and session.authenticated
 
 
-def test_no_secret_no_peers() -> None:
-    from geocache.cluster import auth
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [b"GC.SWIM", b"a:1", b"x"],
+        [b"GC.APPLY", b"k", b"v", b"0", b"1", b"n"],
+        [b"GC.APPLYDEL", b"k", b"1", b"n"],
+        [b"GC.FETCH", b"k"],
+        [b"gc.fwd", b"2", b"0", b"SET", b"k", b"v"],
+        [b"GC.DIGEST"],
+        [b"GC.BUCKET", b"1"],
+        [b"GC.REPAIR", b"1"],
+        [b"GC.GEO", b"eu"],
+    ],
+)
+def test_peer_commands_are_refused_to_unproven_sessions_in_one_place(argv: list[bytes]) -> None:
+    node = clustered_node()
+    session = Session(node, 1)
+    assert dispatch(node.table, session, argv) == NOAUTH
+    assert dispatch(node.table, session, [b"AUTH", b"pw"]) == OK
+    assert dispatch(node.table, session, argv) == NOT_A_PEER
+    assert node.store.peek(b"k") is None
 
+
+def test_no_secret_no_peer_commands() -> None:
+    """A standalone node has no peer commands at all: not even the handshake."""
     node = FakeNode()
     session = Session(node, 1)  # type: ignore[arg-type]
-    nonce = run(node, "GC.CHALLENGE", session=session)
-    assert isinstance(nonce, bytes)
-    reply = run(node, "GC.AUTH", "n2", auth.proof("", nonce, "n2"), session=session)
-    assert str(reply).startswith("NOPERM") and session.peer_id == ""
+    for name in ("GC.CHALLENGE", "GC.AUTH", "GC.SWIM", "GC.APPLY"):
+        reply = run(node, name, "a", "b", session=session)
+        assert str(reply).startswith("ERR unknown command"), reply
+    assert session.peer_id == ""

@@ -8,8 +8,8 @@ from geocache.clock import ManualClock
 from geocache.commands.context import Session
 from geocache.commands.server import cmd_info
 from geocache.config import NodeConfig
-from geocache.observability.info import SECTIONS, human_bytes, info_sections
 from geocache.protocol.types import Verbatim
+from geocache.server.info import SECTIONS, human_bytes, info_sections
 from geocache.server.node import Node
 
 US = 1_000

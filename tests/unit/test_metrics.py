@@ -21,10 +21,10 @@ from geocache.observability.metrics import (
     UNKNOWN,
     CommandLatency,
     Metrics,
-    NodeCollector,
     percentile_s,
 )
 from geocache.server.node import Node
+from geocache.server.prometheus import NodeCollector
 
 US = 1_000
 SECOND = 1_000_000_000

@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
-from geocache.histogram import REGION_LAG_BOUNDS_MS, Histogram
-from geocache.observability.metrics import _lag_histogram
+from geocache.observability.histogram import REGION_LAG_BOUNDS_MS, Histogram
+from geocache.server.prometheus import _lag_histogram
 
 
 def test_bucket_edges_are_inclusive_upper_bounds() -> None:

@@ -12,10 +12,26 @@ import asyncio
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from importlib.util import find_spec
 from typing import Any
 
-from geocache import __version__
+from geocache._version import __version__
 from geocache.config import NodeConfig, load, setting_help
+
+# `pip install geocache` brings what LocalCache and the clients need; these commands run
+# a node (serve, and demo's nodes) or draw tables with the `server` extra's modules.
+# uvloop is left out: without it the node runs on asyncio's own loop.
+SERVER_MODULES: dict[str, tuple[str, ...]] = {
+    "serve": ("aiohttp", "prometheus_client"),
+    "demo": ("aiohttp", "prometheus_client", "rich"),
+    "status": ("rich",),
+}
+SERVER_EXTRA_HINT = "pip install 'geocache[server]'"
+
+
+def missing_modules(command: str) -> list[str]:
+    """The `server` extra's modules that `command` needs and cannot import."""
+    return [name for name in SERVER_MODULES.get(command, ()) if find_spec(name) is None]
 
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
@@ -101,7 +117,7 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         import uvloop
 
         uvloop.run(coro)
-    except ImportError:  # pragma: no cover - uvloop is a dependency where available
+    except ImportError:  # pragma: no cover - the server extra installs it where available
         asyncio.run(coro)
 
 
@@ -166,6 +182,14 @@ def run_relay(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    missing = missing_modules(args.command)
+    if missing:
+        print(
+            f"geocache {args.command} needs {', '.join(missing)}, which the server extra"
+            f" installs: {SERVER_EXTRA_HINT}",
+            file=sys.stderr,
+        )
+        return 2
     if args.command == "serve":
         return serve(args)
     if args.command == "demo":

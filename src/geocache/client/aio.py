@@ -5,9 +5,11 @@ as they come and replies matched in order, so concurrent calls pipeline by thems
 An attempt that times out leaves the connection as it is (its late reply is dropped);
 a connection whose node is marked down is closed, failing whatever still waits on it.
 
-A background task (started by the first call) refreshes the topology and probes down
-nodes. Use one AsyncClient within one event loop; `await client.close()` (or
-`async with`) stops the task and closes the connections.
+The first call (or `connect()`) learns the map and, without `region=`, PINGs the seeds
+concurrently to choose the home region (core.py). A background task (started then)
+refreshes the topology and probes down nodes. Use one AsyncClient within one event
+loop; `await client.close()` (or `async with`) stops the task and closes the
+connections.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from geocache.client.core import (
+    PING_COMMAND,
     PROBE_COMMAND,
+    RTT_SAMPLES,
     TOPOLOGY_COMMAND,
     Attempt,
     Call,
@@ -32,19 +36,17 @@ from geocache.client.core import (
     Item,
     NodeStats,
 )
-from geocache.client.errors import CacheError
+from geocache.client.errors import CacheError, OnError
 from geocache.client.health import HealthPolicy
-from geocache.client.memo import MISSING, async_memoize
 from geocache.client.multiplex import Connection, expire
-from geocache.client.ops import Key, Op, Ops
+from geocache.client.ops import Key, Op, make_ops, misses
 from geocache.client.topology import check_routes, split_addr
-from geocache.memoize import KeyBuilder
+from geocache.memoize import MISSING, AsyncMemoize, AsyncMemoStore, KeyBuilder, memoize_async
 from geocache.protocol.writer import encode_command
-from geocache.serializers import Serializer, get_serializer
+from geocache.serializers import Serializer, SerializerName
 from geocache.singleflight import AsyncFlights
 from geocache.store.local import check_ttl_s, to_key
 
-F = TypeVar("F", bound=Callable[..., Any])
 K = TypeVar("K", bound=str | bytes)
 Clock = Callable[[], float]
 
@@ -58,7 +60,8 @@ _MAX_SLEEP_S = 5.0
 
 
 class AsyncClient:
-    """An asyncio client for a geocache node or cluster; arguments as for `Client`."""
+    """An asyncio client for a geocache node or cluster; arguments as for `Client`
+    (but for `pool_size`: one connection per node serves every coroutine)."""
 
     def __init__(
         self,
@@ -66,25 +69,27 @@ class AsyncClient:
         *,
         region: str | None = None,
         password: str | None = None,
-        serializer: str | Serializer = "json",
+        serializer: SerializerName | Serializer = "json",
+        decode: bool = False,
+        typed: bool = False,
+        key_prefix: str | bytes = "",
+        version: int | None = None,
         timeout_s: float = 1.0,
-        on_error: str = "raise",
+        on_error: OnError = "raise",
         topology_refresh_s: float = 5.0,
         health: HealthPolicy | None = None,
         routes: Mapping[str, str] | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
-        if on_error not in ("raise", "miss"):
-            raise ValueError(f'on_error is "raise" or "miss", not {on_error!r}')
+        self._miss = misses(on_error)
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
         seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
         for seed in seed_list:
             split_addr(seed)
         self._core = Core(seed_list, region=region, policy=health, refresh_s=topology_refresh_s)
-        self._ops = Ops(get_serializer(serializer))
+        self._ops = make_ops(serializer, key_prefix, version, decode, typed)
         self._timeout_s = timeout_s
-        self._miss = on_error == "miss"
         self._clock = clock
         self._auth = encode_command(b"AUTH", password) if password else b""
         self._routes = check_routes(routes)
@@ -96,43 +101,112 @@ class AsyncClient:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
-    # -- the API ---------------------------------------------------------------------------
+    # -- one key ---------------------------------------------------------------------------
 
     async def get(self, key: Key, default: Any = None) -> Any:
+        """The value of `key`, or `default` if there is none (a stored None is a value)."""
         return await self._run(self._ops.get(key, default))
 
     async def set(self, key: Key, value: Any, ttl_s: float | None = None) -> None:
+        """Store `value`, expiring after `ttl_s` seconds (None: never)."""
         await self._run(self._ops.set(key, value, ttl_s))
 
+    async def add(self, key: Key, value: Any, ttl_s: float | None = None) -> bool:
+        """Store `value` only if `key` has none (SET NX); True if it was stored."""
+        result: bool = await self._run(self._ops.add(key, value, ttl_s))
+        return result
+
     async def delete(self, key: Key) -> bool:
+        """Delete `key`; True if it existed."""
         result: bool = await self._run(self._ops.delete(key))
         return result
 
+    async def exists(self, key: Key) -> bool:
+        """Whether `key` has a value (a stored None counts)."""
+        result: bool = await self._run(self._ops.exists(key))
+        return result
+
     async def expire(self, key: Key, ttl_s: float) -> bool:
+        """Set a key's TTL (zero or less deletes it); True if the key exists."""
         result: bool = await self._run(self._ops.expire(key, ttl_s))
         return result
 
+    async def touch(self, key: Key, ttl_s: float | None = None) -> bool:
+        """Give `key` a new TTL (None: never expire; zero or less deletes it); True if it
+        exists."""
+        result: bool = await self._run(self._ops.touch(key, ttl_s))
+        return result
+
     async def ttl(self, key: Key) -> float | None:
+        """Seconds left: None if there is no such key, math.inf if it never expires."""
         result: float | None = await self._run(self._ops.ttl(key))
         return result
 
     async def incr(self, key: Key, delta: int = 1) -> int:
+        """Add `delta` to a counter (missing: 0) and return it; as `Client.incr`."""
         result: int = await self._run(self._ops.incr(key, delta))
         return result
 
+    async def decr(self, key: Key, delta: int = 1) -> int:
+        """Subtract `delta` from a counter (missing: 0) and return it; as `Client.incr`."""
+        return await self.incr(key, -delta)
+
+    async def getver(self, key: Key) -> int | None:
+        """The version of `key`'s value (it grows with every write), None if missing."""
+        result: int | None = await self._run(self._ops.getver(key))
+        return result
+
+    async def cas(
+        self, key: Key, version: int, value: Any, ttl_s: float | None = None
+    ) -> int | None:
+        """Store `value` only if `key`'s version is still `version` (0: only if missing);
+        the new version, or None if another write came first. As `Client.cas`."""
+        result: int | None = await self._run(self._ops.cas(key, version, value, ttl_s))
+        return result
+
+    # -- many keys -------------------------------------------------------------------------
+
     async def get_many(self, keys: Iterable[K]) -> dict[K, Any]:
+        """The keys found, as given, with their values; one pipeline per node."""
         result: dict[K, Any] = await self._run(self._ops.get_many(keys))
         return result
 
     async def set_many(self, values: Mapping[K, Any], ttl_s: float | None = None) -> None:
+        """Store every key's value (as `set`); one pipeline per node."""
         await self._run(self._ops.set_many(values, ttl_s))
+
+    async def delete_many(self, keys: Iterable[Key]) -> int:
+        """Delete every key; how many existed. One pipeline per node."""
+        result: int = await self._run(self._ops.delete_many(keys))
+        return result
+
+    async def clear(self, prefix: Key = "") -> int:
+        """Delete every key of this client's namespace, or every key when it has none
+        (only those starting with `prefix`, if given); how many were deleted. As
+        `Client.clear`: SCAN per node, not atomic."""
+        await self.connect()
+        deleted, seen = 0, set[bytes]()
+        for addr in self._core.scan_addrs():
+            cursor = b"0"
+            while True:
+                cursor, keys = await self._run(self._ops.scan(addr, cursor, prefix))
+                fresh = [k for k in keys if k not in seen]
+                seen.update(fresh)
+                if fresh:
+                    deleted += await self._run(self._ops.delete_stored(fresh))
+                if cursor == b"0":
+                    break
+        return deleted
+
+    # -- computed values -------------------------------------------------------------------
 
     async def get_or_set(self, key: Key, fn: Callable[[], Any], ttl_s: float | None = None) -> Any:
         """The cached value, or `fn()` (awaited if it returns an awaitable) stored and
-        returned; concurrent callers in this event loop wait for one computation."""
+        returned; concurrent callers in this event loop wait for one computation. The
+        value is stored typed (client/values.py), so it reads back as it was."""
         raw = to_key(key)
         check_ttl_s(ttl_s)
-        value = await self.get(raw, MISSING)
+        value = await self._run(self._ops.get(raw, MISSING, typed=True))
         if value is not MISSING:
             return value
         return await self._flights.do(raw, lambda: self._load(raw, fn, ttl_s))
@@ -142,22 +216,43 @@ class AsyncClient:
         ttl_s: float | None = None,
         key_builder: KeyBuilder | None = None,
         namespace: str | None = None,
-    ) -> Callable[[F], F]:
-        """Decorate an async function so its results are cached per arguments."""
-        return async_memoize(self, ttl_s, key_builder, namespace)
+    ) -> AsyncMemoize:
+        """Decorate an async function so its results are cached per arguments; it gets
+        coroutines `invalidate(*args)` and `refresh(*args)` (memoize.py)."""
+        check_ttl_s(ttl_s)
+        # Made per decorator, not kept: a client that held one would hold itself.
+        store = AsyncMemoStore(
+            get_or_set=self.get_or_set,
+            put=lambda key, value, ttl_s: self._run(self._ops.set(key, value, ttl_s, True)),
+            delete=self.delete,
+        )
+        return memoize_async(store, ttl_s, key_builder, namespace, "AsyncClient")
+
+    # -- the client itself -----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Learn the cluster map and choose the home region now (the first call does it
+        otherwise); raises nothing if no node answers, as calls then say why."""
+        if self._task is None:
+            await self._start()
 
     async def owners(self, key: Key) -> tuple[str, ...]:
-        await self._start()
-        return self._core.topology.owners(to_key(key), self._core.home_region)
+        """The addresses owning `key` in this client's region, primary first."""
+        await self.connect()
+        return self._core.topology.owners(self._ops.key(key), self._core.home_region)
 
     @property
     def region(self) -> str:
+        """The home region: the one given, else the nearest seed's; "" until the first
+        call or `connect()` has learned it."""
         return self._core.home_region
 
     def stats(self) -> dict[str, NodeStats]:
+        """What this client has seen of each node, by address."""
         return self._core.stats()
 
     async def close(self) -> None:
+        """Stop the background task and close every connection."""
         self._closed = True
         task, self._task = self._task, None
         if task is not None:
@@ -178,12 +273,12 @@ class AsyncClient:
     # -- running calls ---------------------------------------------------------------------
 
     async def _load(self, key: bytes, fn: Callable[[], Any], ttl_s: float | None) -> Any:
-        value = await self.get(key, MISSING)
+        value = await self._run(self._ops.get(key, MISSING, typed=True))
         if value is MISSING:
             value = fn()
             if inspect.isawaitable(value):
                 value = await value
-            await self.set(key, value, ttl_s)
+            await self._run(self._ops.set(key, value, ttl_s, True))
         return value
 
     async def _run(self, op: Op) -> Any:
@@ -266,8 +361,26 @@ class AsyncClient:
             if self._task is not None:
                 return
             await self._refresh_topology()
+            await self._choose_home()
             self._wake = asyncio.Event()
             self._task = asyncio.create_task(_maintain(weakref.ref(self), self._wake))
+
+    async def _measure(self, addr: str) -> list[float]:
+        """PING round trips (seconds) to one seed, on a connection of its own."""
+        samples: list[float] = []
+        timeout_s = self._core.health.policy.probe_timeout_s
+        try:
+            conn = await asyncio.wait_for(self._connect_probe(addr), timeout_s)
+            try:
+                for _ in range(RTT_SAMPLES):
+                    started = self._clock()
+                    await asyncio.wait_for(conn.request(PING_COMMAND, 1), timeout_s)
+                    samples.append(self._clock() - started)
+            finally:
+                conn.close()
+        except (OSError, TimeoutError):
+            pass
+        return samples
 
     def _background_delay_s(self) -> float:
         return min(max(0.0, self._core.next_wakeup() - self._clock()), _MAX_SLEEP_S)
@@ -278,6 +391,13 @@ class AsyncClient:
             await asyncio.gather(*(self._probe(a) for a in probes))
         if self._core.refresh_due(self._clock()):
             await self._refresh_topology()
+            await self._choose_home()  # if the first call could not: no map, or no seed answered
+
+    async def _choose_home(self) -> None:
+        seeds = self._core.seeds_to_measure()
+        if seeds:
+            samples = await asyncio.gather(*(self._measure(a) for a in seeds))
+            self._core.seeds_measured(dict(zip(seeds, samples, strict=True)), self._clock())
 
     async def _probe(self, addr: str) -> None:
         started = self._clock()

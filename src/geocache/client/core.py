@@ -7,8 +7,14 @@ Routing: a key's candidates are the live members of the home region ranked for i
 bucket (owners first, primary first; then the non-owners, which forward), followed by
 every other region's ranking, nearest region first by measured latency. Reads and
 writes both start at the primary: a read then sees the writes the primary acknowledged,
-whatever `write_acks` the cluster uses. The home region is the one given, else the
-region of the seed that answered first.
+whatever `write_acks` the cluster uses. The home region is the one given; else, once
+the map is known, the region of the nearest seed: when the seeds span regions, the
+client PINGs each `RTT_SAMPLES` times and takes the region of the seed with the lowest
+round trip (the least sample: queueing only ever adds to a round trip). Seeds that
+do not answer, or that the map does not list by that address, do not count; seeds all
+in one region need no measuring. Until a choice is made (no map yet, or no seed of it
+answered: tried again after each refresh), home is the region of the seed that gave
+the map.
 
 A `Call` runs one client call, a single command or a pipeline, as a state machine in
 rounds: `next_round(now)` groups the pending commands by the next candidate that is not
@@ -44,6 +50,11 @@ from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
 
 TOPOLOGY_COMMAND = encode_command("GC.TOPOLOGY")
+PING_COMMAND = encode_command("PING")
+# PINGs per seed when choosing the home region: enough that one slow sample (a
+# connection's first, a scheduler hiccup) does not decide, few enough to cost a few
+# round trips on the first call.
+RTT_SAMPLES = 3
 # A probe asks for the node's INFO section rather than PING: a node still warming up
 # after a restart says `cluster_ready:0` there, and stays down until it is ready, so
 # reads do not reach it while it is still missing what it was away for.
@@ -122,6 +133,7 @@ class Core:
         self._region_order_at = float("-inf")
         self._downed: list[str] = []
         self._absent_since: dict[str, float] = {}
+        self._home_chosen = region is not None
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -149,6 +161,12 @@ class Core:
     @property
     def home_region(self) -> str:
         return self._home
+
+    def scan_addrs(self) -> list[str]:
+        """The nodes whose keys together are every key of the home region (for `clear`):
+        its live members, or every live node if none is known there."""
+        topology = self.topology
+        return topology.live_addrs(self._home) or topology.live_addrs()
 
     def region_order(self, now: float) -> tuple[str, ...]:
         self._update_region_order(now)
@@ -239,6 +257,33 @@ class Core:
             self._update_region_order(now)
             self._plans = {}
             self.health.forget(set(topology.by_addr) | set(self.seeds))
+
+    def seeds_to_measure(self) -> list[str]:
+        """Seeds to PING for the home region: none once chosen, or if they share one."""
+        if self._home_chosen or self.topology.is_seed_list:
+            return []
+        regions = {self.topology.region_of(s) for s in self.seeds}
+        if len(regions - {None}) < 2:
+            self._home_chosen = True
+            return []
+        return list(self.seeds)
+
+    def seeds_measured(self, samples: dict[str, list[float]], now: float) -> None:
+        """Round trips (seconds) of PINGs per seed: home becomes the nearest one's region.
+        If no seed of the map answered, the choice waits for the next refresh."""
+        for addr, rtts in samples.items():
+            for rtt in rtts:
+                self.health.succeeded(addr, rtt, now)
+        ranked = sorted(
+            (min(rtts), addr)
+            for addr, rtts in samples.items()
+            if rtts and self.topology.region_of(addr) is not None
+        )
+        self._home_chosen = bool(ranked)
+        if ranked:
+            self._home = self.topology.region_of(ranked[0][1]) or self._home
+            self._update_region_order(now)
+            self._plans = {}
 
     def topology_fetched(self, call: Call, now: float) -> None:
         """The outcome of a GC.TOPOLOGY call made with `nodes_item(topology_sources())`."""

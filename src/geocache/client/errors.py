@@ -8,6 +8,12 @@ misconfiguration to see, never hidden as a miss.
 
 from __future__ import annotations
 
+from typing import Literal
+
+# What a call does when the cache cannot answer: raise Timeout or Unavailable, or act
+# as a miss (ops.py says what each call then returns).
+OnError = Literal["raise", "miss"]
+
 
 class CacheError(Exception):
     """Any failure of a geocache client call."""
@@ -23,3 +29,9 @@ class Unavailable(CacheError):
 
 class CommandError(CacheError):
     """A node answered with an error reply for this command."""
+
+
+class DecodeError(CacheError):
+    """A stored value this client cannot read: a marked value it may not or cannot decode
+    (a pickle, for a client that does not unpickle), or bytes that are not UTF-8 text when
+    the client decodes text (client/values.py says how values are stored)."""

@@ -10,6 +10,10 @@ owners are alive again.
 Reads and writes of the local store happen in command handlers; this module only does
 the network side, so everything here is asyncio and nothing here touches a key twice
 across an await.
+
+The cluster sits below the server: it is handed its store, its peer connections and its
+random source, and sees the node that runs it only as a `ClusterHost` (the settings of
+the moment and the read-through origin, both of which the node may change).
 """
 
 from __future__ import annotations
@@ -17,23 +21,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import TYPE_CHECKING
 
+from geocache.clock import Clock
 from geocache.cluster import digest, placement
-from geocache.cluster.geo import GeoStreams
 from geocache.cluster.hints import Hints
+from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
 from geocache.cluster.repair import Repairer
 from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
+from geocache.cluster.streams import RegionStreams
 from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
 from geocache.commands.context import Deferred
+from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.entry import Entry, Tombstone
-
-if TYPE_CHECKING:
-    from geocache.server.node import Node
 
 log = logging.getLogger("geocache.cluster")
 
@@ -56,45 +59,56 @@ NOREPLICAS = Error("NOREPLICAS Not enough good replicas to write.")
 
 
 class Cluster:
-    def __init__(self, node: Node, peers: Peers | None = None) -> None:
-        """`peers`: the connections to other nodes (a simulated network in tests)."""
-        config = node.config
-        self.node = node
+    def __init__(
+        self,
+        host: ClusterHost,
+        store: JournaledStore,
+        clock: Clock,
+        peers: Peers,
+        rng: random.Random,
+        addr: str,
+        events: ClusterEvents = NO_EVENTS,
+    ) -> None:
+        """`peers`: the connections to other nodes; `rng` seeds membership's and repair's
+        choices (a simulated run replays exactly); `addr`: where peers reach this node."""
+        config = host.config
+        self.host = host
+        self.store = store
+        self.clock = clock
         self.node_id = config.effective_node_id
         self.region = config.region
         self.replicas = config.replicas
         self.write_acks = config.write_acks
-        self.addr = config.advertise_addr or f"{config.bind}:{node.resp_port}"
+        self.secret = config.cluster_secret
+        self.addr = addr
         self.swim = Swim(
-            local_member(self.node_id, self.addr, self.region, node.clock),
+            local_member(self.node_id, self.addr, self.region, clock),
             SwimConfig(),
-            node.clock,
-            random.Random(),
+            clock,
+            random.Random(rng.random()),
         )
-        self.peers = peers or Peers(self.node_id, config.cluster_secret, config.peer_routes)
+        self.peers = peers
         self.router = Router(self)
         self.hints = Hints()
-        self.repairer = Repairer(self)
-        self.geo = GeoStreams(self)
+        # Membership changes, resyncs and repair passes, for the dashboard's timeline.
+        self.events = events
+        self.repairer = Repairer(self, random.Random(rng.random()), events)
+        self.streams = RegionStreams(self, events)
         self._region_ids: list[str] = [self.node_id]
         # Alive members of every region, this node included in its own.
         self._by_region: dict[str, list[str]] = {self.region: [self.node_id]}
         self._addr_of: dict[str, str] = {self.node_id: self.addr}
         self._tasks: list[asyncio.Task[None]] = []
-        self.warm_until_ms = node.clock.mono_ms() + WARM_WINDOW_MS
+        self.warm_until_ms = clock.mono_ms() + WARM_WINDOW_MS
         self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
+        # Flushes (FLUSHALL) members have not acknowledged yet: node id -> version.
+        self._unflushed: dict[str, int] = {}
         self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
-
-    @property
-    def store(self) -> JournaledStore:
-        store = self.node.store
-        assert isinstance(store, JournaledStore)
-        return store
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._send(self.swim.join(self.node.config.seed_list))
+        self._send(self.swim.join(self.host.config.seed_list))
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self._tasks.append(asyncio.create_task(self._hint_loop()))
         self.repairer.start()
@@ -103,7 +117,7 @@ class Cluster:
         """Announce a graceful leave, then close peer connections."""
         self._send(self.swim.leave())
         await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
-        await self.geo.stop()
+        await self.streams.stop()
         for task in self._tasks:
             task.cancel()
         self.repairer.stop()
@@ -139,7 +153,7 @@ class Cluster:
         changes = self.swim.drain_changes()
         if not changes:
             return
-        self.node.events.membership(changes)
+        self.events.membership(changes)
         alive = self.swim.alive()
         self._addr_of = {m.node_id: m.addr for m in alive}
         self._addr_of[self.node_id] = self.addr
@@ -152,10 +166,10 @@ class Cluster:
         if region_ids != self._region_ids:
             # Owners changed for some keys: misses ask the other members for a while.
             self._region_ids = region_ids
-            self.warm_until_ms = self.node.clock.mono_ms() + WARM_WINDOW_MS
+            self.warm_until_ms = self.clock.mono_ms() + WARM_WINDOW_MS
             log.info("region members changed", extra={"members": ",".join(region_ids)})
         self.repairer.on_changes(changes)
-        self.geo.on_changes(changes)
+        self.streams.on_changes(changes)
 
     def members(self) -> list[Member]:
         return self.swim.members()
@@ -211,7 +225,7 @@ class Cluster:
 
     def alone_before_joining(self) -> bool:
         """Started with seeds, not ready, and no peer known yet: any answer would be a guess."""
-        return len(self._addr_of) == 1 and bool(self.node.config.seed_list) and not self.ready
+        return len(self._addr_of) == 1 and bool(self.host.config.seed_list) and not self.ready
 
     def joined(self) -> bool:
         """Whether this node knows any other member (of any region)."""
@@ -223,7 +237,7 @@ class Cluster:
         For the whole window, not only while repair passes run: a pass that failed and
         was dropped, or a record that arrived between passes, would otherwise be a miss.
         """
-        return self.node.clock.mono_ms() < self.warm_until_ms
+        return self.clock.mono_ms() < self.warm_until_ms
 
     def required_acks(self, owners: int) -> int:
         if self.write_acks == "one":
@@ -298,7 +312,7 @@ class Cluster:
                 raise PeerError(f"{target}: {next(r for r in replies if isinstance(r, Error))}")
         except PeerError as exc:
             self.stats["replica_failures"] += 1
-            self.hints.add(target, writes, self.node.clock.wall_ms())
+            self.hints.add(target, writes, self.clock.wall_ms())
             log.debug("replica missed a write", extra={"peer": target, "error": str(exc)})
             return target, False
         self.stats["replicated"] += len(writes)
@@ -310,9 +324,49 @@ class Cluster:
             for target in self.hints.targets():
                 if target in self._region_ids:
                     await self._replay(target)
+            for target, version in list(self._unflushed.items()):
+                if self.addr_of(target) is not None:
+                    await self._send_flush(target, version)
+
+    # -- flushes ---------------------------------------------------------------------------
+
+    async def flush_everywhere(self, version: int, reply: object) -> object:
+        """After a local FLUSHALL at `version`: every other member of every region drops
+        what is not newer (GC.FLUSH). `reply` once this region's members have it;
+        members that do not answer get it when they are back (the hint loop)."""
+        targets = [node_id for node_id in self._addr_of if node_id != self.node_id]
+        for target in targets:
+            self._unflushed[target] = max(version, self._unflushed.get(target, 0))
+        sent = await asyncio.gather(*(self._send_flush(t, version) for t in targets))
+        missed = [t for t, ok in zip(targets, sent, strict=True) if not ok]
+        if any(t in self._region_ids for t in missed):
+            log.warning("flush not acknowledged yet", extra={"members": ",".join(missed)})
+        return reply
+
+    async def _send_flush(self, target: str, version: int) -> bool:
+        addr = self.addr_of(target)
+        if addr is None:
+            return False
+        try:
+            answer = await self.peers.get(addr).call(
+                "GC.FLUSH", version, timeout_ms=PEER_TIMEOUT_MS
+            )
+        except PeerError:
+            return False
+        if isinstance(answer, Error):
+            return False
+        if self._unflushed.get(target, 0) <= version:
+            self._unflushed.pop(target, None)
+        return True
+
+    def apply_flush(self, version: int) -> int:
+        """GC.FLUSH from the member that ran FLUSHALL: drop what is not newer."""
+        dropped = self.store.flush_at(version)
+        log.info("flushed at another member's request", extra={"dropped": dropped})
+        return dropped
 
     async def _replay(self, target: str) -> None:
-        batch = self.hints.batch(target, HINT_BATCH, self.node.clock.wall_ms())
+        batch = self.hints.batch(target, HINT_BATCH, self.clock.wall_ms())
         addr = self.addr_of(target)
         if not batch or addr is None:
             return
@@ -339,6 +393,20 @@ class Cluster:
 
         `timeout_ms` per owner: writes (the default) wait for their replication there;
         reads pass PEER_TIMEOUT_MS. `version`: a write's version, minted here (GC.FWD)."""
+        return await self._at_owner(owners, ("GC.FWD", proto, version, *argv), timeout_ms)
+
+    async def forward_exec(
+        self, commands: list[list[bytes]], owners: list[str], proto: int
+    ) -> object:
+        """Run a transaction's queued commands at their slot's primary (GC.EXEC)."""
+        flat: list[bytes | int] = []
+        for argv in commands:
+            flat += [len(argv), *argv]
+        return await self._at_owner(owners, ("GC.EXEC", proto, *flat), FORWARD_TIMEOUT_MS)
+
+    async def _at_owner(
+        self, owners: list[str], request: tuple[bytes | str | int, ...], timeout_ms: int
+    ) -> object:
         last: Exception | None = None
         # Owners whose connection just failed go last: a crashed primary costs nothing.
         for owner in sorted(owners, key=self.known_down):
@@ -346,9 +414,7 @@ class Cluster:
             if addr is None:
                 continue
             try:
-                reply = await self.peers.get(addr, FORWARD).call(
-                    "GC.FWD", proto, version, *argv, timeout_ms=timeout_ms
-                )
+                reply = await self.peers.get(addr, FORWARD).call(*request, timeout_ms=timeout_ms)
             except PeerError as exc:
                 last = exc
                 continue

@@ -1,9 +1,9 @@
 """Incremental bucket digests of what a node holds, for repair to compare owners cheaply.
 
-Every key falls in one of `BUCKETS` buckets by its xxh3 hash. A bucket's digest is the XOR
-of `record_hash(key, version, origin, is_tombstone)` over the live entries and the
-tombstones the node holds in that bucket. XOR makes every change O(1): adding a record
-and removing it are the same operation, and the order of changes does not matter, so
+Every key falls in one of `BUCKETS` buckets by its hash slot (slots.py). A bucket's
+digest is the XOR of `record_hash(key, version, origin, is_tombstone)` over the live
+entries and the tombstones the node holds in that bucket. XOR makes every change O(1):
+adding a record and removing it are the same operation, and the order of changes does not matter, so
 two nodes holding the same records in a bucket have the same digest however they got
 there, and (but for a 2**-64 collision) different records give different digests.
 
@@ -34,15 +34,15 @@ from typing import Final
 
 import xxhash
 
+from geocache.slots import BUCKETS as BUCKETS  # re-exported: repair and tests count buckets
+from geocache.slots import SLOTS_PER_BUCKET, key_slot
+
 # 1024 buckets: a digest is 8 KiB on the wire, and each bucket holds a thousandth of the
 # keys, so one differing key costs one bucket's key list (about 1,000 records at a
-# million keys), not the whole keyspace.
-BUCKETS: Final = 1024
-_MASK: Final = BUCKETS - 1
+# million keys), not the whole keyspace. A bucket is 16 contiguous Redis Cluster hash
+# slots (slots.py), so cluster-aware clients, placement and repair agree on one map.
+_SLOT_SHIFT: Final = SLOTS_PER_BUCKET.bit_length() - 1
 _WIRE: Final = struct.Struct(f"<{BUCKETS}Q")
-# Seed of the bucket hash, so a key's bucket is independent of its records' hashes
-# (seeded with their version).
-_BUCKET_SEED: Final = 0x6765_6F63_6163_6865  # "geocache"
 # Origins whose salts are cached: node ids are few, but junk must not grow the cache.
 _MAX_ORIGINS: Final = 4096
 
@@ -58,8 +58,8 @@ _salts: dict[str, tuple[int, int]] = {}
 
 
 def bucket_of(key: bytes) -> int:
-    """The bucket a key falls in (0 .. BUCKETS-1); the same on every node."""
-    return _hash(key, _BUCKET_SEED) & _MASK
+    """The bucket a key falls in (0 .. BUCKETS-1): its hash slot's, the same on every node."""
+    return key_slot(key) >> _SLOT_SHIFT
 
 
 def bucket_token(bucket: int) -> bytes:

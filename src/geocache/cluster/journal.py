@@ -118,6 +118,23 @@ class JournaledStore(Store):
                 self._remove(key)
         return len(records)
 
+    def flush_at(self, version: int) -> int:
+        """A cluster-wide flush minted at `version` elsewhere: drop every record not newer
+        than it (a write made after the flush survives wherever it arrived first) and
+        raise the resurrection floor to it, so no older write can come back. Returns the
+        records dropped."""
+        self.hlc.update(version)
+        old = [key for key, entry in self._data.items() if entry[2] <= version]
+        for key in old:
+            self._remove(key)
+        space = self.tombstones
+        assert isinstance(space, Tombstones)  # a JournaledStore always keeps tombstones
+        tombs = [key for key, tomb in space.items() if tomb[0] <= version]
+        for key in tombs:
+            self.tombstones.discard(key)
+        self.tombstones.floor = max(self.tombstones.floor, version)
+        return len(old) + len(tombs)
+
     # -- digest hooks ----------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -147,6 +164,8 @@ class JournaledStore(Store):
             old_key, old = data.popitem(last=False)
             self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
             self.evictions += 1
+            if self.on_change is not None:
+                self.on_change(old_key, None, False)
             if old[1]:
                 self.used_bytes -= EXPIRY_OVERHEAD_BYTES
                 self._wheel.discard(old_key, old[1])

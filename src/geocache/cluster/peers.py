@@ -9,16 +9,28 @@ future, not a stalled caller.
 
 On connect the client proves the cluster secret (GC.CHALLENGE, then GC.AUTH; see
 auth.py) before any request is sent.
+
+Seams: how a connection is opened is a `Dial` function (TCP to the peer, or to the
+relay `peer_map` names, by default), and every time the client measures (timeouts,
+backoff, `failed_recently`) is the event loop's clock, so the cluster simulator runs
+this very client over its simulated network in virtual time. Fire-and-forget messages
+(membership) leave as requests on the connection whose replies are read and dropped,
+unless a `SendDatagram` is given: then, once the connection is up, each leaves through
+it with no reply expected. The simulator passes one that sends a datagram beside the
+connection, which its network may lose one by one, as SWIM must see loss; it is a
+parameter of the client rather than a trait of the simulated transport because a lost
+write on a connection would leave a request without its reply and put every later
+reply out of step, and because membership shares the data channel with replication
+and repair, whose writes must never be lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from geocache.cluster import auth
+from geocache import auth
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
@@ -38,6 +50,30 @@ MAX_IN_FLIGHT = 100_000
 
 class PeerError(Exception):
     """The peer could not be reached or did not answer in time."""
+
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
+# Opens one connection: the transport and the protocol `factory` made for it.
+Dial = Callable[[ProtocolFactory], Awaitable[tuple[asyncio.Transport, asyncio.Protocol]]]
+# Sends one encoded fire-and-forget message beside an open connection; nothing answers.
+SendDatagram = Callable[[asyncio.Transport, bytes], None]
+
+
+def tcp_dial(addr: str) -> Dial:
+    """Dial `addr` ("host:port", an IPv6 host in brackets) over TCP."""
+    host, _, port_text = addr.rpartition(":")
+    host, port = host.strip("[]"), int(port_text)  # a bad address fails here, at once
+
+    async def dial(factory: ProtocolFactory) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        loop = asyncio.get_running_loop()
+        return await loop.create_connection(factory, host, port)
+
+    return dial
+
+
+def _now() -> float:
+    """The event loop's clock (s): virtual time in a simulation, monotonic otherwise."""
+    return asyncio.get_running_loop().time()
 
 
 class _Protocol(asyncio.Protocol):
@@ -72,11 +108,19 @@ def _consume(future: asyncio.Future[object]) -> None:
 
 
 class PeerClient:
-    def __init__(self, addr: str, node_id: str, secret: str, dial: str = "") -> None:
-        """`dial`: where to connect to reach `addr`, if not there (a relay in between)."""
+    def __init__(
+        self,
+        addr: str,
+        node_id: str,
+        secret: str,
+        dial: Dial | None = None,
+        datagram: SendDatagram | None = None,
+    ) -> None:
+        """`dial`: opens a connection to `addr` (TCP to it by default); `datagram`: how
+        fire-and-forget messages leave (default: as requests, replies dropped)."""
         self.addr = addr
-        host, _, port = (dial or addr).rpartition(":")
-        self._host, self._port = host.strip("[]"), int(port)
+        self._dial_fn = dial or tcp_dial(addr)
+        self._datagram = datagram
         self._node_id = node_id
         self._secret = secret
         self._transport: asyncio.Transport | None = None
@@ -100,7 +144,7 @@ class PeerClient:
         """Whether the last connection to this peer failed, or a request to it timed out,
         within `window_s`, with no answer since."""
         failed_at = self._failed_at
-        return failed_at is not None and time.monotonic() - failed_at < window_s
+        return failed_at is not None and _now() - failed_at < window_s
 
     async def call(self, *args: Arg, timeout_ms: int = 1000) -> object:
         """Send one command and return its reply (an Error value for an error reply)."""
@@ -110,33 +154,31 @@ class PeerClient:
     async def pipeline(
         self, commands: Sequence[Sequence[Arg]], timeout_ms: int = 1000
     ) -> list[object]:
-        deadline = time.monotonic() + timeout_ms / 1000
+        deadline = _now() + timeout_ms / 1000
         if not self.connected:
             try:
-                await asyncio.wait_for(
-                    self._connect(), timeout=max(deadline - time.monotonic(), 0.001)
-                )
+                await asyncio.wait_for(self._connect(), timeout=max(deadline - _now(), 0.001))
             except TimeoutError:
                 raise PeerError(f"{self.addr}: not connected within {timeout_ms} ms") from None
         futures = self._send(commands)
         try:
-            async with asyncio.timeout(max(deadline - time.monotonic(), 0.001)):
+            async with asyncio.timeout(max(deadline - _now(), 0.001)):
                 replies = list(await asyncio.gather(*futures))
         except TimeoutError:
             # Connected but silent (hung, cut off, or overloaded): down for quorums and
             # routing until it answers again, as if its connection had failed. The
             # connection stays: requests with longer timeouts (repair) may share it.
-            self._failed_at = time.monotonic()
+            self._failed_at = _now()
             raise PeerError(f"{self.addr}: no answer in {timeout_ms} ms") from None
         self._failed_at = None
         return replies
 
     def send_nowait(self, *args: Arg) -> None:
-        """Fire and forget (membership messages); the reply is read and dropped."""
+        """Fire and forget (membership messages): the reply is read and dropped (none
+        comes when the message leaves through `datagram`)."""
         if self.connected:
-            for future in self._send([args]):
-                future.add_done_callback(_consume)
-        elif self._connecting is None and time.monotonic() >= self._down_until:
+            self._send_nowait(args)
+        elif self._connecting is None and _now() >= self._down_until:
             self._connecting = asyncio.ensure_future(self._connect_quietly(args))
 
     def close(self) -> None:
@@ -181,11 +223,18 @@ class PeerClient:
             if task.done():
                 self._connecting = None
 
+    def _send_nowait(self, args: Sequence[Arg]) -> None:
+        transport = self._transport
+        if self._datagram is not None and transport is not None:
+            self._datagram(transport, encode_command(*args))
+            return
+        for future in self._send([args]):
+            future.add_done_callback(_consume)
+
     async def _connect_quietly(self, first: Sequence[Arg]) -> None:
         try:
             await self._dial()
-            for future in self._send([first]):
-                future.add_done_callback(_consume)
+            self._send_nowait(first)
         except (OSError, PeerError, TimeoutError):
             pass
         finally:
@@ -195,21 +244,19 @@ class PeerClient:
         if self.connected:
             return
         self._authed = False
-        if time.monotonic() < self._down_until:
+        if _now() < self._down_until:
             raise PeerError(f"{self.addr}: down, retrying shortly")
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                transport, protocol = await loop.create_connection(
-                    lambda: _Protocol(self), self._host, self._port
-                )
+                transport, protocol = await self._dial_fn(lambda: _Protocol(self))
+                assert isinstance(protocol, _Protocol)
                 self._transport = transport
                 self._protocol = protocol
                 await self._authenticate()
                 self._authed = True
                 self._failed_at = None
         except (OSError, TimeoutError, PeerError) as exc:
-            self._failed_at = time.monotonic()
+            self._failed_at = _now()
             self._down_until = self._failed_at + RECONNECT_BACKOFF_MS / 1000
             if self._transport is not None:
                 self._transport.abort()
@@ -232,8 +279,8 @@ class PeerClient:
         self._transport = None
         self._outbox = []
         self._authed = False
-        self._failed_at = time.monotonic()
-        self._down_until = time.monotonic() + RECONNECT_BACKOFF_MS / 1000
+        self._failed_at = _now()
+        self._down_until = self._failed_at + RECONNECT_BACKOFF_MS / 1000
         pending, self._pending = self._pending, deque()
         for future in pending:
             if not future.done():
@@ -255,17 +302,29 @@ GEO = "geo"
 class Peers:
     """The PeerClients of one node, by address and channel."""
 
-    def __init__(self, node_id: str, secret: str, routes: dict[str, str] | None = None) -> None:
-        """`routes`: peer address -> address to dial instead (config.peer_map)."""
+    def __init__(
+        self,
+        node_id: str,
+        secret: str,
+        routes: dict[str, str] | None = None,
+        dial: Callable[[str], Dial] = tcp_dial,
+        datagram: SendDatagram | None = None,
+    ) -> None:
+        """`routes`: peer address -> address to dial instead (config.peer_map); `dial`:
+        the dial function for an address (TCP by default; the simulator's network in a
+        simulation); `datagram`: see PeerClient."""
         self._node_id = node_id
         self._secret = secret
         self._routes = routes or {}
+        self._dial = dial
+        self._datagram = datagram
         self._clients: dict[tuple[str, str], PeerClient] = {}
 
     def get(self, addr: str, channel: str = DATA) -> PeerClient:
         client = self._clients.get((addr, channel))
         if client is None:
-            client = PeerClient(addr, self._node_id, self._secret, self._routes.get(addr, ""))
+            dial = self._dial(self._routes.get(addr, addr))
+            client = PeerClient(addr, self._node_id, self._secret, dial, self._datagram)
             self._clients[addr, channel] = client
         return client
 

@@ -38,8 +38,10 @@ it (`GC.REPAIR 1`) and looks again next time. So memory follows ownership withou
 record ever existing nowhere.
 
 Triggers: warm-up at start; a change of the region's alive members (a round against every
-region peer) and, for a member that is back (new, or dead/left before), a `GC.REPAIR 1`
-nudge asking it to pull from this node; a peer's hint queue overflowing
+region peer, and a `GC.REPAIR 0` nudge asking every region peer to pull from this node:
+views change at different moments, and a write coordinated under the older view missed
+the owner that gained its bucket) and, for a member that is back (new, or dead/left
+before), a `GC.REPAIR 1` nudge asking it to pull from this node; a peer's hint queue overflowing
 (`hints.needs_repair`: the same nudge); every PERIODIC_S (with jitter) against every
 region peer. Work is bounded per round and paced between batches.
 
@@ -52,6 +54,10 @@ members of the nearest other region (geo.py: its peers may have restarted too, o
 none); then it sets `ready`;
 `ready` is set anyway after WARMUP_MAX_S. Meanwhile the node serves, and a
 miss asks an owner (router.py, while `cluster.warming()`).
+
+The repairer sees its cluster as a `RepairView`: this region's members and their
+addresses, the owners of a bucket, the peer connections, the store, the hints that
+overflowed and where warm-up looks beyond the region; `Cluster` satisfies it.
 """
 
 from __future__ import annotations
@@ -61,17 +67,19 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from geocache.cluster import digest
-from geocache.cluster.peers import PeerClient, PeerError
+from geocache.cluster.hints import Hints
+from geocache.cluster.host import ClusterHost
+from geocache.cluster.journal import JournaledStore
+from geocache.cluster.peers import PeerClient, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
+from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.entry import entry_size, newer
 
 if TYPE_CHECKING:
-    from geocache.cluster.cluster import Cluster
-    from geocache.cluster.journal import JournaledStore
     from geocache.cluster.swim import Change
 
 log = logging.getLogger("geocache.repair")
@@ -138,9 +146,61 @@ class _Pass:
     retry_at: float = 0.0
 
 
+class WarmUpSource(Protocol):
+    """Where warm-up looks beyond this region (streams.RegionStreams)."""
+
+    def warm_up_source(self) -> list[str]: ...
+
+
+class RepairView(Protocol):
+    """What the repairer sees of its cluster (cluster.Cluster satisfies it)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def addr(self) -> str: ...
+
+    @property
+    def host(self) -> ClusterHost: ...
+
+    @property
+    def store(self) -> JournaledStore: ...
+
+    @property
+    def peers(self) -> Peers: ...
+
+    @property
+    def hints(self) -> Hints: ...
+
+    @property
+    def streams(self) -> WarmUpSource: ...
+
+    def region_peers(self) -> list[str]: ...
+
+    def addr_of(self, node_id: str) -> str | None: ...
+
+    def last_addr(self, node_id: str) -> str | None: ...
+
+    def bucket_owners(self, bucket: int) -> list[str]: ...
+
+    def joined(self) -> bool: ...
+
+    def warming(self) -> bool: ...
+
+
 class Repairer:
-    def __init__(self, cluster: Cluster, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        cluster: RepairView,
+        rng: random.Random | None = None,
+        events: ClusterEvents = NO_EVENTS,
+    ) -> None:
         self.cluster = cluster
+        self._events = events  # a finished pass may complete a region resync
         self.ready = False
         self.stats = RepairStats()
         self._rng = rng if rng is not None else random.Random()
@@ -191,11 +251,17 @@ class Repairer:
         cluster = self.cluster
         peers = cluster.region_peers()
         if peers != self._peers_seen:
-            # Owners moved: this node may have gained buckets (copied while warming).
+            # Owners moved: this node may have gained buckets (copied while warming), and
+            # so may its peers. A peer's view can change before this one's: a write this
+            # node coordinated in between went to the owners of its older view and not to
+            # the peer that gained the bucket, whose own pull ran before the write. So
+            # this node also asks every peer to pull from it, once its view has moved too.
             self._peers_seen = peers
             self._settled.clear()
             for peer in peers:
                 self.request(peer)
+                self._nudges.setdefault(peer, False)
+            self._nudge_after = 0.0
         for old, new in changes:
             if new.region != cluster.region:
                 continue
@@ -244,7 +310,7 @@ class Repairer:
         cluster = self.cluster
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WARMUP_MAX_S
-        seeds = [s for s in cluster.node.config.seed_list if s != cluster.addr]
+        seeds = [s for s in cluster.host.config.seed_list if s != cluster.addr]
         while seeds and not cluster.joined() and loop.time() < deadline:
             await asyncio.sleep(0.05)
         # The first answer from a seed lists the members it knows: this node's region
@@ -259,7 +325,7 @@ class Repairer:
         # region's own peers may have been warming too (a whole region restarted), and a
         # node alone in its region has no other source. Mostly equal digests: cheap.
         if seeds:
-            for peer in cluster.geo.warm_up_source():
+            for peer in cluster.streams.warm_up_source():
                 self.request(peer, copy_missing=True)
             await self._finish_passes()
         self._set_ready("warmed")
@@ -304,7 +370,7 @@ class Repairer:
                     p.todo, p.again = None, False
                 else:
                     del self._passes[peer]
-                    self.cluster.node.events.repair_done(peer)
+                    self._events.repair_done(peer)
             await asyncio.sleep(PAUSE_S)
 
     def _collect_overflows(self) -> None:

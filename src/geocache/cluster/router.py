@@ -12,26 +12,34 @@
   `write_acks` owners have applied the write.
 - Commands on several keys (MGET, MSET, DEL, EXISTS, UNLINK) are split per key and
   their replies combined; other multi-key commands need keys with the same owners
-  (CROSSSLOT otherwise, as Redis Cluster says). MULTI is refused: its commands could
-  not run atomically across nodes.
+  (CROSSSLOT otherwise, as Redis Cluster says).
+- MULTI/EXEC works when every key of the transaction hashes to one slot, as in Redis
+  Cluster (a command with a key of another slot is refused with CROSSSLOT and dooms
+  the transaction). Commands queue where the client is; EXEC runs them in one go at
+  the slot's primary, here or forwarded there (`GC.EXEC`), and replicates their
+  writes as one batch. WATCH needs the keys' primary (a cluster-aware client).
 
 Forwarded replies travel pre-encoded in the client's protocol, so they reach the client
 byte for byte as the owner produced them.
+
+The router sees its cluster as a `RouterView`: membership (who owns a key, who is
+down, whether this node is warming), the store, and the calls that reach other nodes
+(forward, replicate, fetch); `Cluster` satisfies it, and a unit test passes a fake.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from geocache.cluster.host import ClusterHost
+from geocache.cluster.journal import JournaledStore, Write
 from geocache.commands.context import Deferred, Session
-from geocache.commands.table import Command, dispatch
+from geocache.commands.table import TX_CONTROL, Command, dispatch
 from geocache.protocol.types import OK, Error, Raw
 from geocache.protocol.writer import encode
-
-if TYPE_CHECKING:
-    from geocache.cluster.cluster import Cluster
+from geocache.slots import SLOTS_PER_BUCKET, key_slot
 
 # Forwarded reads get what a replica gets; forwarded writes also wait for replication
 # at their coordinator (cluster.py).
@@ -39,23 +47,87 @@ PEER_TIMEOUT_MS = 500
 FORWARD_TIMEOUT_MS = 2 * PEER_TIMEOUT_MS + 200
 
 Table = dict[bytes, Command]
-NO_MULTI = Error("ERR MULTI is not supported in cluster mode; send commands without it")
+WATCH_ELSEWHERE = Error(
+    "ERR WATCH in cluster mode needs a connection to the keys' primary (a cluster-aware client)"
+)
 LOADING = Error("LOADING geocache is joining its cluster")
+FLUSHES = frozenset({b"flushdb", b"flushall"})
+FLUSH_IN_MULTI = Error("ERR FLUSHALL and FLUSHDB run outside MULTI in cluster mode")
 CROSSSLOT = Error("CROSSSLOT Keys in request don't hash to the same slot")
 _SUMMED = {b"del", b"unlink", b"exists", b"touch"}
 NEWER = b"-TRYAGAIN newer version "
 
 
+class RegionShipping(Protocol):
+    """The region streams, as the router uses them (streams.RegionStreams)."""
+
+    def ship(self, writes: list[Write]) -> None: ...
+
+    async def read_remote(self, key: bytes) -> bool: ...
+
+
+class RouterView(Protocol):
+    """What the router sees of its cluster (cluster.Cluster satisfies it)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def host(self) -> ClusterHost: ...
+
+    @property
+    def store(self) -> JournaledStore: ...
+
+    @property
+    def streams(self) -> RegionShipping: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    def owners(self, key: bytes) -> list[str]: ...
+
+    def bucket_owners(self, bucket: int) -> list[str]: ...
+
+    def known_down(self, node_id: str) -> bool: ...
+
+    def warming(self) -> bool: ...
+
+    def alone_before_joining(self) -> bool: ...
+
+    def replicate(self, writes: list[Write], reply: object) -> object: ...
+
+    async def forward(
+        self,
+        argv: list[bytes],
+        owners: list[str],
+        proto: int,
+        timeout_ms: int = FORWARD_TIMEOUT_MS,
+        version: int = 0,
+    ) -> object: ...
+
+    async def fetch_newest(self, key: bytes) -> bool: ...
+
+    async def forward_exec(
+        self, commands: list[list[bytes]], owners: list[str], proto: int
+    ) -> object: ...
+
+    async def flush_everywhere(self, version: int, reply: object) -> object: ...
+
+
 class Router:
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: RouterView) -> None:
         self.cluster = cluster
 
     def dispatch(self, table: Table, session: Session, argv: list[bytes]) -> object:
         """The node's dispatch in cluster mode (see the module docstring)."""
         cmd = table.get(argv[0]) or table.get(argv[0].lower())
+        if session.multi is not None and cmd is not None and session.authenticated:
+            return self._in_multi(table, session, argv, cmd)
         if cmd is None or cmd.first_key == 0 or not session.authenticated:
-            if cmd is not None and cmd.name == b"multi" and session.authenticated:
-                return NO_MULTI
+            if cmd is not None and cmd.name == b"multi":
+                session.multi_slot = -1
+            elif cmd is not None and cmd.name in FLUSHES and session.authenticated:
+                return self._flush(table, session, argv)
             return dispatch(table, session, argv)
         arity = cmd.arity
         if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
@@ -84,7 +156,7 @@ class Router:
                 others = [o for o in owners if o != me]
                 return Deferred(self._read_elsewhere(table, session, argv, cmd, key, others))
             return self.coordinate(table, session, argv, cmd, key)
-        origin = cluster.node.origin
+        origin = cluster.host.origin
         if origin is not None and origin.serves(cmd.name):
             # The owner may load the key from the origin first: wait for that, or a slow
             # origin would make this node ask the next owner, which would load it again.
@@ -94,28 +166,109 @@ class Router:
         return Deferred(self._forward(argv, owners, session.proto, timeout_ms))
 
     def coordinate(
-        self, table: Table, session: Session, argv: list[bytes], cmd: Command, key: bytes
+        self,
+        table: Table,
+        session: Session,
+        argv: list[bytes],
+        cmd: Command,
+        key: bytes,
+        version: int = 0,
     ) -> object:
-        """Run here as the key's coordinator: replicate what it wrote, read through on a miss."""
-        cluster = self.cluster
-        store = cluster.store
-        store.journal.clear()
-        reply = dispatch(table, session, argv)
-        writes = store.take_journal()
-        if writes:
-            cluster.geo.ship(writes)
-            return cluster.replicate(writes, reply)
+        """Run here as the key's coordinator: replicate what it wrote, read through on a miss.
+
+        `version`: the version a forwarded write was minted with at the node its client
+        asked (GC.FWD), which the write takes here; 0 mints a new one."""
+        store = self.cluster.store
+        reply, replicated = self.run_here(table, session, argv, version)
+        if replicated:
+            return reply
         if not cmd.write and store.peek(key) is None and self._fills_misses(cmd):
             return Deferred(self._after_miss(table, session, argv, cmd, key, reply))
         return reply
 
+    def run_here(
+        self, table: Table, session: Session, argv: list[bytes], version: int = 0
+    ) -> tuple[object, bool]:
+        """Run a command on this node's store and replicate what it wrote: the reply (a
+        Deferred while replicas acknowledge), and whether it wrote anything."""
+        cluster = self.cluster
+        store = cluster.store
+        store.journal.clear()
+        if version:
+            store.hlc.pin(version)
+            try:
+                reply = dispatch(table, session, argv)
+            finally:
+                store.hlc.pin(0)
+        else:
+            reply = dispatch(table, session, argv)
+        writes = store.take_journal()
+        if not writes:
+            return reply, False
+        cluster.streams.ship(writes)
+        return cluster.replicate(writes, reply), True
+
+    def _flush(self, table: Table, session: Session, argv: list[bytes]) -> object:
+        """FLUSHDB / FLUSHALL in a cluster: here, then everywhere, at one version.
+
+        The local flush raises this store's resurrection floor to a version minted now;
+        every other member of every region gets `GC.FLUSH <version>` and drops what is
+        not newer, so nothing older comes back by replication or repair. Members that do
+        not answer get it when they are back (`Cluster.flush_everywhere`)."""
+        reply = dispatch(table, session, argv)
+        if reply is not OK:
+            return reply  # a syntax error: nothing was flushed
+        version = self.cluster.store.tombstones.floor
+        return Deferred(self.cluster.flush_everywhere(version, reply))
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def _in_multi(self, table: Table, session: Session, argv: list[bytes], cmd: Command) -> object:
+        """Inside MULTI: queue commands of the transaction's one slot; EXEC runs them."""
+        if cmd.name == b"exec":
+            return self._exec(table, session)
+        if cmd.name in FLUSHES:
+            session.multi_dirty = True
+            return FLUSH_IN_MULTI
+        arity = cmd.arity
+        arity_ok = len(argv) == arity if arity > 0 else len(argv) >= -arity
+        if cmd.first_key and arity_ok and cmd.name not in TX_CONTROL:
+            for key in cmd.keys(argv):
+                slot = key_slot(key)
+                if session.multi_slot < 0:
+                    session.multi_slot = slot
+                elif slot != session.multi_slot:
+                    session.multi_dirty = True
+                    return CROSSSLOT
+        return dispatch(table, session, argv)
+
+    def _exec(self, table: Table, session: Session) -> object:
+        cluster = self.cluster
+        slot = session.multi_slot
+        session.multi_slot = -1
+        queued = session.multi
+        if slot < 0 or session.multi_dirty or queued is None:
+            return self.run_here(table, session, [b"EXEC"])[0]
+        owners = cluster.bucket_owners(slot // SLOTS_PER_BUCKET)
+        if owners[0] == cluster.node_id:
+            return self.run_here(table, session, [b"EXEC"])[0]
+        session.multi = None
+        if session.watched:
+            session.watched = {}
+            return WATCH_ELSEWHERE
+        return Deferred(self._exec_at(queued, owners, session.proto))
+
+    async def _exec_at(self, queued: list[list[bytes]], owners: list[str], proto: int) -> object:
+        reply = await self.cluster.forward_exec(queued, owners, proto)
+        return Raw(reply) if isinstance(reply, bytes) else reply
+
     def _fills_misses(self, cmd: Command) -> bool:
         cluster = self.cluster
-        node = cluster.node
+        host = cluster.host
         return (
             cluster.warming()
-            or node.config.read_remote_on_miss
-            or (node.origin is not None and node.origin.serves(cmd.name))
+            or host.config.read_remote_on_miss
+            or (host.origin is not None and host.origin.serves(cmd.name))
         )
 
     async def _after_miss(
@@ -131,12 +284,12 @@ class Router:
         owners may have moved), the nearest other region (read_remote_on_miss), and the
         origin (at the key's primary only); the first that has the key answers."""
         cluster = self.cluster
-        node = cluster.node
+        host = cluster.host
         if cluster.warming() and await cluster.fetch_newest(key):
             return dispatch(table, session, argv)
-        if node.config.read_remote_on_miss and await cluster.geo.read_remote(key):
+        if host.config.read_remote_on_miss and await cluster.streams.read_remote(key):
             return dispatch(table, session, argv)
-        origin = node.origin
+        origin = host.origin
         if origin is None or not origin.serves(cmd.name):
             return reply
         owners = cluster.owners(key)
@@ -150,7 +303,7 @@ class Router:
         fill = await origin.fill(key)
         if fill is None or isinstance(fill, Error):
             return reply if fill is None else fill
-        if fill.store and node.store.peek(key) is None:
+        if fill.store and cluster.store.peek(key) is None:
             set_argv = [b"SET", key, fill.value]
             if fill.ttl_ms:
                 set_argv += [b"PX", b"%d" % fill.ttl_ms]

@@ -3,12 +3,15 @@
 Handlers are plain functions `cmd_x(session, argv) -> reply`. They never do I/O; the
 server turns replies into bytes and closes the connection when `session.closing` is
 set. The node is reached through the `NodeContext` protocol so the command layer can
-be driven by tests without sockets.
+be driven by tests without sockets; in cluster mode it offers a `Topology`, the little
+of the cluster that commands read (who owns a key, who the members are), never the
+cluster itself: commands sit below it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterator, Sequence
+from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
 from geocache.clock import Clock
@@ -17,8 +20,43 @@ from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 
 if TYPE_CHECKING:
-    from geocache.cluster.cluster import Cluster
     from geocache.commands.table import Command
+
+
+class MemberView(Protocol):
+    """One member as membership knows it."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def addr(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def state(self) -> Enum: ...
+    @property
+    def incarnation(self) -> int: ...
+
+
+class Topology(Protocol):
+    """The cluster as commands see it: placement and membership, read-only."""
+
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def replicas(self) -> int: ...
+
+    def owners(self, key: bytes) -> list[str]:
+        """The alive owners of `key` in this node's region, primary first."""
+        ...
+
+    def bucket_owners(self, bucket: int) -> list[str]:
+        """The alive owners of a digest bucket (16 hash slots), primary first."""
+        ...
+
+    def members(self) -> Sequence[MemberView]: ...
 
 
 class NodeContext(Protocol):
@@ -37,7 +75,10 @@ class NodeContext(Protocol):
     @property
     def table(self) -> dict[bytes, Command]: ...
     @property
-    def cluster(self) -> Cluster | None: ...
+    def topology(self) -> Topology | None:
+        """The cluster's placement and membership; None on a standalone node."""
+        ...
+
     @property
     def resp_port(self) -> int: ...
 
@@ -63,6 +104,7 @@ class Session:
         "lib_ver",
         "multi",
         "multi_dirty",
+        "multi_slot",
         "name",
         "node",
         "nonce",
@@ -90,6 +132,8 @@ class Session:
         # and the versions of watched keys (None: absent when watched).
         self.multi: list[list[bytes]] | None = None
         self.multi_dirty = False
+        # In cluster mode, the hash slot of the transaction's keys (-1: none yet).
+        self.multi_slot = -1
         self.watched: dict[bytes, int | None] = {}
         # Peer authentication (cluster/auth.py): the challenge sent, and the proven id.
         self.nonce = b""

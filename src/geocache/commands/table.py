@@ -6,6 +6,10 @@ modules register with `@command(...)`; `build_table()` imports them all and retu
 lookup dict the server dispatches on, keyed by both lower- and upper-case names so the
 common spellings need no `.lower()` on the hot path.
 
+Commands flagged `peer` (the cluster's `GC.*` messages, registered by the cluster
+layer, which builds them around its own state) run only on a connection that proved
+the cluster secret: `dispatch` refuses them everywhere else, in this one place.
+
 `dispatch()` runs one command: lookup, arity, authentication, key-size limit, handler,
 and turns store errors into error replies. It is sans-IO and shared by the RESP server
 and tests.
@@ -13,7 +17,7 @@ and tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from geocache.commands.context import Session
@@ -26,6 +30,7 @@ SubHandler = Handler
 # Commands a client may run before AUTH when a password is set (as Redis).
 NOAUTH_OK = frozenset({b"auth", b"hello", b"quit", b"gc.challenge", b"gc.auth"})
 NOAUTH = Error("NOAUTH Authentication required.")
+NOT_A_PEER = Error("NOPERM this command is for cluster peers (GC.AUTH first)")
 # Commands that run at once inside MULTI instead of being queued.
 TX_CONTROL = frozenset({b"exec", b"discard", b"multi", b"watch", b"quit", b"reset"})
 
@@ -44,6 +49,7 @@ class Command:
     # Precomputed for dispatch: a write whose only key is argv[1], or any other write.
     write: bool = False
     single_key: bool = False
+    peer: bool = False
 
     def keys(self, argv: list[bytes]) -> list[bytes]:
         """The key arguments of a call, from the key positions."""
@@ -67,38 +73,55 @@ def command(
     """Register a handler; `keys` is (first, last, step), last -1 for "to the end"."""
 
     def register(handler: Handler) -> Handler:
-        cmd = Command(
-            name=name.lower().encode(),
-            arity=arity,
-            flags=frozenset(flags.split()),
-            first_key=keys[0],
-            last_key=keys[1],
-            step=keys[2],
-            group=group,
-            summary=summary or (handler.__doc__ or "").strip().splitlines()[0],
-            handler=handler,
-            write="write" in flags.split(),
-            single_key=keys == (1, 1, 1),
-        )
+        cmd = new_command(name, arity, flags, keys, group, summary, handler)
         _REGISTRY[cmd.name] = cmd
         return handler
 
     return register
 
 
-def build_table() -> dict[bytes, Command]:
-    """Every command, under its lower- and upper-case name."""
+def new_command(
+    name: str,
+    arity: int,
+    flags: str,
+    keys: tuple[int, int, int],
+    group: str,
+    summary: str,
+    handler: Handler,
+) -> Command:
+    """A table entry (what `@command` registers; the cluster layer builds its own)."""
+    flag_set = frozenset(flags.split())
+    return Command(
+        name=name.lower().encode(),
+        arity=arity,
+        flags=flag_set,
+        first_key=keys[0],
+        last_key=keys[1],
+        step=keys[2],
+        group=group,
+        summary=summary or (handler.__doc__ or "").strip().splitlines()[0],
+        handler=handler,
+        write="write" in flag_set,
+        single_key=keys == (1, 1, 1),
+        peer="peer" in flag_set,
+    )
+
+
+def build_table(extra: Iterable[Command] = ()) -> dict[bytes, Command]:
+    """Every command, under its lower- and upper-case name; `extra`: the cluster's."""
     from geocache.commands import (  # noqa: F401 - importing registers the commands
         cluster,
         connection,
         keys,
         server,
         strings,
+        topology,
         transactions,
+        versions,
     )
 
     table: dict[bytes, Command] = {}
-    for cmd in _REGISTRY.values():
+    for cmd in (*_REGISTRY.values(), *extra):
         table[cmd.name] = cmd
         table[cmd.name.upper()] = cmd
     return table
@@ -149,6 +172,8 @@ def dispatch(table: dict[bytes, Command], session: Session, argv: list[bytes]) -
         return _refuse(session, wrong_arity(cmd.name))
     if not session.authenticated and cmd.name not in NOAUTH_OK:
         return _refuse(session, NOAUTH)
+    if cmd.peer and not session.peer_id:
+        return _refuse(session, NOT_A_PEER)
     if session.multi is not None and cmd.name not in TX_CONTROL:
         from geocache.commands.transactions import queue
 

@@ -51,12 +51,33 @@ class EventSink(Protocol):
     def record(self, kind: str, subject: str, region: str = "", detail: str = "") -> None: ...
 
 
+class ClusterEvents(EventSink, Protocol):
+    """The seam the cluster's parts record through (membership, streams, repair)."""
+
+    def membership(self, changes: Iterable[tuple[MemberRecord | None, MemberRecord]]) -> None: ...
+
+    def resync_started(self, region: str, members: Iterable[str]) -> None: ...
+
+    def repair_done(self, peer: str) -> None: ...
+
+
 class _NoEvents:
+    """The null sink: for parts built without a node (unit tests, tools)."""
+
     def record(self, kind: str, subject: str, region: str = "", detail: str = "") -> None:
         pass
 
+    def membership(self, changes: Iterable[tuple[MemberRecord | None, MemberRecord]]) -> None:
+        pass
 
-NO_EVENTS: EventSink = _NoEvents()
+    def resync_started(self, region: str, members: Iterable[str]) -> None:
+        pass
+
+    def repair_done(self, peer: str) -> None:
+        pass
+
+
+NO_EVENTS: ClusterEvents = _NoEvents()
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from urllib.parse import quote_from_bytes
 import aiohttp
 from yarl import URL
 
-from geocache import __version__
+from geocache._version import __version__
 from geocache.client.multiplex import Connection
 from geocache.origin.spec import KEY_FIELD, OriginSpec
 from geocache.protocol.types import Error

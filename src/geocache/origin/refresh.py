@@ -21,7 +21,8 @@ from collections.abc import Awaitable
 from typing import Protocol
 
 from geocache.clock import Clock
-from geocache.origin import Fill, readthrough
+from geocache.fill import Fill
+from geocache.origin import readthrough
 from geocache.store.pattern import compile_glob
 
 # Reload when a fifth of the TTL is left, and at least MIN_AHEAD_MS before expiry: two

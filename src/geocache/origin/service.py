@@ -1,39 +1,54 @@
 """An origin in a node: built from the settings, wired into the command path, closed.
 
-`open_origin(node)` builds the loader `--origin` names, the `ReadThrough` that becomes
-`node.origin`, and with `--refresh-keys` its `Refresher`. Where misses are filled:
+`open_origin(host)` builds the loader `--origin` names, the `ReadThrough` that becomes
+the node's origin, and with `--refresh-keys` its `Refresher`. Where misses are filled:
 
 - in cluster mode, by the router (cluster/router.py), at the key's primary owner;
-- on a standalone node, which has no router, by `StandaloneMisses`, wrapped around the
-  node's dispatch here: a GET miss, and each key an MGET misses, waits for the origin
-  (a Deferred reply, so that client's later replies keep their order) and the value
-  is stored as the router does it, with a SET through the node's own dispatch.
+- on a standalone node, which has no router, by `StandaloneMisses`, which the node
+  wraps around its dispatch: a GET miss, and each key an MGET misses, waits for the
+  origin (a Deferred reply, so that client's later replies keep their order) and the
+  value is stored as the router does it, with a SET through the node's own dispatch.
+
+Nothing here rewires the node: it sees the node as an `OriginHost` and the node (the
+composition root, server/node.py) decides what its dispatch is.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from geocache.commands.context import Deferred, Session
+from geocache.commands.context import Deferred, NodeContext, Session
 from geocache.commands.table import Command
-from geocache.origin import Fill
+from geocache.fill import Fill
+from geocache.observability.events import EventSink
 from geocache.origin.loaders import open_loader
 from geocache.origin.readthrough import ReadThrough, Settings
 from geocache.origin.refresh import Refresher
 from geocache.origin.spec import parse_origin
 from geocache.protocol.types import Error
 
-if TYPE_CHECKING:
-    from geocache.server.node import Node
-
 Table = dict[bytes, Command]
 Dispatch = Callable[[Table, Session, list[bytes]], object]
 
 
-def open_origin(node: Node) -> ReadThrough:
-    """The node's read-through; call once the node has its dispatch (router or not)."""
+class OriginHost(NodeContext, Protocol):
+    """The node an origin serves, as the origin sees it."""
+
+    @property
+    def dispatch(self) -> Dispatch:
+        """How the node runs a command (its writes of loaded values go this way)."""
+        ...
+
+    @property
+    def events(self) -> EventSink:
+        """Where the breaker's openings and closings go (the dashboard's timeline)."""
+        ...
+
+
+def open_origin(node: OriginHost) -> ReadThrough:
+    """The node's read-through (refresh-ahead starts with `ReadThrough.start`)."""
     config = node.config
     spec = parse_origin(config.origin)
     settings = Settings.from_config(config)
@@ -42,20 +57,17 @@ def open_origin(node: Node) -> ReadThrough:
     if config.refresh_keys:
         refresher = Refresher(config.refresh_keys, settings.ttl_ms, through, NodeKeys(node))
         through.refresher = refresher
-        refresher.start()
-    if node.cluster is None:
-        node.dispatch = StandaloneMisses(node, node.dispatch, through)
     return through
 
 
-def internal_session(node: Node) -> Session:
+def internal_session(node: OriginHost) -> Session:
     """The session the node's own writes of loaded values run in (no client behind it)."""
     session = Session(node, 0, "origin")
     session.authenticated = True
     return session
 
 
-async def write_fill(node: Node, session: Session, key: bytes, fill: Fill) -> object:
+async def write_fill(node: OriginHost, session: Session, key: bytes, fill: Fill) -> object:
     """Store a loaded value as a client's `SET key value PX ttl` would be (replicated in a
     cluster); returns the SET's reply."""
     argv = [b"SET", key, fill.value]
@@ -68,7 +80,7 @@ async def write_fill(node: Node, session: Session, key: bytes, fill: Fill) -> ob
 class NodeKeys:
     """The node as refresh-ahead sees it (refresh.Keyspace)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: OriginHost) -> None:
         self._node = node
         self._session = internal_session(node)
 
@@ -77,8 +89,8 @@ class NodeKeys:
         return None if entry is None else hash(entry[0])
 
     def is_primary(self, key: bytes) -> bool:
-        cluster = self._node.cluster
-        return cluster is None or cluster.owners(key)[0] == cluster.node_id
+        topology = self._node.topology
+        return topology is None or topology.owners(key)[0] == topology.node_id
 
     async def write(self, key: bytes, fill: Fill) -> None:
         await write_fill(self._node, self._session, key, fill)
@@ -87,7 +99,7 @@ class NodeKeys:
 class StandaloneMisses:
     """A standalone node's dispatch with an origin: GET and MGET misses are filled."""
 
-    def __init__(self, node: Node, inner: Dispatch, through: ReadThrough) -> None:
+    def __init__(self, node: OriginHost, inner: Dispatch, through: ReadThrough) -> None:
         self._node = node
         self._inner = inner
         self._through = through

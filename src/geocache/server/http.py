@@ -38,15 +38,15 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from geocache import __version__
+from geocache._version import __version__
 from geocache.commands.context import Deferred, Session
 from geocache.config import NodeConfig
-from geocache.observability.metrics import NodeCollector
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error, Raw
 from geocache.server.conditional import Preconditions, etag_of
 from geocache.server.dashboard import ASSETS, Dashboard
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
+from geocache.server.prometheus import NodeCollector
 from geocache.store.entry import Entry
 from geocache.store.errors import TooLarge
 
@@ -332,7 +332,7 @@ class HttpApi:
                         "self": False,
                     }
                 )
-        regions = node.cluster.geo.status() if node.cluster is not None else {}
+        regions = node.cluster.streams.status() if node.cluster is not None else {}
         return web.json_response(
             {
                 "node_id": node.node_id,

@@ -1,6 +1,12 @@
 """A node's lifecycle: its store, its listeners, its background cycles, its shutdown.
 
-`Node` owns one event loop's worth of state: the store, the client sessions and the
+`Node` is the one composition root: it builds the store, the cluster (membership,
+router, replication) and the read-through origin from the settings, or takes the parts
+it is given (the simulator passes its own store, peer connections, clock and random
+source), and chooses once, here, the path every command takes: the local dispatch, the
+cluster's router, or a standalone origin's miss filler around the local dispatch.
+
+It owns one event loop's worth of state: the store, the client sessions and the
 counters that INFO and /metrics read. `start()` binds the listeners, `run()` serves
 until `request_stop()` (SIGTERM/SIGINT), and `stop()` stops accepting, lets the replies
 already produced reach their clients, and closes.
@@ -13,22 +19,25 @@ import gc
 import logging
 import os
 import platform
+import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
-from geocache import __version__
+from geocache._version import __version__
 from geocache.clock import Clock, OffsetClock, SystemClock
 from geocache.cluster.cluster import Cluster
+from geocache.cluster.handlers import peer_commands
 from geocache.cluster.journal import JournaledStore
-from geocache.commands.context import Session
+from geocache.cluster.peers import Peers
+from geocache.commands.context import Session, Topology
 from geocache.commands.table import Command, build_table, dispatch
 from geocache.config import NodeConfig
+from geocache.fill import Filler
 from geocache.observability.events import EventLog
 from geocache.observability.metrics import Metrics
-from geocache.origin import Filler
 from geocache.origin.readthrough import ReadThrough
-from geocache.origin.service import open_origin
+from geocache.origin.service import Dispatch, StandaloneMisses, open_origin
 from geocache.server.http import HttpServer, start_http
 from geocache.server.resp import CommandGate, RespConnection
 from geocache.store.keyspace import Store
@@ -68,7 +77,18 @@ class NodeStats:
 
 
 class Node:
-    def __init__(self, config: NodeConfig, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        clock: Clock | None = None,
+        *,
+        store: Store | None = None,
+        peers: Peers | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """Parts not given are made from `config`: `store` (a `JournaledStore` in cluster
+        mode), `peers` (the connections to other nodes) and `rng` (membership's and
+        repair's random choices)."""
         self.config = config
         if clock is None:
             clock = SystemClock()
@@ -76,27 +96,27 @@ class Node:
                 clock = OffsetClock(clock, config.clock_offset_ms)
         self.clock: Clock = clock
         self.node_id = config.effective_node_id
-        # In cluster mode deletes leave tombstones and local writes are journaled for
-        # replication; a standalone node needs neither.
-        store_class = JournaledStore if config.clustered else Store
-        self.store = store_class(
-            self.clock,
-            max_bytes=config.max_bytes,
-            max_keys=config.max_keys,
-            node_id=self.node_id,
-            tombstones=Tombstones() if config.clustered else None,
-        )
+        self.store = store if store is not None else _make_store(config, clock)
+        # What happened to the cluster, as this node saw it: the dashboard's timeline.
+        self.events = EventLog(self.clock, self.node_id)
         self.cluster: Cluster | None = None
-        # The read-through origin, if one is configured (origin/).
-        self.origin: Filler | None = None
+        extra: list[Command] = []
+        if config.clustered:
+            self.cluster = self._make_cluster(peers, rng)
+            extra = peer_commands(self.cluster)
+        self.table: dict[bytes, Command] = build_table(extra)
+        # The read-through origin, if one is configured (origin/); it hears of every
+        # change to the store, so no value it loaded outlives a write or delete.
+        self.origin: Filler | None = open_origin(self) if config.origin else None
+        if isinstance(self.origin, ReadThrough):
+            self.store.on_change = self.origin.forget
+        # What runs a command, chosen once: the local dispatch, the cluster's router, or
+        # a standalone origin's miss filler around the local dispatch.
+        self.dispatch: Dispatch = self._dispatch_path()
         # max_concurrent_commands: client commands in progress at once (server/resp.py).
         self.gate = CommandGate(config.max_concurrent_commands)
         self.scanner = Scanner(self.clock)
-        self.table: dict[bytes, Command] = build_table()
-        # What runs a command: the local dispatch, or the cluster's router.
-        self.dispatch: Callable[[dict[bytes, Command], Session, list[bytes]], object] = dispatch
         self.stats = NodeStats()
-        self.events = EventLog(self.clock, self.node_id)  # the dashboard's timeline
         self.metrics = Metrics(self.table)
         # True from listening until stop begins; `ready` (what /readyz reports) also
         # waits for a clustered node's warm-up.
@@ -112,6 +132,33 @@ class Node:
         self.http_port = config.http_port
         self._http: HttpServer | None = None
 
+    def _make_cluster(self, peers: Peers | None, rng: random.Random | None) -> Cluster:
+        config = self.config
+        if not isinstance(self.store, JournaledStore):
+            raise TypeError("a clustered node needs a JournaledStore")
+        if not config.port and not config.advertise_addr:
+            raise ValueError("cluster mode needs a fixed --port or an --advertise-addr")
+        return Cluster(
+            self,
+            self.store,
+            self.clock,
+            peers or Peers(self.node_id, config.cluster_secret, config.peer_routes),
+            rng or random.Random(),
+            config.advertise_addr or f"{config.bind}:{config.port}",
+            self.events,
+        )
+
+    def _dispatch_path(self) -> Dispatch:
+        if self.cluster is not None:
+            return self.cluster.router.dispatch
+        if isinstance(self.origin, ReadThrough):
+            return StandaloneMisses(self, dispatch, self.origin)
+        return dispatch
+
+    @property
+    def topology(self) -> Topology | None:
+        return self.cluster
+
     # -- NodeContext ---------------------------------------------------------------------
 
     def sessions(self) -> Iterator[Session]:
@@ -125,7 +172,7 @@ class Node:
         store = self.store
         store.hits = store.misses = store.evictions = store.expirations = 0
         if self.cluster is not None:
-            self.cluster.geo.reset_stats()
+            self.cluster.streams.reset_stats()
 
     def apply_config(self, config: NodeConfig) -> None:
         """CONFIG SET: limits take effect at once; a smaller max_bytes evicts on next write."""
@@ -134,7 +181,7 @@ class Node:
         self.store.max_keys = config.max_keys
 
     def info_sections(self) -> dict[str, dict[str, object]]:
-        from geocache.observability.info import info_sections
+        from geocache.server.info import info_sections
 
         return info_sections(self)
 
@@ -176,12 +223,10 @@ class Node:
         )
         self._servers.append(server)
         self.resp_port = server.sockets[0].getsockname()[1]
-        if self.config.clustered:
-            self.cluster = Cluster(self)
-            self.dispatch = self.cluster.router.dispatch
+        if self.cluster is not None:
             await self.cluster.start()
-        if self.config.origin:
-            self.origin = open_origin(self)
+        if isinstance(self.origin, ReadThrough) and self.origin.refresher is not None:
+            self.origin.refresher.start()
         if self.config.http_port:
             self._http = await start_http(self)
             self.http_port = self._http.port
@@ -263,6 +308,19 @@ class Node:
                 if conn.session is not None and now - conn.session.last_ms > limit_ms:
                     self.stats.idle_disconnects += 1
                     conn.close()
+
+
+def _make_store(config: NodeConfig, clock: Clock) -> Store:
+    """In cluster mode deletes leave tombstones and local writes are journaled for
+    replication; a standalone node needs neither."""
+    store_class = JournaledStore if config.clustered else Store
+    return store_class(
+        clock,
+        max_bytes=config.max_bytes,
+        max_keys=config.max_keys,
+        node_id=config.effective_node_id,
+        tombstones=Tombstones() if config.clustered else None,
+    )
 
 
 def server_facts() -> dict[str, object]:

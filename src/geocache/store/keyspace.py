@@ -24,7 +24,7 @@ Nothing here awaits or does I/O.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -106,6 +106,7 @@ class Store:
         "max_keys",
         "misses",
         "node_id",
+        "on_change",
         "tombstones",
         "used_bytes",
     )
@@ -132,6 +133,11 @@ class Store:
         self.hlc = hlc if hlc is not None else HLC(clock)
         self.used_bytes = 0
         self.hits = self.misses = self.evictions = self.expirations = 0
+        # Told of every change a read-through must know of (origin/readthrough.py):
+        # `(key, value, purge)`: key None for all; value the new value of a write, else
+        # None; purge True for writes, deletes and flushes (the old value is dead), False
+        # for eviction and expiry (it just left here).
+        self.on_change: Callable[[bytes | None, bytes | None, bool], None] | None = None
 
     # -- reading ---------------------------------------------------------------------
 
@@ -221,6 +227,8 @@ class Store:
         existed = self.peek(key) is not None
         if existed:
             self._remove(key)
+        if self.on_change is not None:
+            self.on_change(key, None, True)
         # Even a delete of a key not held here is remembered (in cluster mode): a write
         # of it may still be on its way from another node.
         self.tombstones.put(key, self.hlc.now(), self.node_id, self._clock.wall_ms())
@@ -256,6 +264,8 @@ class Store:
         self._data.clear()
         self._wheel.clear()
         self.used_bytes = 0
+        if self.on_change is not None:
+            self.on_change(None, None, True)
         self.tombstones.clear()
         self.tombstones.floor = max(self.tombstones.floor, self.hlc.now())
 
@@ -307,6 +317,8 @@ class Store:
         if tomb is not None and not newer(version, origin, tomb[0], tomb[1]):
             return False
         self.tombstones.put(key, version, origin, self._clock.wall_ms())
+        if self.on_change is not None:
+            self.on_change(key, None, True)
         return True
 
     def version_of(self, key: bytes) -> tuple[int, str, bool] | None:
@@ -343,6 +355,8 @@ class Store:
         data = self._data
         old = data.get(key)
         data[key] = entry
+        if self.on_change is not None:
+            self.on_change(key, entry[0], True)
         if old is None:
             self.used_bytes += size
             old_expires = 0
@@ -370,6 +384,8 @@ class Store:
             old_key, old = data.popitem(last=False)
             self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
             self.evictions += 1
+            if self.on_change is not None:
+                self.on_change(old_key, None, False)
             if old[1]:
                 self.used_bytes -= EXPIRY_OVERHEAD_BYTES
                 self._wheel.discard(old_key, old[1])
@@ -386,6 +402,8 @@ class Store:
         """Reclaim an expired entry; always True, so lookups can chain it in a condition."""
         entry = self._remove(key)
         self.expirations += 1
+        if self.on_change is not None:
+            self.on_change(key, None, False)
         # In cluster mode the expiry acts as a delete at the entry's version, so an
         # older write replayed later cannot bring the key back.
         self.tombstones.put(key, entry[2], entry[3], self._clock.wall_ms())

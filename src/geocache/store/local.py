@@ -8,27 +8,29 @@ threads and for coroutines alike.
 Values go through a serializer (serializers.py): `pickle` by default, which round-trips
 any object and is safe here because only this process writes to this cache; `raw`
 keeps bytes as they are and is the fastest. Memory limits count serialized bytes.
+
+`key_prefix` and `version` put every key in a namespace (`key_prefix`, then `version:`
+when a version is given), as the network clients do; `clear` then deletes only that
+namespace's keys.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import threading
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from geocache.clock import Clock, SystemClock
-from geocache.memoize import KeyBuilder, KeyMaker, custom_key
-from geocache.serializers import Serializer, get_serializer
-from geocache.singleflight import AsyncFlights, Flights
+from geocache.memoize import MISSING, KeyBuilder, Memoize, MemoStore, memoize_sync
+from geocache.serializers import Serializer, SerializerName, get_serializer
+from geocache.singleflight import Flights
 from geocache.store import counters
 from geocache.store.errors import NotAnInteger
 from geocache.store.keyspace import Store, StoreStats
 
-F = TypeVar("F", bound=Callable[..., Any])
-_MISSING = object()
+K = TypeVar("K", bound=str | bytes)
+_MISSING = MISSING
 
 
 def to_key(key: object) -> bytes:
@@ -42,6 +44,16 @@ def to_key(key: object) -> bytes:
     raise TypeError(f"cache keys are str or bytes, not {type(key).__name__}")
 
 
+def namespace_of(key_prefix: str | bytes, version: int | None) -> bytes:
+    """The bytes in front of every key: the prefix, then `version:` if a version is set."""
+    prefix = to_key(key_prefix)
+    if version is None:
+        return prefix
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise TypeError(f"version is an int, not {type(version).__name__}")
+    return prefix + b"%d:" % version
+
+
 def check_ttl_s(ttl_s: float | None) -> float | None:
     if ttl_s is None:
         return None
@@ -53,52 +65,82 @@ def check_ttl_s(ttl_s: float | None) -> float | None:
 
 
 class LocalCache:
+    """An in-process cache: the node's store behind a lock, with memoize.
+
+    `max_keys`, `max_bytes`: limits (0: none), LRU eviction beyond. `default_ttl_s`: the
+    TTL of writes that give none (None: never expire). `serializer`: "pickle" (default),
+    "raw" (bytes only, fastest), "json" or "msgpack", or a Serializer. `key_prefix`,
+    `version`: the namespace of every key (module docstring). `clock`: for tests.
+    """
+
     def __init__(
         self,
         *,
         max_keys: int = 0,
         max_bytes: int = 0,
         default_ttl_s: float | None = None,
-        serializer: str | Serializer = "pickle",
+        serializer: SerializerName | Serializer = "pickle",
+        key_prefix: str | bytes = "",
+        version: int | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._clock = clock if clock is not None else SystemClock()
         self._store = Store(self._clock, max_bytes=max_bytes, max_keys=max_keys)
         self._default_ttl_s = check_ttl_s(default_ttl_s)
         self._serializer = get_serializer(serializer)
+        self._namespace = namespace_of(key_prefix, version)
         self._lock = threading.Lock()
         self._flights: Flights[Any] = Flights()
 
     def __len__(self) -> int:
+        """Keys held, in every namespace."""
         with self._lock:
             return len(self._store)
 
     def __contains__(self, key: object) -> bool:
-        raw = to_key(key)
+        raw = self._key(key)
         with self._lock:
             return self._store.peek(raw) is not None
 
+    # -- one key ---------------------------------------------------------------------------
+
     def get(self, key: str | bytes, default: Any = None) -> Any:
-        raw = to_key(key)
+        """The value of `key`, or `default` if there is none (a stored None is a value)."""
+        raw = self._key(key)
         with self._lock:
             value = self._store.get(raw)
         return default if value is None else self._serializer.loads(value)
 
     def set(self, key: str | bytes, value: Any, ttl_s: float | None = None) -> None:
         """Store `value`; `ttl_s` (seconds) overrides the default TTL."""
-        raw, data = to_key(key), self._serializer.dumps(value)
+        raw, data = self._key(key), self._serializer.dumps(value)
         expires_at_ms = self._expires_at_ms(check_ttl_s(ttl_s))
         with self._lock:
             self._store.set(raw, data, expires_at_ms)
 
+    def add(self, key: str | bytes, value: Any, ttl_s: float | None = None) -> bool:
+        """Store `value` only if `key` has none; True if it was stored."""
+        raw, data = self._key(key), self._serializer.dumps(value)
+        expires_at_ms = self._expires_at_ms(check_ttl_s(ttl_s))
+        with self._lock:
+            if self._store.peek(raw) is not None:
+                return False
+            self._store.set(raw, data, expires_at_ms)
+            return True
+
     def delete(self, key: str | bytes) -> bool:
-        raw = to_key(key)
+        """Delete `key`; True if it existed."""
+        raw = self._key(key)
         with self._lock:
             return self._store.delete(raw)
 
+    def exists(self, key: str | bytes) -> bool:
+        """Whether `key` has a value (a stored None counts)."""
+        return key in self
+
     def expire(self, key: str | bytes, ttl_s: float) -> bool:
         """Set a key's TTL; zero or less deletes it, as Redis's EXPIRE. True if the key exists."""
-        raw = to_key(key)
+        raw = self._key(key)
         if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float):
             raise TypeError(f"ttl_s is a number of seconds, not {type(ttl_s).__name__}")
         if ttl_s <= 0:
@@ -108,9 +150,18 @@ class LocalCache:
         with self._lock:
             return self._store.expire_at(raw, self._clock.wall_ms() + math.ceil(ttl_s * 1000))
 
+    def touch(self, key: str | bytes, ttl_s: float | None = None) -> bool:
+        """Give `key` a new TTL (None: the default TTL, or never if there is none; zero or
+        less deletes it); True if it exists."""
+        if ttl_s is not None:
+            return self.expire(key, ttl_s)
+        raw = self._key(key)
+        with self._lock:
+            return self._store.expire_at(raw, self._expires_at_ms(None))
+
     def ttl(self, key: str | bytes) -> float | None:
         """Seconds left: None if there is no such key, math.inf if it never expires."""
-        raw = to_key(key)
+        raw = self._key(key)
         with self._lock:
             ms = self._store.ttl_ms(raw)
         if ms == -2:
@@ -126,7 +177,7 @@ class LocalCache:
         """
         if isinstance(delta, bool) or not isinstance(delta, int):
             raise TypeError(f"delta is an int, not {type(delta).__name__}")
-        raw = to_key(key)
+        raw = self._key(key)
         with self._lock:
             if self._serializer.name == "raw":
                 return self._store.incr_by(raw, delta)
@@ -139,11 +190,71 @@ class LocalCache:
             self._store.set(raw, self._serializer.dumps(result), expires_at_ms)
             return result
 
-    def clear(self) -> None:
+    def decr(self, key: str | bytes, delta: int = 1) -> int:
+        """Subtract from an integer counter; as `incr`."""
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"delta is an int, not {type(delta).__name__}")
+        return self.incr(key, -delta)
+
+    def getver(self, key: str | bytes) -> int | None:
+        """The version of `key`'s value (it grows with every write), None if missing."""
+        raw = self._key(key)
         with self._lock:
-            self._store.flush()
+            entry = self._store.peek(raw)
+        return None if entry is None else entry[2]
+
+    def cas(
+        self, key: str | bytes, version: int, value: Any, ttl_s: float | None = None
+    ) -> int | None:
+        """Store `value` only if `key`'s version is still `version` (0: only if missing);
+        the new version, or None if another write came first."""
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise TypeError(f"version is an int, not {type(version).__name__}")
+        raw, data = self._key(key), self._serializer.dumps(value)
+        expires_at_ms = self._expires_at_ms(check_ttl_s(ttl_s))
+        with self._lock:
+            entry = self._store.peek(raw)
+            if (entry[2] if entry is not None else 0) != version:
+                return None
+            return self._store.set(raw, data, expires_at_ms)[2]
+
+    # -- many keys -------------------------------------------------------------------------
+
+    def get_many(self, keys: Iterable[K]) -> dict[K, Any]:
+        """The keys found, as given, with their values."""
+        found: dict[K, Any] = {}
+        for key in keys:
+            value = self.get(key, _MISSING)
+            if value is not _MISSING:
+                found[key] = value
+        return found
+
+    def set_many(self, values: Mapping[K, Any], ttl_s: float | None = None) -> None:
+        """Store every key's value (as `set`)."""
+        check_ttl_s(ttl_s)
+        for key, value in values.items():
+            self.set(key, value, ttl_s)
+
+    def delete_many(self, keys: Iterable[str | bytes]) -> int:
+        """Delete every key; how many existed."""
+        return sum(self.delete(key) for key in keys)
+
+    def clear(self, prefix: str | bytes = "") -> int:
+        """Delete every key of this cache's namespace, or every key when it has none;
+        with `prefix`, only the keys (as given) that start with it. How many were deleted."""
+        namespace = self._key(prefix)
+        with self._lock:
+            live = list(self._store.keys())  # live keys only (a Store is not a dict)
+            if not namespace:
+                self._store.flush()
+                return len(live)
+            doomed = [k for k in live if k.startswith(namespace)]
+            return sum(self._store.delete(k) for k in doomed)
+
+    # -- the cache itself ------------------------------------------------------------------
 
     def stats(self) -> StoreStats:
+        """The store's counters: hits, misses, evictions, keys, bytes."""
         with self._lock:
             return self._store.stats()
 
@@ -151,6 +262,8 @@ class LocalCache:
         """Reclaim expired entries now (they are never returned either way)."""
         with self._lock:
             return self._store.active_expire(max_keys)
+
+    # -- computed values -------------------------------------------------------------------
 
     def get_or_set(
         self, key: str | bytes, fn: Callable[[], Any], ttl_s: float | None = None
@@ -168,48 +281,18 @@ class LocalCache:
         ttl_s: float | None = None,
         key_builder: KeyBuilder | None = None,
         namespace: str | None = None,
-    ) -> Callable[[F], F]:
-        """Decorate a function (plain or async) so its results are cached per arguments."""
+    ) -> Memoize:
+        """Decorate a function (plain or async) so its results are cached per arguments;
+        it gets `invalidate(*args)` and `refresh(*args)` (memoize.py)."""
         check_ttl_s(ttl_s)
-
-        def decorate(fn: F) -> F:
-            make_key = (
-                custom_key(namespace, key_builder) if key_builder else KeyMaker(fn, namespace)
-            )
-            if inspect.iscoroutinefunction(fn):
-                return cast(F, self._memoize_async(fn, make_key, ttl_s))
-
-            @functools.wraps(fn)
-            def wrapper(*args: Any, **kwargs: Any) -> Any:
-                return self.get_or_set(make_key(args, kwargs), lambda: fn(*args, **kwargs), ttl_s)
-
-            return cast(F, wrapper)
-
-        return decorate
-
-    def _memoize_async(
-        self,
-        fn: Callable[..., Awaitable[Any]],
-        make_key: Callable[[tuple[Any, ...], dict[str, Any]], bytes],
-        ttl_s: float | None,
-    ) -> Callable[..., Awaitable[Any]]:
-        flights: AsyncFlights[Any] = AsyncFlights()
-
-        @functools.wraps(fn)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            key = make_key(args, kwargs)
-            value = self.get(key, _MISSING)
-            if value is not _MISSING:
-                return value
-
-            async def load() -> Any:
-                result = await fn(*args, **kwargs)
-                self.set(key, result, ttl_s)
-                return result
-
-            return await flights.do(key, load)
-
-        return wrapper
+        # Made per decorator, not kept: a cache that held one would hold itself.
+        store = MemoStore(
+            get_or_set=self.get_or_set,
+            put=self.set,
+            delete=self.delete,
+            get=lambda key: self.get(key, MISSING),
+        )
+        return memoize_sync(store, ttl_s, key_builder, namespace)
 
     def _load(self, key: bytes, fn: Callable[[], Any], ttl_s: float | None) -> Any:
         # Another caller may have stored it between our miss and taking the flight.
@@ -219,6 +302,9 @@ class LocalCache:
         value = fn()
         self.set(key, value, ttl_s)
         return value
+
+    def _key(self, key: object) -> bytes:
+        return self._namespace + to_key(key)
 
     def _expires_at_ms(self, ttl_s: float | None) -> int:
         ttl = ttl_s if ttl_s is not None else self._default_ttl_s

@@ -1,8 +1,10 @@
 """A deterministic in-process cluster: real nodes on a simulated network, in virtual time.
 
 Each node is a real `Node` with its real `Cluster` (membership, routing, replication,
-hints, repair), its peers replaced by `SimPeers` over a `SimNetwork` (simwire.py), and
-its clock following the `VirtualTimeLoop` (simloop.py). Peers' requests are served by
+hints, repair), built from parts passed to its constructor: its real `Peers` dialling
+over a `SimNetwork` (peers.py, wire.py), its clock following the `VirtualTimeLoop`
+(loop.py), a store that reports the writes it coordinates, and a seeded random source.
+Nothing is patched into a node after it is built. Peers' requests are served by
 the real RESP front end (`RespConnection`) on the simulated connections, and client
 commands (`SimCluster.command`) reach a node the same way, over a local connection, so
 a reply is what a Redis client would read.
@@ -31,26 +33,26 @@ import random
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar, cast
+from typing import TypeVar
 
+from geocache.clock import Clock
 from geocache.cluster import placement
-from geocache.cluster.cluster import Cluster
 from geocache.cluster.digest import BUCKETS
 from geocache.cluster.journal import JournaledStore, Write
-from geocache.cluster.peers import Arg, Peers
-from geocache.cluster.repair import Repairer
-from geocache.cluster.simloop import SimClock, VirtualTimeLoop, owned_context
-from geocache.cluster.simnet import Link
-from geocache.cluster.simpeers import ReplyProtocol, SimPeers
-from geocache.cluster.simwire import CutMode, SimNetwork, SimTransport
-from geocache.cluster.swim import MemberState, Swim, SwimConfig, local_member
+from geocache.cluster.peers import Arg
+from geocache.cluster.swim import MemberState
 from geocache.config import NodeConfig
 from geocache.protocol.reader import RequestReader
+from geocache.protocol.replies import ReplyReader
 from geocache.protocol.writer import encode_command
 from geocache.server.node import EXPIRE_TICK_S, Node
 from geocache.server.resp import RespConnection
 from geocache.store.entry import Entry, Tombstone
 from geocache.store.tombstones import Tombstones
+from sim.loop import SimClock, VirtualTimeLoop, owned_context
+from sim.net import Link
+from sim.peers import sim_peers
+from sim.wire import CutMode, SimNetwork, SimTransport
 
 T = TypeVar("T")
 
@@ -99,15 +101,27 @@ class ConnectionLost(Exception):
     """The node a client command was sent to crashed before answering."""
 
 
+Observer = Callable[[str, list[Write]], None]
+
+
 class ObservedStore(JournaledStore):
     """A JournaledStore that reports each coordinated write (what the router replicates)."""
 
     __slots__ = ("observer",)
-    observer: Callable[[str, list[Write]], None] | None
+
+    def __init__(self, clock: Clock, observer: Observer, config: NodeConfig) -> None:
+        super().__init__(
+            clock,
+            max_bytes=config.max_bytes,
+            max_keys=config.max_keys,
+            node_id=config.effective_node_id,
+            tombstones=Tombstones(),
+        )
+        self.observer = observer
 
     def take_journal(self) -> list[Write]:
         writes = super().take_journal()
-        if writes and self.observer is not None:
+        if writes:
             self.observer(self.node_id, writes)
         return writes
 
@@ -124,27 +138,13 @@ class SimNode:
         self.alive = True
         self._context = owned_context(self)
         self.clock = clock = SimClock(sim.loop, offset_ms)
-        node = Node(config, clock=clock)
-        store = ObservedStore(
-            clock,
-            max_bytes=config.max_bytes,
-            max_keys=config.max_keys,
-            node_id=self.node_id,
-            tombstones=Tombstones(),
-        )
-        store.observer = sim.record_writes
-        node.store = store
-        self.peers = SimPeers(sim.net, self, self.node_id, config.cluster_secret)
-        cluster = Cluster(node, peers=cast(Peers, self.peers))
-        # Seeded in place of the unseeded ones Cluster makes, so runs replay exactly.
-        rng = random.Random(seed)
-        me = local_member(self.node_id, self.addr, self.region, clock)
-        cluster.swim = Swim(me, SwimConfig(), clock, random.Random(rng.random()))
-        cluster.repairer = Repairer(cluster, random.Random(rng.random()))
-        node.cluster = cluster
-        node.dispatch = cluster.router.dispatch
+        store = ObservedStore(clock, sim.record_writes, config)
+        self.peers = sim_peers(sim.net, self, self.node_id, config.cluster_secret)
+        # Seeded, so runs replay exactly.
+        node = Node(config, clock=clock, store=store, peers=self.peers, rng=random.Random(seed))
+        assert node.cluster is not None
         self.node = node
-        self.cluster = cluster
+        self.cluster = node.cluster
 
     def context(self) -> contextvars.Context:
         return self._context.copy()
@@ -181,13 +181,28 @@ class SimNode:
             self.node.dispatch(self.node.table, protocol.session, argv)
 
 
-class _Requester:
-    """A client command's side of its local connection."""
+_INCOMPLETE = object()
+
+
+class _ClientProtocol(asyncio.Protocol):
+    """A client command's side of its local connection: replies, each to the oldest
+    request still waiting."""
 
     def __init__(self) -> None:
         self.pending: deque[asyncio.Future[object]] = deque()
+        self._reader = ReplyReader(incomplete=_INCOMPLETE)
 
-    def lost(self) -> None:
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while self.pending:
+            reply = self._reader.gets()
+            if reply is _INCOMPLETE:
+                return
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
         for future in self.pending:
             if not future.done():
                 future.set_exception(ConnectionLost("the node closed the connection"))
@@ -226,7 +241,14 @@ class _LogSink(logging.Handler):
 
 
 class SimCluster:
-    def __init__(self, loop: VirtualTimeLoop, seed: int, spec: SimSpec = SimSpec()) -> None:
+    def __init__(
+        self,
+        loop: VirtualTimeLoop,
+        seed: int,
+        spec: SimSpec = SimSpec(),
+        problems: list[str] | None = None,
+    ) -> None:
+        """`problems`: where the nodes' loggers report (see problems())."""
         self.loop = loop
         self.spec = spec
         self.rng = random.Random(seed)
@@ -234,7 +256,7 @@ class SimCluster:
         self.write_log: list[Written] = []
         self.nodes: dict[str, SimNode] = {}  # the current incarnation of each node id
         self._configs: dict[str, tuple[NodeConfig, int]] = {}
-        self._problems: list[str] = []
+        self._problems = problems if problems is not None else []
         self._client_host = _ClientHost()
         seeds = ",".join(_addr(f"{region}-1") for region, _ in spec.regions)
         for region, count in spec.regions:
@@ -326,10 +348,7 @@ class SimCluster:
 
     def set_loss(self, drop: float) -> None:
         """Every link (within and between regions) loses this fraction of packets."""
-        spec = self.spec
-        self.net.default_link = _with_drop(spec.link, drop)
-        for pair, link in list(self.net.region_links.items()):
-            self.net.region_links[pair] = _with_drop(link, drop)
+        self.net.set_loss(drop)
 
     # -- clients -----------------------------------------------------------------------------
 
@@ -338,10 +357,8 @@ class SimCluster:
 
         ConnectionLost if the node crashes first (the write may or may not have happened).
         """
-        client = _Requester()
-        transport = await self.net.open(
-            self._client_host, _addr(node_id), ReplyProtocol(client), local=True
-        )
+        client = _ClientProtocol()
+        transport = await self.net.open(self._client_host, _addr(node_id), client, local=True)
         future = self.loop.create_future()
         client.pending.append(future)
         transport.write(encode_command(*args))
@@ -395,10 +412,6 @@ def _addr(node_id: str) -> str:
     return f"{node_id}.sim:7379"
 
 
-def _with_drop(link: Link, drop: float) -> Link:
-    return Link(link.delay_ms, link.jitter_ms, drop, link.reorder)
-
-
 def run(
     scenario: Callable[[SimCluster], Awaitable[T]],
     seed: int,
@@ -407,7 +420,7 @@ def run(
 ) -> T:
     """Start a simulated cluster, run `scenario(sim)` on it in virtual time, tear it down.
 
-    `limit_s`: virtual seconds the run may take (simloop.SimTimeLimit past that).
+    `limit_s`: virtual seconds the run may take (loop.SimTimeLimit past that).
     """
     loop = VirtualTimeLoop(limit_s)
     logger = logging.getLogger("geocache")
@@ -416,8 +429,7 @@ def run(
     logger.addHandler(handler)
 
     async def main() -> T:
-        sim = SimCluster(loop, seed, spec)
-        sim._problems = sink
+        sim = SimCluster(loop, seed, spec, problems=sink)
         sim.start()
         try:
             return await scenario(sim)

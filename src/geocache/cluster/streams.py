@@ -27,6 +27,11 @@ hold them.
 Reads stay in the region. With `read_remote_on_miss`, a miss asks the owners of the key
 in the nearest other region (by the RTT each stream measures with a PING every
 RTT_PROBE_S) within `remote_read_budget_ms`, and keeps what they hold.
+
+The streams see their cluster as a `StreamsView`: membership (the members of each
+region, their addresses, who is down, the owners of a key here), the peer connections,
+the store, and the few calls they make back (ship to an owner, apply a fetched record,
+ask repair to pull); `Cluster` satisfies it, and a unit test passes a fake.
 """
 
 from __future__ import annotations
@@ -37,20 +42,21 @@ import logging
 from collections import deque
 from collections.abc import Coroutine
 from itertools import islice
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from geocache.clock import version_ms
+from geocache.clock import Clock, version_ms
 from geocache.cluster import placement
-from geocache.cluster.journal import Write
-from geocache.cluster.peers import GEO, PeerError
+from geocache.cluster.host import ClusterHost
+from geocache.cluster.journal import JournaledStore, Write
+from geocache.cluster.peers import GEO, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
-from geocache.histogram import REGION_LAG_BOUNDS_MS, Histogram
+from geocache.observability.events import NO_EVENTS, ClusterEvents
+from geocache.observability.histogram import REGION_LAG_BOUNDS_MS, Histogram
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
 from geocache.store.entry import Entry, Tombstone, newer
 
 if TYPE_CHECKING:
-    from geocache.cluster.cluster import Cluster
     from geocache.cluster.swim import Change
 
 log = logging.getLogger("geocache.geo")
@@ -73,11 +79,59 @@ FIELDS_PER_RECORD = 5
 DRAIN_S = 1.0
 
 
+class RepairRequests(Protocol):
+    """Repair, as a stream asks it to pull from a region's members (repair.Repairer)."""
+
+    def request(self, peer_id: str, copy_missing: bool = False) -> None: ...
+
+
+class StreamsView(Protocol):
+    """What the region streams see of their cluster (cluster.Cluster satisfies it)."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    @property
+    def replicas(self) -> int: ...
+
+    @property
+    def host(self) -> ClusterHost: ...
+
+    @property
+    def store(self) -> JournaledStore: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def peers(self) -> Peers: ...
+
+    @property
+    def repairer(self) -> RepairRequests: ...
+
+    def owners(self, key: bytes) -> list[str]: ...
+
+    def addr_of(self, node_id: str) -> str | None: ...
+
+    def known_down(self, node_id: str) -> bool: ...
+
+    def region_members(self, region: str) -> list[str]: ...
+
+    def known_regions(self) -> list[str]: ...
+
+    async def ship_to(self, target: str, writes: list[Write]) -> tuple[str, bool]: ...
+
+    def apply_fetched(self, key: bytes, reply: object) -> bool: ...
+
+
 class Stream:
     """The outbound stream to one remote region."""
 
-    def __init__(self, geo: GeoStreams, region: str) -> None:
-        self.geo = geo
+    def __init__(self, parent: RegionStreams, region: str) -> None:
+        self.parent = parent
         self.region = region
         # Coalescing: key -> newest write. Without it (benchmarks), a counter -> write.
         self._queue: dict[object, Write] = {}
@@ -109,7 +163,7 @@ class Stream:
     def put(self, write: Write) -> None:
         key = write[0]
         queue = self._queue
-        if self.geo.coalesce:
+        if self.parent.coalesce:
             if key in queue:
                 self.stats["coalesced"] += 1
                 queue[key] = write
@@ -118,7 +172,7 @@ class Stream:
         else:
             self._seq += 1
             slot = self._seq
-        if len(queue) >= self.geo.queue_max:
+        if len(queue) >= self.parent.queue_max:
             self.mark_resync("queue overflow")
             return
         queue[slot] = write
@@ -132,15 +186,15 @@ class Stream:
         """A failed batch goes back on the queue, unless a newer write of a key is there."""
         queue = self._queue
         for write in writes:
-            queued = queue.get(write[0]) if self.geo.coalesce else None
+            queued = queue.get(write[0]) if self.parent.coalesce else None
             if queued is not None:
                 if _newer(write[1], queued[1]):
                     queue[write[0]] = write  # batches failing together: keep the newest
                 continue
-            if len(queue) >= self.geo.queue_max:
+            if len(queue) >= self.parent.queue_max:
                 self.mark_resync("queue overflow on retry")
                 return
-            if self.geo.coalesce:
+            if self.parent.coalesce:
                 queue[write[0]] = write
             else:
                 self._seq += 1
@@ -149,7 +203,7 @@ class Stream:
     def mark_resync(self, why: str) -> None:
         if not self.resync:
             log.warning("region stream needs a resync", extra={"region": self.region, "why": why})
-            self.geo.cluster.node.events.record("resync_needed", self.region, self.region, why)
+            self.parent.events.record("resync_needed", self.region, self.region, why)
         self.resync = True
         self._queue.clear()
 
@@ -174,7 +228,7 @@ class Stream:
                 self._spawn(self._probe())
             if now < self._retry_at:
                 continue
-            if self.resync and self.geo.members(self.region):
+            if self.resync and self.parent.members(self.region):
                 await self._resync()
             while self._queue and self._in_flight < MAX_IN_FLIGHT:
                 slots = list(islice(self._queue, BATCH_MAX))
@@ -190,14 +244,14 @@ class Stream:
     def gateways(self) -> list[str]:
         """The remote region's alive members, the current gateway first, any known to be
         down last."""
-        members = self.geo.members(self.region)
-        me = self.geo.cluster.node_id
+        members = self.parent.members(self.region)
+        me = self.parent.cluster.node_id
         ranked = sorted(members, key=lambda m: placement.weight(me.encode(), m), reverse=True)
         if self._gateway in ranked:
             ranked.remove(self._gateway)
             ranked.insert(0, self._gateway)
         # A member whose connection just failed or hung goes last: no batch waits on it.
-        ranked.sort(key=self.geo.cluster.known_down)
+        ranked.sort(key=self.parent.cluster.known_down)
         return ranked
 
     async def _send(self, batch: list[Write]) -> None:
@@ -210,8 +264,8 @@ class Stream:
             now = loop.time()
             if self._unreachable_since is None:
                 self._unreachable_since = now
-            elif now - self._unreachable_since >= self.geo.resync_after_s:
-                self.mark_resync(f"unreachable for {self.geo.resync_after_s:g} s")
+            elif now - self._unreachable_since >= self.parent.resync_after_s:
+                self.mark_resync(f"unreachable for {self.parent.resync_after_s:g} s")
             self._retry_at = now + self._backoff
             self._backoff = min(self._backoff * 2, BACKOFF_MAX_S)
             log.debug("region batch failed", extra={"region": self.region, "error": str(exc)})
@@ -231,7 +285,7 @@ class Stream:
             self._wake.set()
 
     async def _deliver(self, batch: list[Write]) -> int:
-        args: list[bytes | str | int] = ["GC.GEO", self.geo.cluster.region]
+        args: list[bytes | str | int] = ["GC.GEO", self.parent.cluster.region]
         for key, record in batch:
             if len(record) == 3:  # a tombstone: (version, origin, created)
                 args += [key, record[0], record[1], -1, b""]
@@ -242,11 +296,11 @@ class Stream:
         self.stats["bytes"] += len(encode_command(*args))
         last: Exception | None = None
         for gateway in self.gateways()[:2]:
-            addr = self.geo.cluster.addr_of(gateway)
+            addr = self.parent.cluster.addr_of(gateway)
             if addr is None:
                 continue
             try:
-                reply = await self.geo.cluster.peers.get(addr, GEO).call(
+                reply = await self.parent.cluster.peers.get(addr, GEO).call(
                     *args, timeout_ms=GEO_TIMEOUT_MS
                 )
             except PeerError as exc:
@@ -260,13 +314,13 @@ class Stream:
 
     async def _probe(self) -> None:
         gateways = self.gateways()
-        addr = self.geo.cluster.addr_of(gateways[0]) if gateways else None
+        addr = self.parent.cluster.addr_of(gateways[0]) if gateways else None
         if addr is None:
             return
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            await self.geo.cluster.peers.get(addr, GEO).call("PING", timeout_ms=GEO_TIMEOUT_MS)
+            await self.parent.cluster.peers.get(addr, GEO).call("PING", timeout_ms=GEO_TIMEOUT_MS)
         except PeerError:
             return
         rtt = (loop.time() - started) * 1000
@@ -276,8 +330,8 @@ class Stream:
 
     async def _resync(self) -> None:
         """Ask every member of the region to pull from this node, and pull from each."""
-        cluster = self.geo.cluster
-        members = self.geo.members(self.region)
+        cluster = self.parent.cluster
+        members = self.parent.members(self.region)
         calls = []
         for member in members:
             addr = cluster.addr_of(member)
@@ -295,7 +349,7 @@ class Stream:
         self.resync = False
         self.stats["resyncs"] += 1
         log.info("region resync started", extra={"region": self.region, "members": len(members)})
-        cluster.node.events.resync_started(self.region, members)
+        self.parent.events.resync_started(self.region, members)
 
     # -- reporting ---------------------------------------------------------------------------
 
@@ -325,12 +379,13 @@ class Stream:
         }
 
 
-class GeoStreams:
+class RegionStreams:
     """A node's outbound streams, its gateway side, and reads from other regions."""
 
-    def __init__(self, cluster: Cluster) -> None:
-        config = cluster.node.config
+    def __init__(self, cluster: StreamsView, events: ClusterEvents = NO_EVENTS) -> None:
+        config = cluster.host.config
         self.cluster = cluster
+        self.events = events  # resyncs needed and started, for the dashboard's timeline
         self.queue_max = config.geo_queue_max
         self.resync_after_s = config.geo_resync_after_s
         self.coalesce = config.geo_coalesce
@@ -411,7 +466,7 @@ class GeoStreams:
                     self.stats["applied"] += store.apply(key, record)
         if by_target:
             await asyncio.gather(*(cluster.ship_to(t, w) for t, w in by_target.items()))
-        return cluster.node.clock.wall_ms()
+        return cluster.clock.wall_ms()
 
     # -- reads from another region --------------------------------------------------------------
 
@@ -424,7 +479,7 @@ class GeoStreams:
         nearest = min(reachable, key=lambda s: s.rtt_ms or 0.0)
         owners = placement.key_owners(key, self.members(nearest.region), cluster.replicas)
         self.stats["remote_reads"] += 1
-        budget_ms = cluster.node.config.remote_read_budget_ms
+        budget_ms = cluster.host.config.remote_read_budget_ms
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_ms / 1000
         for owner in owners:

@@ -1,7 +1,7 @@
 """A simulated network for in-process clusters: datagrams, TCP-like connections, faults.
 
 Hosts are addresses, each with at most one `Endpoint` up (a node incarnation). Every
-delivery runs in the receiving endpoint's context (simloop.OWNER), so what it starts
+delivery runs in the receiving endpoint's context (loop.OWNER), so what it starts
 belongs to it. Delays, jitter and losses come from per-link `Link`s (a link of its own
 for an address pair, else one per pair of regions, else the default) and one seeded
 `random.Random`, so a seed replays a run exactly.
@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import random
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any, Literal, Protocol
 
-from geocache.cluster.simnet import Link
+from sim.net import Link
 
 CutMode = Literal["drop", "reject"]
 # TCP's retransmission timeout: Linux's minimum (200 ms), doubling up to its maximum.
@@ -98,6 +99,12 @@ class SimNetwork:
     def set_region_link(self, a: str, b: str, link: Link) -> None:
         """Links between regions `a` and `b` (both ways)."""
         self.region_links[a, b] = self.region_links[b, a] = link
+
+    def set_loss(self, drop: float) -> None:
+        """Every link (the default and those between regions) loses this fraction."""
+        self.default_link = dataclasses.replace(self.default_link, drop=drop)
+        for pair, link in list(self.region_links.items()):
+            self.region_links[pair] = dataclasses.replace(link, drop=drop)
 
     def cut(
         self,

@@ -161,13 +161,18 @@ def _geocache(node: Node) -> Section:
     }
 
 
+def _cluster(node: Node) -> Section:
+    """As Redis: whether this node speaks the cluster protocol (commands/cluster.py)."""
+    return {"cluster_enabled": 1 if node.cluster is not None else 0}
+
+
 def _regions(node: Node) -> Section:
     """One line per other region, as Redis lists replicas: `region_<name>:k=v,...`."""
     if node.cluster is None:
         return {}
     return {
         f"region_{region}": ",".join(f"{k}={v}" for k, v in status.items())
-        for region, status in node.cluster.geo.status().items()
+        for region, status in node.cluster.streams.status().items()
     }
 
 
@@ -205,6 +210,7 @@ SECTIONS: dict[str, Callable[[Node], Section]] = {
     "cpu": _cpu,
     "commandstats": _commandstats,
     "latencystats": _latencystats,
+    "cluster": _cluster,
     "keyspace": _keyspace,
     "regions": _regions,
     "origin": _origin,

@@ -1,6 +1,6 @@
 """A virtual-time event loop for simulated clusters, and the clock nodes read from it.
 
-No real I/O happens in a simulation (the network is simulated: simwire.py), so when no
+No real I/O happens in a simulation (the network is simulated: wire.py), so when no
 callback is ready the loop has nothing to wait for but its next timer, and `select`
 moves the clock straight there. asyncio's sleeps, timeouts and `call_later` all read
 `loop.time()`, so a node's 50 ms ticks, 500 ms peer timeouts and 60 s repair pauses
