@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from geocache.observability.metrics import percentile_s
+from geocache.store.keyspace import Store
 
 if TYPE_CHECKING:
     from geocache.server.node import Node
@@ -134,13 +135,20 @@ def _latencystats(node: Node) -> Section:
 
 
 def _keyspace(node: Node) -> Section:
-    store = node.store
+    return {
+        f"db{index}": line
+        for index, store in node.databases.held()
+        if (line := _keyspace_line(store))
+    }
+
+
+def _keyspace_line(store: Store) -> str:
     if not len(store):
-        return {}
+        return ""
     # Keys filed in the expiry wheel are exactly the keys with a TTL (store/expiry.py),
     # counted without walking the keyspace.
     expires = len(store._wheel)
-    return {"db0": f"keys={len(store)},expires={expires},avg_ttl=0"}
+    return f"keys={len(store)},expires={expires},avg_ttl=0"
 
 
 def _geocache(node: Node) -> Section:
