@@ -13,8 +13,9 @@ plain clients, not only for optimistic locking.
 from __future__ import annotations
 
 from geocache.commands.context import Session
-from geocache.commands.table import command
+from geocache.commands.table import OOM, command
 from geocache.protocol.types import NULL_ARRAY, OK, QUEUED, Error
+from geocache.store.entry import entry_size
 
 _NO_KEYS = (0, 0, 0)
 # Bounds what one client can make the node hold for a transaction.
@@ -80,10 +81,44 @@ def cmd_unwatch(session: Session, argv: list[bytes]) -> object:
 
 
 def queue(session: Session, argv: list[bytes]) -> object:
-    """Queue a command inside MULTI (the caller has checked it exists and its arity)."""
+    """Queue a command inside MULTI (the caller has checked it exists and its arity).
+
+    As Redis refuses a write it has no memory for when it is queued (and the EXEC that
+    follows), a write whose entry alone could never fit in `max_bytes` is refused now.
+    """
     assert session.multi is not None
     if len(session.multi) >= MAX_QUEUED_COMMANDS:
         session.multi_dirty = True
         return Error(f"ERR too many commands in a transaction (max {MAX_QUEUED_COMMANDS})")
+    max_bytes = session.store.max_bytes
+    if max_bytes and least_entry_bytes(argv) > max_bytes:
+        session.multi_dirty = True
+        return OOM
     session.multi.append(argv)
     return QUEUED
+
+
+# Writes whose value is an argument: (position of the value, step between pairs) for
+# MSET-like commands; the entry they make is at least key + value + overhead.
+_VALUE_AT = {
+    b"set": 2,
+    b"setnx": 2,
+    b"getset": 2,
+    b"setex": 3,
+    b"psetex": 3,
+    b"append": 2,
+    b"setrange": 3,
+    b"mset": 2,
+    b"msetnx": 2,
+}
+
+
+def least_entry_bytes(argv: list[bytes]) -> int:
+    """The least `entry_size` a queued write will make (0 for other commands)."""
+    name = argv[0].lower()
+    at = _VALUE_AT.get(name)
+    if at is None or len(argv) <= at:
+        return 0
+    if name in (b"mset", b"msetnx"):
+        return max(entry_size(k, v) for k, v in zip(argv[1::2], argv[2::2], strict=False))
+    return entry_size(argv[1], argv[at])

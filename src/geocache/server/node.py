@@ -22,6 +22,7 @@ from geocache.clock import Clock, OffsetClock, SystemClock
 from geocache.cluster.cluster import Cluster
 from geocache.cluster.journal import JournaledStore
 from geocache.commands.context import Session
+from geocache.commands.slowlog import SlowLog
 from geocache.commands.table import Command, build_table, dispatch
 from geocache.config import NodeConfig
 from geocache.observability.metrics import Metrics
@@ -29,7 +30,9 @@ from geocache.origin import Filler
 from geocache.origin.readthrough import ReadThrough
 from geocache.origin.service import open_origin
 from geocache.server.http import HttpServer, start_http
+from geocache.server.pause import ClientPause
 from geocache.server.resp import CommandGate, RespConnection
+from geocache.store.databases import DATABASES, Databases
 from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 from geocache.store.tombstones import Tombstones
@@ -85,6 +88,9 @@ class Node:
             node_id=self.node_id,
             tombstones=Tombstones() if config.clustered else None,
         )
+        # SELECT's databases: 0 is `store`; a cluster has no others (commands/databases.py).
+        self.databases = Databases(self.store, self.clock, 1 if config.clustered else DATABASES)
+        self.slowlog = SlowLog()
         self.cluster: Cluster | None = None
         # The read-through origin, if one is configured (origin/).
         self.origin: Filler | None = None
@@ -94,6 +100,8 @@ class Node:
         self.table: dict[bytes, Command] = build_table()
         # What runs a command: the local dispatch, or the cluster's router.
         self.dispatch: Callable[[dict[bytes, Command], Session, list[bytes]], object] = dispatch
+        # CLIENT PAUSE wraps `dispatch` while a pause is on (server/pause.py).
+        self.client_pause = ClientPause(self)
         self.stats = NodeStats()
         self.metrics = Metrics(self.table)
         # True from listening until stop begins; `ready` (what /readyz reports) also
@@ -128,8 +136,21 @@ class Node:
     def apply_config(self, config: NodeConfig) -> None:
         """CONFIG SET: limits take effect at once; a smaller max_bytes evicts on next write."""
         self.config = config
-        self.store.max_bytes = config.max_bytes
-        self.store.max_keys = config.max_keys
+        self.databases.set_limits(config.max_bytes, config.max_keys)
+
+    def kill_client(self, client_id: int) -> bool:
+        """CLIENT KILL: close a connection once the replies already made are sent."""
+        conn = self._connections.get(client_id)
+        if conn is None:
+            return False
+        conn.close()
+        return True
+
+    def pause_clients(self, timeout_ms: int, all_commands: bool) -> None:
+        self.client_pause.pause(timeout_ms, all_commands)
+
+    def unpause_clients(self) -> None:
+        self.client_pause.unpause()
 
     def info_sections(self) -> dict[str, dict[str, object]]:
         from geocache.observability.info import info_sections
@@ -243,11 +264,12 @@ class Node:
         self.stats.expire_cycles += 1
         deadline = time.perf_counter() + EXPIRE_BUDGET_S
         total = 0
-        while time.perf_counter() < deadline:
-            done = self.store.active_expire(EXPIRE_BATCH_KEYS)
-            total += done
-            if done < EXPIRE_BATCH_KEYS:
-                break
+        for _index, store in self.databases.held():
+            while time.perf_counter() < deadline:
+                done = store.active_expire(EXPIRE_BATCH_KEYS)
+                total += done
+                if done < EXPIRE_BATCH_KEYS:
+                    break
         return total
 
     async def _idle_loop(self) -> None:

@@ -157,6 +157,7 @@ class RespConnection(asyncio.Protocol):
         # Per-command latency (parse + run + encode): plain ints, see metrics.py.
         latency = node.metrics.resp
         slots = latency.by_raw if node.metrics.resp_timed else None
+        slow_ns = node.slowlog.threshold_ns
         start = perf_counter_ns()
         auth_required = reader.auth_required
         gate = node.gate
@@ -197,7 +198,10 @@ class RespConnection(asyncio.Protocol):
                         break
                     start = perf_counter_ns()
                     continue
-                if pending:
+                if session.proto <= 0:  # CLIENT REPLY OFF or SKIP: nothing to send
+                    if session.proto < 0:
+                        session.proto = session.proto + 1 or session.reply_proto
+                elif pending:
                     later: list[bytes] = []
                     encode_into(later, reply, session.proto)
                     pending.append([True, b"".join(later)])
@@ -213,6 +217,10 @@ class RespConnection(asyncio.Protocol):
                     # Most commands fit the first bucket: skip the bisect for them.
                     slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
                     slot[SUM_INDEX] += elapsed  # not [-1]: CPython specializes non-negative indexes
+                    if elapsed >= slow_ns:
+                        node.slowlog.add(
+                            argv, elapsed, node.clock.wall_ms(), session.addr, session.name
+                        )
                 if session.authenticated is auth_required:  # AUTH, HELLO or RESET ran
                     auth_required = not session.authenticated
                     reader.set_auth_required(auth_required)
