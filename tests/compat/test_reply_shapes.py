@@ -1,8 +1,8 @@
 """Replies whose content legitimately differs from Redis (ids, clocks, server facts):
 their shape and the facts clients rely on are checked against the node alone.
 
-Also the few places where geocache deliberately differs from Redis (one database,
-strings only): those tests are `geocache_only`.
+Also the few places where geocache deliberately differs from Redis (strings only):
+those tests are `geocache_only`.
 """
 
 from __future__ import annotations
@@ -181,12 +181,13 @@ def test_config_get_maxmemory_is_a_pair(node: ServerProcess, protocol: int) -> N
     assert isinstance(value, bytes) and value.isdigit()
 
 
-@pytest.mark.geocache_only
 @pytest.mark.parametrize("db", ["1", "15"])
-def test_select_other_databases_is_out_of_range(client: RawClient, db: str) -> None:
-    """geocache has one database (Redis has 16 and would answer +OK)."""
-    assert client.call("SELECT", db) == b"-ERR DB index is out of range\r\n"
+def test_select_other_databases_keeps_keys_apart(client: RawClient, db: str) -> None:
+    assert client.call("SELECT", db) == b"+OK\r\n"
+    assert client.call("SET", "shapes:db", db) == b"+OK\r\n"
     assert client.call("SELECT", "0") == b"+OK\r\n"
+    assert decode(client.call("GET", "shapes:db")).value is None
+    assert client.call("SELECT", "16") == b"-ERR DB index is out of range\r\n"
 
 
 @pytest.mark.geocache_only

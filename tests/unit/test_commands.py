@@ -86,7 +86,7 @@ def test_set_get_with_expiry_on_manual_clock(node: FakeNode) -> None:
             "ERR GT and LT options at the same time are not compatible",
         ),
         (("EXPIRE", "k", "5", "ZZ"), "ERR Unsupported option ZZ"),
-        (("SELECT", "1"), "ERR DB index is out of range"),
+        (("SELECT", "16"), "ERR DB index is out of range"),
         (("CLIENT", "NOPE"), "ERR unknown subcommand 'NOPE'. Try CLIENT HELP."),
         (("CLIENT", "SETNAME"), "ERR wrong number of arguments for 'client|setname' command"),
         (("HELLO", "4"), "NOPROTO unsupported protocol version"),

@@ -333,7 +333,7 @@ def _client_reply(session: Session, argv: list[bytes]) -> object:
     if mode == b"OFF":
         session.proto = 0
     elif mode == b"SKIP":
-        if session.proto > 0:
+        if session.proto != 0:  # not while OFF
             session.proto = -2  # this command's reply, then the next one's
     else:
         return SYNTAX_ERROR
