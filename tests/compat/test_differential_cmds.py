@@ -7,6 +7,7 @@ ports, DUMP's payload format) the step compares the reply's shape only.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import pytest
@@ -538,3 +539,49 @@ def test_dump_restore_round_trip_and_ttl(pair: tuple[RawClient, RawClient]) -> N
         assert client.call("RESTORE", "x", "0", bad) == (
             b"-ERR DUMP payload version or checksum are wrong\r\n"
         )
+
+
+def _random_commands(seed: int) -> list[list[Arg]]:
+    """Random strings, ranges and options for the commands whose index arithmetic is
+    easiest to get subtly wrong: BITCOUNT, BITPOS, GETBIT, SETBIT, LCS, SUBSTR."""
+    rng = random.Random(seed)
+    commands: list[list[Arg]] = []
+    for _ in range(200):
+        value = bytes(rng.choice(b"\x00\x0f\xf0\xff\x01\x80ab") for _ in range(rng.randrange(6)))
+        other = bytes(rng.choice(b"abc") for _ in range(rng.randrange(12)))
+        commands += [["SET", "v", value], ["SET", "w", other]]
+        start, end = rng.randrange(-20, 20), rng.randrange(-20, 20)
+        unit = [rng.choice(["BIT", "BYTE", "bit"])] if rng.random() < 0.5 else []
+        commands += [
+            ["BITCOUNT", "v", start, end, *unit],
+            ["BITPOS", "v", rng.randrange(2), start, end, *unit],
+            ["BITPOS", "v", rng.randrange(2), start],
+            ["BITPOS", "v", rng.randrange(2)],
+            ["GETBIT", "v", rng.randrange(50)],
+            ["SETBIT", "v", rng.randrange(50), rng.randrange(2)],
+            ["GET", "v"],
+            ["SUBSTR", "w", start, end],
+            ["LCS", "w", "v" if rng.random() < 0.2 else "w2"],
+        ]
+        commands += [
+            ["SET", "w2", bytes(rng.choice(b"abc") for _ in range(rng.randrange(12)))],
+            ["LCS", "w", "w2", "IDX", "WITHMATCHLEN", "MINMATCHLEN", rng.randrange(3)],
+            ["LCS", "w2", "w", "IDX"],
+            ["LCS", "w", "w2"],
+        ]
+    return commands
+
+
+@pytest.mark.parametrize("pair", [2], indirect=True, ids=["resp2"])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_bit_and_lcs_commands_match_redis(
+    seed: int, pair: tuple[RawClient, RawClient]
+) -> None:
+    commands = _random_commands(seed)
+    mine, theirs = pair
+    mine.send_many(commands)
+    theirs.send_many(commands)
+    node_replies = mine.read_replies(len(commands))
+    redis_replies = theirs.read_replies(len(commands))
+    for argv, node_reply, redis_reply in zip(commands, node_replies, redis_replies, strict=True):
+        assert node_reply == redis_reply, argv
