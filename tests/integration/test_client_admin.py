@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from support import RawClient, ServerProcess
+from support import ServerProcess
 
 # A paused write waits at least most of the pause; generous upper bounds absorb a
 # loaded machine.

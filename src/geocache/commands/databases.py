@@ -6,7 +6,7 @@ In cluster mode there is only database 0, as in Redis Cluster, with its error te
 RENAME, RENAMENX and COPY touch two keys. In a cluster the router sends them to the
 first key's coordinator only when both keys have the same owners (CROSSSLOT
 otherwise), so the two writes it makes replicate to the same nodes; a rename is a
-write and a delete that a forwarded command makes at one pinned version.
+write and a delete at one version.
 """
 
 from __future__ import annotations
@@ -108,8 +108,14 @@ def _rename(session: Session, argv: list[bytes], nx: bool) -> object:
         return 0 if nx else OK
     if nx and store.peek(target) is not None:
         return 0
-    store.set(target, entry[0], entry[1])
-    store.delete(source)
+    # One version for the write and the delete: replicas apply the rename as one event.
+    hlc = store.hlc
+    hlc.pin(hlc.now())
+    try:
+        store.set(target, entry[0], entry[1])
+        store.delete(source)
+    finally:
+        hlc.pin(0)
     return 1 if nx else OK
 
 
