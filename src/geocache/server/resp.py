@@ -157,7 +157,9 @@ class RespConnection(asyncio.Protocol):
         # Per-command latency (parse + run + encode): plain ints, see metrics.py.
         latency = node.metrics.resp
         slots = latency.by_raw if node.metrics.resp_timed else None
+        # The slow log's threshold; below `fast_ns` a command needs one comparison.
         slow_ns = node.slowlog.threshold_ns
+        fast_ns = min(FIRST_NS, slow_ns - 1)
         start = perf_counter_ns()
         auth_required = reader.auth_required
         gate = node.gate
@@ -214,13 +216,17 @@ class RespConnection(asyncio.Protocol):
                         slot = slots[argv[0]]
                     except KeyError:
                         slot = latency.slot_for(argv[0])
-                    # Most commands fit the first bucket: skip the bisect for them.
-                    slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
+                    # Most commands fit the first bucket: skip the bisect and the slow
+                    # log for them.
+                    if elapsed <= fast_ns:
+                        slot[0] += 1
+                    else:
+                        slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
+                        if elapsed >= slow_ns:
+                            node.slowlog.add(
+                                argv, elapsed, node.clock.wall_ms(), session.addr, session.name
+                            )
                     slot[SUM_INDEX] += elapsed  # not [-1]: CPython specializes non-negative indexes
-                    if elapsed >= slow_ns:
-                        node.slowlog.add(
-                            argv, elapsed, node.clock.wall_ms(), session.addr, session.name
-                        )
                 if session.authenticated is auth_required:  # AUTH, HELLO or RESET ran
                     auth_required = not session.authenticated
                     reader.set_auth_required(auth_required)
