@@ -209,6 +209,8 @@ CASES.update(
             ["FLUSHALL"],
             ["SELECT", "1"],
             ["DBSIZE"],
+            ["CONFIG", "GET", "databases"],
+            ["CONFIG", "SET", "databases", "16"],
         ],
         "object": [
             ["OBJECT", "ENCODING", "nokey"],

@@ -123,6 +123,8 @@ def _config_set(session: Session, argv: list[bytes]) -> object:
         value = raw_value.decode("utf-8", "surrogateescape")
         if name in _CONFIG_FIXED and value == _CONFIG_FIXED[name]:
             continue
+        if name == "databases":
+            return _config_error(name, "can't set immutable config")
         if name in _SLOWLOG_SETTINGS:
             setting = _slowlog_setting(name, value)
             if isinstance(setting, Error):
