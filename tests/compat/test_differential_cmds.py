@@ -513,11 +513,19 @@ def test_client_reply_off_and_skip(pair: tuple[RawClient, RawClient]) -> None:
         ["CLIENT", "REPLY", "SKIP"],
         ["ECHO", "skipped again"],
         ["ECHO", "last"],
+        # A reply that comes later (WAIT waits for its timeout) is silenced too.
+        ["CLIENT", "REPLY", "OFF"],
+        ["WAIT", "1", "50"],
+        ["CLIENT", "REPLY", "ON"],
+        ["CLIENT", "REPLY", "SKIP"],
+        ["WAIT", "1", "20"],
+        ["ECHO", "after wait"],
     ]
     mine, theirs = pair
     for client in pair:
         client.send_many(commands)
     expected = [b"+OK\r\n", b"$1\r\n1\r\n", b"$4\r\nsent\r\n", b"$4\r\nlast\r\n"]
+    expected += [b"+OK\r\n", b"$10\r\nafter wait\r\n"]
     assert theirs.read_replies(len(expected)) == expected
     assert mine.read_replies(len(expected)) == expected
 

@@ -72,6 +72,10 @@ def test_write_that_cannot_fit_is_oom_and_refused_when_queued() -> None:
     assert run(node, "SET", "small", "v", session=session) == b"+QUEUED\r\n"
     assert str(run(node, "SET", "big", "v" * 1000, session=session)) == OOM
     assert str(run(node, "MSET", "a", "1", "b", "v" * 1000, session=session)) == OOM
+    assert str(run(node, "SETBIT", "b", "8000", "1", session=session)) == OOM
+    assert str(run(node, "SETRANGE", "b", "990", "x", session=session)) == OOM
+    assert str(run(node, "RESTORE", "b", "0", dump_payload(b"v" * 1000), session=session)) == OOM
+    assert run(node, "SETBIT", "b", "80", "1", session=session) == b"+QUEUED\r\n"
     assert str(run(node, "EXEC", session=session)).startswith("EXECABORT")
     assert run(node, "GET", "small") is None
 

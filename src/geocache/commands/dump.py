@@ -29,6 +29,8 @@ MARKER = b"GC"
 FORMAT_VERSION = 1
 CHECKSUM_BYTES = 8
 TRAILER_BYTES = len(MARKER) + 1 + CHECKSUM_BYTES
+# A payload's bytes beyond its value: the type byte and the trailer.
+OVERHEAD_BYTES = 1 + TRAILER_BYTES
 
 BAD_PAYLOAD = Error("ERR DUMP payload version or checksum are wrong")
 BAD_FORMAT = Error("ERR Bad data format")

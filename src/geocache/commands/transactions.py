@@ -12,10 +12,15 @@ plain clients, not only for optimistic locking.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from geocache.commands.context import Session
+from geocache.commands.dump import OVERHEAD_BYTES as DUMP_OVERHEAD_BYTES
 from geocache.commands.table import OOM, command
 from geocache.protocol.types import NULL_ARRAY, OK, QUEUED, Error
-from geocache.store.entry import entry_size
+from geocache.store.counters import parse_int
+from geocache.store.entry import ENTRY_OVERHEAD_BYTES, entry_size
+from geocache.store.errors import StoreError
 
 _NO_KEYS = (0, 0, 0)
 # Bounds what one client can make the node hold for a transaction.
@@ -98,27 +103,46 @@ def queue(session: Session, argv: list[bytes]) -> object:
     return QUEUED
 
 
-# Writes whose value is an argument: (position of the value, step between pairs) for
-# MSET-like commands; the entry they make is at least key + value + overhead.
-_VALUE_AT = {
-    b"set": 2,
-    b"setnx": 2,
-    b"getset": 2,
-    b"setex": 3,
-    b"psetex": 3,
-    b"append": 2,
-    b"setrange": 3,
-    b"mset": 2,
-    b"msetnx": 2,
+def _value_at(index: int) -> Callable[[list[bytes]], int]:
+    return lambda argv: len(argv[index]) if len(argv) > index else 0
+
+
+def _setrange(argv: list[bytes]) -> int:
+    return (_offset(argv[2]) + len(argv[3])) if len(argv) > 3 and argv[3] else 0
+
+
+def _setbit(argv: list[bytes]) -> int:
+    return _offset(argv[2]) // 8 + 1 if len(argv) > 2 else 0
+
+
+def _offset(raw: bytes) -> int:
+    try:
+        return max(parse_int(raw), 0)
+    except StoreError:
+        return 0  # the command will fail on it when it runs
+
+
+# The least value a queued write leaves in its (first) key, from its arguments.
+_LEAST_VALUE: dict[bytes, Callable[[list[bytes]], int]] = {
+    b"set": _value_at(2),
+    b"setnx": _value_at(2),
+    b"getset": _value_at(2),
+    b"append": _value_at(2),
+    b"setex": _value_at(3),
+    b"psetex": _value_at(3),
+    b"setrange": _setrange,
+    b"setbit": _setbit,
+    b"restore": lambda argv: max(len(argv[3]) - DUMP_OVERHEAD_BYTES, 0) if len(argv) > 3 else 0,
 }
 
 
 def least_entry_bytes(argv: list[bytes]) -> int:
     """The least `entry_size` a queued write will make (0 for other commands)."""
     name = argv[0].lower()
-    at = _VALUE_AT.get(name)
-    if at is None or len(argv) <= at:
-        return 0
     if name in (b"mset", b"msetnx"):
-        return max(entry_size(k, v) for k, v in zip(argv[1::2], argv[2::2], strict=False))
-    return entry_size(argv[1], argv[at])
+        pairs = zip(argv[1::2], argv[2::2], strict=False)
+        return max((entry_size(k, v) for k, v in pairs), default=0)
+    least = _LEAST_VALUE.get(name)
+    if least is None or len(argv) < 2:
+        return 0
+    return len(argv[1]) + least(argv) + ENTRY_OVERHEAD_BYTES

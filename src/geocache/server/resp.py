@@ -192,7 +192,9 @@ class RespConnection(asyncio.Protocol):
                         break
                     # The next commands run meanwhile (their effects, in order, are
                     # local); their replies wait behind this one.
-                    place: list[object] = [False, b""]
+                    # [ready, RESP bytes, protocol to encode in (0: CLIENT REPLY
+                    # silenced it when it ran)]
+                    place: list[object] = [False, b"", _reply_proto(session)]
                     pending.append(place)
                     task = asyncio.ensure_future(reply.awaitable)
                     task.add_done_callback(partial(self._pending_done, place=place))
@@ -287,7 +289,7 @@ class RespConnection(asyncio.Protocol):
                 task.exception()
             return
         out: list[bytes] = []
-        encode_into(out, _outcome(task), session.proto)
+        _encode_late(out, _outcome(task), session)
         self._flush(out)
         self._run()
 
@@ -299,7 +301,12 @@ class RespConnection(asyncio.Protocol):
                 task.exception()
             return
         out: list[bytes] = []
-        encode_into(out, _outcome(task), session.proto)
+        proto = place[2]
+        assert isinstance(proto, int)
+        if proto:
+            encode_into(out, _outcome(task), proto)
+        else:
+            _outcome(task)  # consumed (and logged if it failed), not sent
         place[0], place[1] = True, b"".join(out)
         ready: list[bytes] = []
         while pending and pending[0][0]:
@@ -353,6 +360,22 @@ class RespConnection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _encode_late(out: list[bytes], reply: object, session: Session) -> None:
+    """A deferred reply's bytes (nothing ran meanwhile), unless CLIENT REPLY silences it."""
+    proto = _reply_proto(session)
+    if proto:
+        encode_into(out, reply, proto)
+
+
+def _reply_proto(session: Session) -> int:
+    """The protocol this command's reply goes out in, 0 for none (CLIENT REPLY OFF or
+    SKIP, which this steps past)."""
+    proto = session.proto
+    if proto < 0:
+        session.proto = proto + 1 or session.reply_proto
+    return max(proto, 0)
 
 
 def _outcome(task: asyncio.Future[object]) -> object:
