@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from geocache.clock import Clock
-from geocache.store.entry import Entry
+from geocache.store.entry import ENTRY_OVERHEAD_BYTES, EXPIRY_OVERHEAD_BYTES, Entry
 from geocache.store.keyspace import Store
 
 # Redis's default `databases` setting.
@@ -37,46 +37,70 @@ class SharedStore(Store):
         self._owner = owner
 
     def _put(self, key: bytes, entry: Entry) -> None:
-        self._owner.share_limits(self)
-        super()._put(key, entry)
-        self._owner.share_limits(self)
+        # Databases.left_for and .grew, inlined: this runs on every write here.
+        owner, main = self._owner, self._owner.main
+        limit_bytes, limit_keys = owner.max_bytes, owner.max_keys
+        used_bytes, used_keys = self.used_bytes, len(self._data)
+        if limit_bytes:
+            others = main.used_bytes + owner.others_bytes - used_bytes
+            self.max_bytes = max(limit_bytes - others, 1)
+        if limit_keys:
+            self.max_keys = max(limit_keys - len(main) - owner.others_keys + used_keys, 1)
+        try:
+            super()._put(key, entry)
+        finally:
+            owner.others_bytes += self.used_bytes - used_bytes
+            owner.others_keys += len(self._data) - used_keys
+            if limit_bytes:
+                main.max_bytes = max(limit_bytes - owner.others_bytes, 1)
+            if limit_keys:
+                main.max_keys = max(limit_keys - owner.others_keys, 1)
 
     def _remove(self, key: bytes) -> Entry:
         entry = super()._remove(key)
-        self._owner.share_limits(self)
+        self._owner.grew(-len(key) - len(entry[0]) - _overhead(entry), -1)
         return entry
 
     def flush(self) -> None:
+        used_bytes, used_keys = self.used_bytes, len(self._data)
         super().flush()
-        self._owner.share_limits(self)
+        self._owner.grew(-used_bytes, -used_keys)
+
+
+def _overhead(entry: Entry) -> int:
+    return ENTRY_OVERHEAD_BYTES + (EXPIRY_OVERHEAD_BYTES if entry[1] else 0)
 
 
 class Databases:
     """The node's databases, 0 being its store."""
 
-    __slots__ = ("_clock", "_stores", "max_bytes", "max_keys")
+    __slots__ = (
+        "_clock",
+        "_stores",
+        "main",
+        "max_bytes",
+        "max_keys",
+        "others_bytes",
+        "others_keys",
+    )
 
     def __init__(self, main: Store, clock: Clock, count: int = DATABASES) -> None:
         self._clock = clock
         self._stores: list[Store | None] = [main] + [None] * (count - 1)
+        self.main = main
         self.max_bytes = main.max_bytes
         self.max_keys = main.max_keys
+        # What databases 1..15 hold, kept up to date by their every change (SharedStore).
+        self.others_bytes = self.others_keys = 0
 
     def __len__(self) -> int:
         return len(self._stores)
-
-    @property
-    def main(self) -> Store:
-        store = self._stores[0]
-        assert store is not None
-        return store
 
     def get(self, index: int) -> Store:
         """Database `index` (0 <= index < len(self)), made on first use."""
         store = self._stores[index]
         if store is None:
             store = self._stores[index] = SharedStore(self._clock, self, self.main.node_id)
-            self.share_limits(store)
         return store
 
     def held(self) -> Iterator[tuple[int, Store]]:
@@ -86,23 +110,28 @@ class Databases:
                 yield index, store
 
     def set_limits(self, max_bytes: int, max_keys: int) -> None:
-        """CONFIG SET maxmemory: the new limits, shared out again."""
+        """CONFIG SET maxmemory: the new limits, shared out again (database 0 evicts
+        down to its share on its next write)."""
         self.max_bytes, self.max_keys = max_bytes, max_keys
-        self.main.max_bytes, self.main.max_keys = max_bytes, max_keys
-        for _index, store in self.held():
-            self.share_limits(store)
+        self.grew(0, 0)
 
-    def share_limits(self, changed: Store) -> None:
-        """Give `changed` (if not database 0) and database 0 what the others leave them."""
-        if changed is not self.main:
-            changed.max_bytes, changed.max_keys = self._left_for(changed)
-        self.main.max_bytes, self.main.max_keys = self._left_for(self.main)
+    def left_for(self, store: Store) -> tuple[int, int]:
+        """(max_bytes, max_keys) the other databases leave database `store` (not 0)."""
+        main = self.main
+        others_bytes = main.used_bytes + self.others_bytes - store.used_bytes
+        others_keys = len(main) + self.others_keys - len(store)
+        return self._left(others_bytes, others_keys)
 
-    def _left_for(self, store: Store) -> tuple[int, int]:
-        others = [s for _i, s in self.held() if s is not store]
+    def grew(self, delta_bytes: int, delta_keys: int) -> None:
+        """A database other than 0 changed in size: database 0's share follows."""
+        self.others_bytes += delta_bytes
+        self.others_keys += delta_keys
+        self.main.max_bytes, self.main.max_keys = self._left(self.others_bytes, self.others_keys)
+
+    def _left(self, others_bytes: int, others_keys: int) -> tuple[int, int]:
         # 0 means "no limit" to a store, so a database left nothing keeps 1 (byte, key).
-        max_bytes = self.max_bytes and max(self.max_bytes - sum(s.used_bytes for s in others), 1)
-        max_keys = self.max_keys and max(self.max_keys - sum(len(s) for s in others), 1)
+        max_bytes = self.max_bytes and max(self.max_bytes - others_bytes, 1)
+        max_keys = self.max_keys and max(self.max_keys - others_keys, 1)
         return max_bytes, max_keys
 
     def flush_all(self) -> None:
@@ -111,7 +140,11 @@ class Databases:
 
     def swap(self, a: int, b: int) -> None:
         """SWAPDB: the contents of two databases change places (sessions stay put)."""
-        if a != b:
-            self.get(a).swap_contents(self.get(b))
-            self.share_limits(self.get(a))
-            self.share_limits(self.get(b))
+        if a == b:
+            return
+        first, second = self.get(a), self.get(b)
+        first.swap_contents(second)
+        others = [s for _i, s in self.held() if s is not self.main]
+        self.others_bytes = sum(s.used_bytes for s in others)
+        self.others_keys = sum(len(s) for s in others)
+        self.grew(0, 0)
