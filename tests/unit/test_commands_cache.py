@@ -170,3 +170,14 @@ def test_rename_in_a_cluster_store_journals_a_write_and_a_delete() -> None:
     assert (wrote, deleted) == (b"b", b"a")
     assert not is_tombstone(entry) and is_tombstone(tomb)
     assert entry[2] == tomb[0]  # one version for both
+
+
+def test_client_kill_type_normal_spares_cluster_peers() -> None:
+    node = FakeNode()
+    me, client, peer = (Session(node, i, f"10.0.0.{i}:1") for i in (1, 2, 3))  # type: ignore[arg-type]
+    peer.peer_id = "n2"
+    node._sessions += [me, client, peer]
+    assert run(node, "CLIENT", "KILL", "TYPE", "normal", session=me) == 1
+    assert node.killed == [2]
+    assert run(node, "CLIENT", "KILL", "TYPE", "slave", session=me) == 1
+    assert node.killed == [2, 3]

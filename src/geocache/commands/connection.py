@@ -221,7 +221,18 @@ _CLIENT_HELP = [
     )
 ]
 
-_CLIENT_TYPES = frozenset({b"normal", b"master", b"slave", b"replica", b"pubsub"})
+_CLIENT_TYPES = {
+    b"normal": b"normal",
+    b"master": b"master",
+    b"slave": b"replica",
+    b"replica": b"replica",
+    b"pubsub": b"pubsub",
+}
+
+
+def client_type(session: Session) -> bytes:
+    """A cluster peer's connection is a replica link; every other is a normal client."""
+    return b"replica" if session.peer_id else b"normal"
 
 
 def _kill_filters(argv: list[bytes]) -> dict[bytes, bytes] | Error:
@@ -235,6 +246,7 @@ def _kill_filters(argv: list[bytes]) -> dict[bytes, bytes] | Error:
         elif name == b"TYPE":
             if value.lower() not in _CLIENT_TYPES:
                 return Error(f"ERR Unknown client type '{_text(value)}'")
+            value = _CLIENT_TYPES[value.lower()]
         elif name == b"USER":
             if value != b"default":
                 return Error(f"ERR No such user '{_text(value)}'")
@@ -250,12 +262,11 @@ def _kill_filters(argv: list[bytes]) -> dict[bytes, bytes] | Error:
 
 def _matches(session: Session, me: Session, filters: dict[bytes, bytes]) -> bool:
     wanted_id = filters.get(b"ID")
-    client_type = filters.get(b"TYPE", b"normal").lower()
     return (
         (wanted_id is None or int(wanted_id) == session.id)
         and filters.get(b"ADDR", session.addr.encode()) == session.addr.encode()
         and filters.get(b"LADDR", session.laddr.encode()) == session.laddr.encode()
-        and client_type == b"normal"
+        and filters.get(b"TYPE", client_type(session)) == client_type(session)
         and not (filters[b"SKIPME"] == b"yes" and session is me)
     )
 

@@ -128,8 +128,8 @@ class Node:
     def reset_stats(self) -> None:
         self.stats.reset()
         self.metrics.reset()
-        store = self.store
-        store.hits = store.misses = store.evictions = store.expirations = 0
+        for _index, store in self.databases.held():
+            store.hits = store.misses = store.evictions = store.expirations = 0
         if self.cluster is not None:
             self.cluster.geo.reset_stats()
 
