@@ -61,7 +61,9 @@ def test_select_in_cluster_mode() -> None:
     assert str(run(node, "SWAPDB", "0", "1")) == "ERR SWAPDB is not allowed in cluster mode"
     assert str(run(node, "MOVE", "k", "1")) == "ERR MOVE is not allowed in cluster mode"
     run(node, "SET", "k", "v")
-    assert str(run(node, "COPY", "k", "k2", "DB", "1")) == "ERR DB index is out of range"
+    expected = "ERR Copying to another database is not allowed in cluster mode"
+    assert str(run(node, "COPY", "k", "k2", "DB", "1")) == expected
+    assert str(run(node, "COPY", "k", "k2", "DB", "16")) == "ERR DB index is out of range"
 
 
 def test_write_that_cannot_fit_is_oom_and_refused_when_queued() -> None:

@@ -16,6 +16,7 @@ from geocache.commands.strings import NOT_INTEGER, SYNTAX_ERROR
 from geocache.commands.table import command
 from geocache.protocol.types import OK, Error
 from geocache.store.counters import parse_int
+from geocache.store.databases import DATABASES
 from geocache.store.errors import StoreError
 from geocache.store.keyspace import Store
 
@@ -144,10 +145,11 @@ def cmd_copy(session: Session, argv: list[bytes]) -> object:
             index = _int(argv[j + 1])
             if isinstance(index, Error):
                 return index
-            found = _database(session, index)
-            if found is None:
+            if not 0 <= index < DATABASES:
                 return OUT_OF_RANGE
-            target, target_db = found, index
+            target_db = index
+            if not _clustered(session):  # a cluster has database 0 only (checked below)
+                target = session.node.databases.get(index)
             j += 1
         else:
             return SYNTAX_ERROR
