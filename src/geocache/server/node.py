@@ -81,7 +81,7 @@ class Node:
         # In cluster mode deletes leave tombstones and local writes are journaled for
         # replication; a standalone node needs neither.
         store_class = JournaledStore if config.clustered else Store
-        self.store = store_class(
+        store = store_class(
             self.clock,
             max_bytes=config.max_bytes,
             max_keys=config.max_keys,
@@ -89,7 +89,7 @@ class Node:
             tombstones=Tombstones() if config.clustered else None,
         )
         # SELECT's databases: 0 is `store`; a cluster has no others (commands/databases.py).
-        self.databases = Databases(self.store, self.clock, 1 if config.clustered else DATABASES)
+        self.databases = Databases(store, self.clock, 1 if config.clustered else DATABASES)
         self.slowlog = SlowLog()
         self.cluster: Cluster | None = None
         # The read-through origin, if one is configured (origin/).
@@ -119,6 +119,16 @@ class Node:
         self._http: HttpServer | None = None
 
     # -- NodeContext ---------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """Database 0: the store every part of the node uses (SELECT aside)."""
+        return self.databases.main
+
+    @store.setter
+    def store(self, store: Store) -> None:
+        # The cluster simulator builds a node, then gives it a store of its own.
+        self.databases.replace_main(store)
 
     def sessions(self) -> Iterator[Session]:
         for conn in list(self._connections.values()):

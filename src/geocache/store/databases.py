@@ -96,6 +96,11 @@ class Databases:
     def __len__(self) -> int:
         return len(self._stores)
 
+    def replace_main(self, store: Store) -> None:
+        """Make `store` database 0 (before any client has used the old one)."""
+        self.main = self._stores[0] = store
+        self.grew(0, 0)
+
     def get(self, index: int) -> Store:
         """Database `index` (0 <= index < len(self)), made on first use."""
         store = self._stores[index]
