@@ -248,3 +248,16 @@ def _scrape(http_port: int) -> str:
     with urllib.request.urlopen(url, timeout=DEADLINE_S) as response:
         body: bytes = response.read()
     return body.decode()
+
+
+def test_only_database_0_reads_through(
+    origin: HttpOrigin, start: Callable[..., ServerProcess]
+) -> None:
+    origin.values["k"] = b"from origin"
+    node = start("--origin", origin.url)
+    with node.raw() as raw:
+        assert raw.call("SELECT", "3") == b"+OK\r\n"
+        assert raw.call("GET", "k") == b"$-1\r\n"
+        assert raw.call("SELECT", "0") == b"+OK\r\n"
+        assert raw.call("GET", "k") == b"$11\r\nfrom origin\r\n"
+    assert origin.requests == {"k": 1}
