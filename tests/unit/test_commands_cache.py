@@ -183,3 +183,13 @@ def test_client_kill_type_normal_spares_cluster_peers() -> None:
     assert node.killed == [2]
     assert run(node, "CLIENT", "KILL", "TYPE", "slave", session=me) == 1
     assert node.killed == [2, 3]
+
+
+def test_randomkey_never_answers_an_expired_key() -> None:
+    node = FakeNode()
+    assert run(node, "RANDOMKEY") is None
+    for i in range(50):
+        run(node, "SET", f"gone:{i}", "v", "PX", "10")
+    run(node, "SET", "live", "v")
+    node.clock.advance(20)  # expired, not yet reclaimed
+    assert {run(node, "RANDOMKEY") for _ in range(20)} == {b"live"}
