@@ -3,8 +3,8 @@
 Bit 0 is the most significant bit of byte 0, as in Redis. Ranges follow Redis 7.0:
 BYTE (default) or BIT units, negative indexes from the end, and the checks in Redis's
 order (BITCOUNT and BITPOS look the key up before they parse the range, so a missing
-key answers before a bad range is noticed). Counting and searching run in C (int's
-bit_count, bytes.lstrip), not bit by bit.
+key answers before a bad range is noticed). The range is cut out as one int, so
+counting (int.bit_count) and searching (int.bit_length) run in C, not bit by bit.
 """
 
 from __future__ import annotations
