@@ -290,3 +290,16 @@ def test_a_delete_or_write_during_a_load_wins_and_the_old_value_never_returns(
         origin.values["k"] = b"newer"
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/keys/k") as answer:
             assert answer.read() == b"newer"
+
+
+def test_only_database_0_reads_through(
+    origin: HttpOrigin, start: Callable[..., ServerProcess]
+) -> None:
+    origin.values["k"] = b"from origin"
+    node = start("--origin", origin.url)
+    with node.raw() as raw:
+        assert raw.call("SELECT", "3") == b"+OK\r\n"
+        assert raw.call("GET", "k") == b"$-1\r\n"
+        assert raw.call("SELECT", "0") == b"+OK\r\n"
+        assert raw.call("GET", "k") == b"$11\r\nfrom origin\r\n"
+    assert origin.requests == {"k": 1}

@@ -135,6 +135,8 @@ class Router:
         if self.cluster.alone_before_joining():
             return LOADING
         keys = cmd.keys(argv)
+        if not keys:  # a key-taking command called without one (OBJECT HELP)
+            return dispatch(table, session, argv)
         if len(keys) == 1 and cmd.name != b"mget":  # MGET's reply is an array, always
             return self.route(table, session, argv, cmd, keys[0])
         return self._route_many(table, session, argv, cmd, keys)

@@ -199,10 +199,13 @@ class ReadThrough:
     def forget(self, key: bytes | None, value: bytes | None, purge: bool) -> None:
         """The store changed `key` (None: every key) to `value` (None: removed); see the
         module docstring. Storing the very value this node loaded is no news."""
-        if value is not None and key is not None:
-            if value is self.stale.get(key, self.clock.mono_ms()):
-                self._settled.discard(key)
-                return
+        if (
+            value is not None
+            and key is not None
+            and value is self.stale.get(key, self.clock.mono_ms())
+        ):
+            self._settled.discard(key)
+            return
         if key is None:
             self._settled.clear()
             if purge:

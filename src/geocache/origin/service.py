@@ -107,6 +107,8 @@ class StandaloneMisses:
 
     def __call__(self, table: Table, session: Session, argv: list[bytes]) -> object:
         reply = self._inner(table, session, argv)
+        if session.db:  # the origin fills database 0 only (SELECT)
+            return reply
         # A nil reply or an array holding one is rare enough to look closer at.
         if reply is None and len(argv) == 2 and argv[0].lower() == b"get":
             return Deferred(self._get(argv[1]))

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
+from random import Random
 from typing import Protocol
 
 from geocache.clock import HLC, Clock
@@ -40,6 +42,10 @@ from geocache.store.entry import (
 )
 from geocache.store.errors import TooLarge
 from geocache.store.expiry import ExpiryWheel
+
+# RANDOMKEY's tries at a random entry before it filters every key: an expired pick is
+# rare unless most keys have expired unreclaimed.
+RANDOM_KEY_TRIES = 16
 
 
 class TombstoneSpace(Protocol):
@@ -189,6 +195,22 @@ class Store:
             if not entry[1] or entry[1] > now:
                 yield key, entry
 
+    def random_key(self, rng: Random) -> bytes | None:
+        """A live key picked at random (RANDOMKEY), or None when there is none.
+
+        O(n) in the worst case (the OrderedDict has no random access); a few tries skip
+        expired entries, as Redis's dbRandomKey does, before a full filtered pass.
+        """
+        data = self._data
+        for _ in range(RANDOM_KEY_TRIES):
+            if not data:
+                return None
+            key = next(islice(data, rng.randrange(len(data)), None))
+            if self.peek(key) is not None:
+                return key
+        live = list(self.keys())
+        return rng.choice(live) if live else None
+
     def ttl_ms(self, key: bytes) -> int:
         """Redis's PTTL: -2 for no key, -1 for no expiry, else ms left."""
         entry = self.peek(key)
@@ -268,6 +290,12 @@ class Store:
             self.on_change(None, None, True)
         self.tombstones.clear()
         self.tombstones.floor = max(self.tombstones.floor, self.hlc.now())
+
+    def swap_contents(self, other: Store) -> None:
+        """SWAPDB: exchange every entry with `other` (counters and limits stay put)."""
+        self._data, other._data = other._data, self._data
+        self._wheel, other._wheel = other._wheel, self._wheel
+        self.used_bytes, other.used_bytes = other.used_bytes, self.used_bytes
 
     # -- replicated writes -------------------------------------------------------------
 
