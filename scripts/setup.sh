@@ -32,6 +32,11 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 have_sbin ip || need_apt+=(iproute2)
 have_sbin iptables || need_apt+=(iptables)
+# The container test (tests/deploy) builds the image with podman (runc: crun fails on
+# hybrid cgroups) from a base image debootstrap makes, since no registry is reachable.
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+have_sbin runc || command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+have_sbin debootstrap || need_apt+=(debootstrap)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         # Another apt run may hold the lock for a while: wait up to 5 minutes for it.

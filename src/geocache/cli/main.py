@@ -103,12 +103,16 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from geocache.cluster.advertise import with_advertise_addr
     from geocache.observability import logs
     from geocache.server.node import Node
 
     overrides = {name: getattr(args, name) for name in setting_help()}
     try:
         config = load(args.config, overrides=overrides)
+        if config.clustered and (config.port or config.advertise_addr):
+            # Before logging starts: the node id may be the chosen address.
+            config, _why = with_advertise_addr(config)
     except (ValueError, OSError) as exc:
         print(f"geocache serve: {exc}", file=sys.stderr)
         return 2

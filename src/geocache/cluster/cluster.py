@@ -24,15 +24,25 @@ import random
 
 from geocache.clock import Clock
 from geocache.cluster import digest, placement
+from geocache.cluster.discovery import (
+    DnsResolver,
+    NoResolver,
+    Resolver,
+    SeedWatcher,
+    is_named,
+    parse_seeds,
+)
 from geocache.cluster.hints import Hints
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
+from geocache.cluster.mdns import MdnsDiscovery
 from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
 from geocache.cluster.repair import Repairer
 from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
 from geocache.cluster.streams import RegionStreams
-from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
+from geocache.cluster.swim import Send, Swim, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
+from geocache.cluster.timing import swim_config
 from geocache.commands.context import Deferred
 from geocache.protocol.types import Error
 from geocache.store.entry import Entry, Tombstone
@@ -66,9 +76,12 @@ class Cluster:
         peers: Peers,
         rng: random.Random,
         addr: str,
+        resolver: Resolver | None = None,
     ) -> None:
         """`peers`: the connections to other nodes; `rng` seeds membership's and repair's
-        choices (a simulated run replays exactly); `addr`: where peers reach this node."""
+        choices (a simulated run replays exactly); `addr`: where peers reach this node;
+        `resolver`: DNS for `dns:` and `srv:` seeds (default: dnspython, when a seed is
+        named)."""
         config = host.config
         self.host = host
         self.store = store
@@ -81,7 +94,7 @@ class Cluster:
         self.addr = addr
         self.swim = Swim(
             local_member(self.node_id, self.addr, self.region, clock),
-            SwimConfig(),
+            swim_config(config),
             clock,
             random.Random(rng.random()),
         )
@@ -90,6 +103,24 @@ class Cluster:
         self.hints = Hints()
         self.repairer = Repairer(self, random.Random(rng.random()))
         self.streams = RegionStreams(self)
+        # Seeds: the resolved --seeds, and the nodes mDNS found; membership gets both.
+        seeds = parse_seeds(config.seeds)
+        if resolver is None:
+            resolver = DnsResolver(config.dns_server) if is_named(seeds) else NoResolver()
+        self.seed_watcher = SeedWatcher(seeds, resolver, self._on_seed_addrs)
+        self._found: list[str] = []
+        self.mdns = (
+            MdnsDiscovery(
+                self.node_id,
+                addr,
+                self.region,
+                config.cluster_name,
+                config.mdns_service_type,
+                self._on_found,
+            )
+            if config.discover == "mdns"
+            else None
+        )
         self._region_ids: list[str] = [self.node_id]
         # Alive members of every region, this node included in its own.
         self._by_region: dict[str, list[str]] = {self.region: [self.node_id]}
@@ -102,7 +133,10 @@ class Cluster:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._send(self.swim.join(self.host.config.seed_list))
+        self._send(self.swim.join(await self.seed_watcher.resolve()))
+        self.seed_watcher.start()
+        if self.mdns is not None:
+            await self.mdns.start()
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self._tasks.append(asyncio.create_task(self._hint_loop()))
         self.repairer.start()
@@ -110,6 +144,9 @@ class Cluster:
     async def stop(self) -> None:
         """Announce a graceful leave, then close peer connections."""
         self._send(self.swim.leave())
+        self.seed_watcher.stop()
+        if self.mdns is not None:
+            await self.mdns.stop()
         await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
         await self.streams.stop()
         for task in self._tasks:
@@ -129,6 +166,15 @@ class Cluster:
         self._send(self.swim.receive(from_addr, message))
         self._refresh()
 
+    def _on_seed_addrs(self, addrs: list[str]) -> None:
+        """The seeds resolved again: membership syncs with the new ones."""
+        self._send(self.swim.update_seeds([*addrs, *self._found]))
+
+    def _on_found(self, addr: str) -> None:
+        """A node of this cluster found on the local network (mDNS)."""
+        self._found.append(addr)
+        self._send(self.swim.update_seeds([*self.seed_watcher.addrs, *self._found]))
+
     def _send(self, sends: list[Send]) -> None:
         for send in sends:
             payload = encode(send.msg)
@@ -138,6 +184,8 @@ class Cluster:
         while True:
             await asyncio.sleep(TICK_S)
             try:
+                for region, stream in self.streams.streams.items():
+                    self.swim.set_region_rtt(region, stream.rtt_ms)
                 self._send(self.swim.tick())
                 self._refresh()
             except Exception:  # pragma: no cover - a bug must not stop membership
