@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -108,15 +109,19 @@ def serve(args: argparse.Namespace) -> int:
     from geocache.server.node import Node
 
     overrides = {name: getattr(args, name) for name in setting_help()}
+    why = ""
     try:
         config = load(args.config, overrides=overrides)
-        if config.clustered and (config.port or config.advertise_addr):
+        if config.clustered and config.port and not config.advertise_addr:
             # Before logging starts: the node id may be the chosen address.
-            config, _why = with_advertise_addr(config)
+            config, why = with_advertise_addr(config)
     except (ValueError, OSError) as exc:
         print(f"geocache serve: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.effective_node_id, config.region, config.log_level, config.log_json)
+    if why:
+        log = logging.getLogger("geocache.node")
+        log.info("advertising", extra={"addr": config.advertise_addr, "chosen_by": why})
 
     async def main() -> None:
         node = Node(config)

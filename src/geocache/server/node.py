@@ -91,9 +91,10 @@ class Node:
         repair's random choices)."""
         if config.clustered and not config.port and not config.advertise_addr:
             raise ValueError("cluster mode needs a fixed --port or an --advertise-addr")
-        if config.clustered:
+        if config.clustered and not config.advertise_addr:
             # Where peers reach this node, chosen once (a wildcard bind looks toward
-            # the first seed); ValueError when it cannot tell.
+            # the first seed); ValueError when it cannot tell. `geocache serve` chose
+            # it already, before logging started (the node id may be that address).
             config, why = with_advertise_addr(config)
             log.info("advertising", extra={"addr": config.advertise_addr, "chosen_by": why})
         self.config = config
