@@ -32,6 +32,7 @@ from geocache.cluster.discovery import (
     is_named,
     parse_seeds,
 )
+from geocache.cluster.handoff import HandoffStats, hand_off
 from geocache.cluster.hints import Hints
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
@@ -128,6 +129,7 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self.warm_until_ms = clock.mono_ms() + WARM_WINDOW_MS
         self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
+        self.handoff = HandoffStats()  # the graceful leave's, once stopped
         self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -142,12 +144,14 @@ class Cluster:
         self.repairer.start()
 
     async def stop(self) -> None:
-        """Announce a graceful leave, then close peer connections."""
+        """Announce a graceful leave, hand this node's keys to the members that take
+        over its buckets (handoff.py), then close peer connections."""
         self._send(self.swim.leave())
         self.seed_watcher.stop()
         if self.mdns is not None:
             await self.mdns.stop()
         await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
+        self.handoff = await hand_off(self)
         await self.streams.stop()
         for task in self._tasks:
             task.cancel()
