@@ -29,8 +29,9 @@ REGIONS = {"eu-west": "us-east", "us-east": "eu-west"}
 # The sizing rule the README gives: 1.25 x max-bytes (entries are accounted within
 # 10%, plus the origin's stale and negative shelves) + 256 MiB (interpreter, buffers).
 SIZING_FACTOR, SIZING_BASE_MIB = 1.25, 256
-# A node's graceful stop takes at most this long (cluster.py LEAVE_HANDOFF_S plus
-# node.py DRAIN_TIMEOUT_S and the leave announcement): the grace must exceed it.
+# A node's graceful stop takes at most this long (handoff.LEAVE_HANDOFF_S 10 s, the
+# streams' DRAIN_S 1 s, node.DRAIN_TIMEOUT_S 5 s, the leave announcement 0.3 s): the
+# grace must exceed it.
 STOP_BOUND_S = 20
 _MEM = re.compile(r"(\d+)(Mi|Gi)")
 

@@ -20,11 +20,12 @@ from geocache._version import __version__
 from geocache.config import NodeConfig, load, setting_help
 
 # `pip install geocache` brings what LocalCache and the clients need; these commands run
-# a node (serve, and demo's nodes) or draw tables with the `server` extra's modules.
+# a node (serve, and demo's nodes: dnspython and zeroconf find its peers) or draw tables
+# with the `server` extra's modules.
 # uvloop is left out: without it the node runs on asyncio's own loop.
 SERVER_MODULES: dict[str, tuple[str, ...]] = {
-    "serve": ("aiohttp", "prometheus_client"),
-    "demo": ("aiohttp", "prometheus_client", "rich"),
+    "serve": ("aiohttp", "prometheus_client", "dns", "zeroconf"),
+    "demo": ("aiohttp", "prometheus_client", "dns", "zeroconf", "rich"),
     "status": ("rich",),
 }
 SERVER_EXTRA_HINT = "pip install 'geocache[server]'"

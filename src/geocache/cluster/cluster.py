@@ -135,7 +135,7 @@ class Cluster:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._send(self.swim.join(await self.seed_watcher.resolve()))
+        self._send(self.swim.join(await self.seed_watcher.resolve(notify=False)))
         self.seed_watcher.start()
         if self.mdns is not None:
             await self.mdns.start()

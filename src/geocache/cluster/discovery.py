@@ -214,8 +214,9 @@ class SeedWatcher:
         self.addrs: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def resolve(self) -> list[str]:
-        """Resolve now; `on_addrs` hears of a list that differs from the last one."""
+    async def resolve(self, notify: bool = True) -> list[str]:
+        """Resolve now; `on_addrs` hears of a list that differs from the last one (unless
+        `notify` is off: the first resolution, which the caller joins with itself)."""
         try:
             addrs = await resolve_seeds(self.seeds, self._resolver)
         except Exception as exc:  # a resolver's failure must not stop the node
@@ -225,7 +226,8 @@ class SeedWatcher:
             if self.addrs or is_named(self.seeds):
                 log.info("seeds resolved", extra={"addrs": ",".join(addrs)})
             self.addrs = addrs
-            self._on_addrs(addrs)
+            if notify:
+                self._on_addrs(addrs)
         return self.addrs
 
     def start(self) -> None:
