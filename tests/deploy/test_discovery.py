@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from pathlib import Path
 
 import pytest
+import redis
 
 from geocache.clock import ManualClock
 from geocache.cluster.advertise import advertise_addr, with_advertise_addr
@@ -26,6 +29,8 @@ from geocache.cluster.swim import Swim, local_member
 from geocache.cluster.swim_messages import Member, MemberState, SwimConfig, Sync
 from geocache.cluster.timing import PROFILES, detection_bounds, probe_timeout_ms, swim_config
 from geocache.config import NodeConfig
+from geocache.ports import free_port
+from support.cluster import cluster_args, start_at
 
 from .dns_server import TestDnsServer
 
@@ -250,3 +255,29 @@ def test_swim_waits_longer_for_a_member_of_a_far_region() -> None:
     assert (swim.probe_timeout_ms(near), swim.probe_timeout_ms(far)) == (400, 570)
     swim.set_region_rtt("ap", None)
     assert swim.probe_timeout_ms(far) == 400
+
+
+# -- a node whose name lists only itself -----------------------------------------------
+
+
+def test_the_first_node_behind_a_name_is_ready_at_once(
+    dns_server: TestDnsServer, tmp_path: Path
+) -> None:
+    """The first pod of a region: its headless Service lists only itself. It is alone,
+    not waiting to join (which would answer LOADING for warm-up's 10 s)."""
+    port = free_port()
+    dns_server.zone.set_addresses("solo.test", ["127.0.0.1"])
+    args = ["--seeds", f"dns:solo.test:{port}", "--dns-server", dns_server.addr]
+    node = start_at(port, tmp_path, cluster_args("solo", None, *args))
+    try:
+        started = time.monotonic()
+        with redis.Redis(port=port, socket_timeout=5) as c:
+            while True:
+                try:
+                    assert c.get("anything") is None
+                    break
+                except redis.exceptions.BusyLoadingError:
+                    assert time.monotonic() - started < 3, "still LOADING after 3 s"
+                    time.sleep(0.05)
+    finally:
+        node.stop()

@@ -270,7 +270,15 @@ class Cluster:
 
     def alone_before_joining(self) -> bool:
         """Started with seeds, not ready, and no peer known yet: any answer would be a guess."""
-        return len(self._addr_of) == 1 and bool(self.host.config.seed_list) and not self.ready
+        return len(self._addr_of) == 1 and bool(self.seeds_to_join()) and not self.ready
+
+    def seeds_to_join(self) -> list[str]:
+        """The seeds besides this node: the addresses they resolved to, or, while no name
+        has resolved yet, the seeds as given (a node that is its name's only address,
+        the first of a region, is alone and need not wait for anyone)."""
+        if self.seed_watcher.addrs:
+            return [a for a in self.seed_watcher.addrs if a != self.addr]
+        return [s for s in self.host.config.seed_list if s != self.addr]
 
     def joined(self) -> bool:
         """Whether this node knows any other member (of any region)."""
