@@ -105,6 +105,8 @@ def test_two_regions_find_each_other_by_dns_through_the_delay_relay(
                 routes = relays.routes(region)
                 peer_map = ",".join(f"{addr}={via}" for addr, via in routes.items())
                 extra = ["--region", region, "--peer-map", peer_map, "--dns-server", dns.addr]
+                if region == "B":
+                    extra += ["--network", "wan"]  # the far region's timing profile
                 args = cluster_args(name, seeds, *extra, log_level="info")
                 nodes[name] = spawn(host, args, tmp_path)
             for node in nodes.values():
