@@ -35,6 +35,11 @@ have_sbin iptables || need_apt+=(iptables)
 # The dashboard's browser test drives headless Chromium through its driver.
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+# The container test (tests/deploy) builds the image with podman (runc: crun fails on
+# hybrid cgroups) from a base image debootstrap makes, since no registry is reachable.
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+have_sbin runc || command -v runc >/dev/null 2>&1 || need_apt+=(runc)
+have_sbin debootstrap || need_apt+=(debootstrap)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         # Another apt run may hold the lock for a while: wait up to 5 minutes for it.

@@ -72,8 +72,40 @@ class NodeConfig:
     cluster_secret: str = _setting(
         "", "shared secret peers prove (HMAC); setting it turns on cluster mode"
     )
-    seeds: str = _setting("", "comma-separated host:port of nodes to join through")
-    advertise_addr: str = _setting("", "host:port peers reach this node at (default bind:port)")
+    seeds: str = _setting(
+        "",
+        "comma-separated nodes to join through: host:port, dns:NAME:PORT (every A/AAAA"
+        " record, resolved again every 5 s) or srv:_NAME._tcp.DOMAIN",
+    )
+    advertise_addr: str = _setting(
+        "",
+        "host:port peers reach this node at (default bind:port; with a wildcard bind,"
+        " the address toward the first seed)",
+    )
+    dns_server: str = _setting(
+        "", "HOST:PORT of the DNS server dns: and srv: seeds are resolved with; empty = system's"
+    )
+    discover: str = _setting(
+        "", "mdns: announce this node and find the cluster's nodes on the local network"
+    )
+    cluster_name: str = _setting(
+        "geocache", "the cluster's name in mDNS: nodes join only nodes announcing the same"
+    )
+    mdns_service_type: str = _setting(
+        "_geocache._tcp.local.", "the mDNS service type nodes announce and browse"
+    )
+    network: str = _setting(
+        "lan", "membership timing profile: lan (one site) or wan (regions far apart)"
+    )
+    swim_probe_interval_ms: int = _setting(
+        0, "membership probe interval (ms); 0 = the network profile's (lan 1000, wan 2000)"
+    )
+    swim_probe_timeout_ms: int = _setting(
+        0, "wait for a direct probe's answer (ms); 0 = the profile's (lan 400, wan 800)"
+    )
+    swim_suspicion_mult: int = _setting(
+        0, "suspicion timeout in probe intervals x max(1, log10 n); 0 = profile's (4, 6)"
+    )
     replicas: int = _setting(2, "copies of each key in a region (capped at the region's size)")
     write_acks: str = _setting(
         "quorum", "owners that must apply a write before OK: one, quorum, all"
@@ -159,11 +191,25 @@ class NodeConfig:
             raise ValueError(f"write_acks must be one, quorum or all, not {self.write_acks}")
         if self.seeds and not self.cluster_secret:
             raise ValueError("joining a cluster (seeds) needs cluster_secret")
+        self._check_discovery()
         self._check_origin()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(
                 f"log_level must be debug, info, warning or error, not {self.log_level}"
             )
+
+    def _check_discovery(self) -> None:
+        if self.discover not in ("", "mdns"):
+            raise ValueError(f"discover must be mdns or empty, not {self.discover!r}")
+        if self.discover and not self.cluster_secret:
+            raise ValueError("discovering a cluster (discover) needs cluster_secret")
+        if self.network not in ("lan", "wan"):
+            raise ValueError(f"network must be lan or wan, not {self.network!r}")
+        for name in ("swim_probe_interval_ms", "swim_probe_timeout_ms", "swim_suspicion_mult"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 (the profile's) or more")
+        if not self.mdns_service_type.endswith("._tcp.local."):
+            raise ValueError("mdns_service_type is _NAME._tcp.local.")
 
     def _check_origin(self) -> None:
         from geocache.origin.spec import parse_origin

@@ -20,6 +20,8 @@ Invariants:
 - `close()` leaves no task, timer or socket behind.
 
 Only loopback addresses (127.0.0.0/8) may be used, on either side: this is a test tool.
+A test that made a private network of namespaces (tests/faults/netns.py) may name that
+network as `allow`, so its relays join hosts of it; the command line never can.
 `RelaySet` runs many relays on one event loop in a background thread for synchronous
 code (the demo, process tests).
 """
@@ -62,12 +64,16 @@ CONTROL_TIMEOUT_S = 10.0
 _RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends RST
 
 
-def check_loopback(host: str) -> None:
-    """Refuse anything but 127.0.0.0/8 (and `localhost`)."""
+def check_loopback(host: str, allow: str | None = None) -> None:
+    """Refuse anything but 127.0.0.0/8 (and `localhost`), or the test network `allow`."""
     if host == "localhost":
         return
+    networks = [ipaddress.ip_network("127.0.0.0/8")]
+    if allow is not None:
+        networks.append(ipaddress.ip_network(allow))
     try:
-        loopback = ipaddress.ip_address(host) in ipaddress.ip_network("127.0.0.0/8")
+        ip = ipaddress.ip_address(host)
+        loopback = any(ip in network for network in networks)
     except ValueError:
         loopback = False
     if not loopback:
@@ -278,9 +284,10 @@ class Relay:
         seed: int | None = None,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
         max_connections: int = MAX_CONNECTIONS,
+        allow: str | None = None,
     ) -> None:
-        check_loopback(listen_host)
-        check_loopback(target_host)
+        check_loopback(listen_host, allow)
+        check_loopback(target_host, allow)
         if max_queued_bytes < 1 or max_connections < 1:
             raise ValueError("max_queued_bytes and max_connections must be at least 1")
         self.listen_host, self.listen_port = listen_host, listen_port
@@ -419,7 +426,11 @@ class RelaySet:
     Control a relay with `call(relay.cut)`: its methods must run on the loop.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, listen_host: str = "127.0.0.1", allow: str | None = None) -> None:
+        """`listen_host` and `allow`: a test network's address of this namespace and the
+        network itself (tests/faults/netns.py); loopback otherwise."""
+        check_loopback(listen_host, allow)
+        self._listen_host, self._allow = listen_host, allow
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._relays: dict[tuple[str, str], Relay] = {}
@@ -453,7 +464,9 @@ class RelaySet:
         host, port = split_hostport(target)
 
         async def started() -> Relay:
-            relay = Relay("127.0.0.1", 0, host, port, delay_ms, jitter_ms, seed)
+            relay = Relay(
+                self._listen_host, 0, host, port, delay_ms, jitter_ms, seed, allow=self._allow
+            )
             await relay.start()
             return relay
 

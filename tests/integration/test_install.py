@@ -104,6 +104,8 @@ def test_the_server_extra_runs_the_node_command(tmp_path: Path) -> None:
     done = run([tmp_path / "server" / "bin" / "geocache", "serve", "--help"])
     assert done.returncode == 0, done.stderr
     assert "--max-bytes" in done.stdout
-    # The node's modules import: its HTTP API (aiohttp) and metrics (prometheus_client).
-    done = run([python, "-c", "import geocache.server.node, geocache.cli.status"])
+    # The node's modules import: its HTTP API (aiohttp), metrics (prometheus_client) and
+    # peer discovery (dnspython, zeroconf).
+    imports = "import geocache.server.node, geocache.cli.status, dns.asyncresolver, zeroconf"
+    done = run([python, "-c", imports])
     assert done.returncode == 0, done.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
@@ -19,11 +20,12 @@ from geocache._version import __version__
 from geocache.config import NodeConfig, load, setting_help
 
 # `pip install geocache` brings what LocalCache and the clients need; these commands run
-# a node (serve, and demo's nodes) or draw tables with the `server` extra's modules.
+# a node (serve, and demo's nodes: dnspython and zeroconf find its peers) or draw tables
+# with the `server` extra's modules.
 # uvloop is left out: without it the node runs on asyncio's own loop.
 SERVER_MODULES: dict[str, tuple[str, ...]] = {
-    "serve": ("aiohttp", "prometheus_client"),
-    "demo": ("aiohttp", "prometheus_client", "rich"),
+    "serve": ("aiohttp", "prometheus_client", "dns", "zeroconf"),
+    "demo": ("aiohttp", "prometheus_client", "dns", "zeroconf", "rich"),
     "status": ("rich",),
 }
 SERVER_EXTRA_HINT = "pip install 'geocache[server]'"
@@ -122,16 +124,24 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from geocache.cluster.advertise import with_advertise_addr
     from geocache.observability import logs
     from geocache.server.node import Node
 
     overrides = {name: getattr(args, name) for name in setting_help()}
+    why = ""
     try:
         config = load(args.config, overrides=overrides)
+        if config.clustered and config.port and not config.advertise_addr:
+            # Before logging starts: the node id may be the chosen address.
+            config, why = with_advertise_addr(config)
     except (ValueError, OSError) as exc:
         print(f"geocache serve: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.effective_node_id, config.region, config.log_level, config.log_json)
+    if why:
+        log = logging.getLogger("geocache.node")
+        log.info("advertising", extra={"addr": config.advertise_addr, "chosen_by": why})
 
     async def main() -> None:
         node = Node(config)

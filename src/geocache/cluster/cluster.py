@@ -24,15 +24,26 @@ import random
 
 from geocache.clock import Clock
 from geocache.cluster import digest, placement
+from geocache.cluster.discovery import (
+    DnsResolver,
+    NoResolver,
+    Resolver,
+    SeedWatcher,
+    is_named,
+    parse_seeds,
+)
+from geocache.cluster.handoff import HandoffStats, hand_off
 from geocache.cluster.hints import Hints
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
+from geocache.cluster.mdns import MdnsDiscovery
 from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
 from geocache.cluster.repair import Repairer
 from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
 from geocache.cluster.streams import RegionStreams
-from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
+from geocache.cluster.swim import Send, Swim, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
+from geocache.cluster.timing import swim_config
 from geocache.commands.context import Deferred
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
@@ -68,9 +79,12 @@ class Cluster:
         rng: random.Random,
         addr: str,
         events: ClusterEvents = NO_EVENTS,
+        resolver: Resolver | None = None,
     ) -> None:
         """`peers`: the connections to other nodes; `rng` seeds membership's and repair's
-        choices (a simulated run replays exactly); `addr`: where peers reach this node."""
+        choices (a simulated run replays exactly); `addr`: where peers reach this node;
+        `resolver`: DNS for `dns:` and `srv:` seeds (default: dnspython, when a seed is
+        named)."""
         config = host.config
         self.host = host
         self.store = store
@@ -83,7 +97,7 @@ class Cluster:
         self.addr = addr
         self.swim = Swim(
             local_member(self.node_id, self.addr, self.region, clock),
-            SwimConfig(),
+            swim_config(config),
             clock,
             random.Random(rng.random()),
         )
@@ -94,6 +108,24 @@ class Cluster:
         self.events = events
         self.repairer = Repairer(self, random.Random(rng.random()), events)
         self.streams = RegionStreams(self, events)
+        # Seeds: the resolved --seeds, and the nodes mDNS found; membership gets both.
+        seeds = parse_seeds(config.seeds)
+        if resolver is None:
+            resolver = DnsResolver(config.dns_server) if is_named(seeds) else NoResolver()
+        self.seed_watcher = SeedWatcher(seeds, resolver, self._on_seed_addrs)
+        self._found: list[str] = []
+        self.mdns = (
+            MdnsDiscovery(
+                self.node_id,
+                addr,
+                self.region,
+                config.cluster_name,
+                config.mdns_service_type,
+                self._on_found,
+            )
+            if config.discover == "mdns"
+            else None
+        )
         self._region_ids: list[str] = [self.node_id]
         # Alive members of every region, this node included in its own.
         self._by_region: dict[str, list[str]] = {self.region: [self.node_id]}
@@ -103,20 +135,29 @@ class Cluster:
         self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
         # Flushes (FLUSHALL) members have not acknowledged yet: node id -> version.
         self._unflushed: dict[str, int] = {}
+        self.handoff = HandoffStats()  # the graceful leave's, once stopped
         self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
 
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._send(self.swim.join(self.host.config.seed_list))
+        self._send(self.swim.join(await self.seed_watcher.resolve(notify=False)))
+        self.seed_watcher.start()
+        if self.mdns is not None:
+            await self.mdns.start()
         self._tasks.append(asyncio.create_task(self._tick_loop()))
         self._tasks.append(asyncio.create_task(self._hint_loop()))
         self.repairer.start()
 
     async def stop(self) -> None:
-        """Announce a graceful leave, then close peer connections."""
+        """Announce a graceful leave, hand this node's keys to the members that take
+        over its buckets (handoff.py), then close peer connections."""
         self._send(self.swim.leave())
+        self.seed_watcher.stop()
+        if self.mdns is not None:
+            await self.mdns.stop()
         await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
+        self.handoff = await hand_off(self)
         await self.streams.stop()
         for task in self._tasks:
             task.cancel()
@@ -135,6 +176,15 @@ class Cluster:
         self._send(self.swim.receive(from_addr, message))
         self._refresh()
 
+    def _on_seed_addrs(self, addrs: list[str]) -> None:
+        """The seeds resolved again: membership syncs with the new ones."""
+        self._send(self.swim.update_seeds([*addrs, *self._found]))
+
+    def _on_found(self, addr: str) -> None:
+        """A node of this cluster found on the local network (mDNS)."""
+        self._found.append(addr)
+        self._send(self.swim.update_seeds([*self.seed_watcher.addrs, *self._found]))
+
     def _send(self, sends: list[Send]) -> None:
         for send in sends:
             payload = encode(send.msg)
@@ -144,6 +194,8 @@ class Cluster:
         while True:
             await asyncio.sleep(TICK_S)
             try:
+                for region, stream in self.streams.streams.items():
+                    self.swim.set_region_rtt(region, stream.rtt_ms)
                 self._send(self.swim.tick())
                 self._refresh()
             except Exception:  # pragma: no cover - a bug must not stop membership
@@ -225,7 +277,15 @@ class Cluster:
 
     def alone_before_joining(self) -> bool:
         """Started with seeds, not ready, and no peer known yet: any answer would be a guess."""
-        return len(self._addr_of) == 1 and bool(self.host.config.seed_list) and not self.ready
+        return len(self._addr_of) == 1 and bool(self.seeds_to_join()) and not self.ready
+
+    def seeds_to_join(self) -> list[str]:
+        """The seeds besides this node: the addresses they resolved to, or, while no name
+        has resolved yet, the seeds as given (a node that is its name's only address,
+        the first of a region, is alone and need not wait for anyone)."""
+        if self.seed_watcher.addrs:
+            return [a for a in self.seed_watcher.addrs if a != self.addr]
+        return [s for s in self.host.config.seed_list if s != self.addr]
 
     def joined(self) -> bool:
         """Whether this node knows any other member (of any region)."""

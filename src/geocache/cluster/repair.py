@@ -191,6 +191,8 @@ class RepairView(Protocol):
 
     def warming(self) -> bool: ...
 
+    def seeds_to_join(self) -> list[str]: ...
+
 
 class Repairer:
     def __init__(
@@ -310,7 +312,7 @@ class Repairer:
         cluster = self.cluster
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WARMUP_MAX_S
-        seeds = [s for s in cluster.host.config.seed_list if s != cluster.addr]
+        seeds = cluster.seeds_to_join()
         while seeds and not cluster.joined() and loop.time() < deadline:
             await asyncio.sleep(0.05)
         # The first answer from a seed lists the members it knows: this node's region

@@ -9,10 +9,12 @@ memberlist):
 
 - Probing. Each `probe_interval_ms` a node pings one member, in a randomized round-robin
   order (shuffled once per round), so every member is probed by every node at least once
-  in 2n - 1 intervals. No ack within `probe_timeout_ms`: `indirect_probes` random ALIVE
-  members are asked to ping it for us (`PingReq`) and relay the ack. No ack by the end
-  of the interval: the member becomes SUSPECT (unless it has meanwhile come back with a
-  higher incarnation: a failed probe only speaks about the incarnation it probed).
+  in 2n - 1 intervals. No ack within `probe_timeout_ms` (for a member of another
+  region, a timeout from the round trip measured to it: `set_region_rtt`, timing.py):
+  `indirect_probes` random ALIVE members are asked to ping it for us (`PingReq`) and
+  relay the ack. No ack by the end of the interval: the member becomes SUSPECT (unless
+  it has meanwhile come back with a higher incarnation: a failed probe only speaks
+  about the incarnation it probed).
 - Suspicion. A SUSPECT member is declared DEAD by each node whose own suspicion timer
   (`suspicion_timeout_ms(n)`, growing with log10 of the cluster size) runs out, unless
   it refutes first: a node that hears it is SUSPECT (or DEAD) bumps its incarnation and
@@ -73,6 +75,7 @@ from geocache.cluster.swim_messages import (
     member_in,
     records,
 )
+from geocache.cluster.timing import probe_timeout_ms
 
 __all__ = [
     "Ack",
@@ -127,6 +130,7 @@ class _Probe:
     seq: int
     start_ms: int
     end_ms: int
+    timeout_ms: int  # the direct answer's: longer toward a far region
     indirect_sent: bool = False
 
 
@@ -155,6 +159,7 @@ class Swim:
         self._probe: _Probe | None = None
         self._probe_order: list[str] = []
         self._seeds: tuple[str, ...] = ()
+        self._rtt_ms: dict[str, float] = {}  # region -> measured round trip (ms)
         self._seq = rng.getrandbits(31)
         self._left = False
         self._live_count = 0  # peers (not us) ALIVE or SUSPECT: asked on every deadline
@@ -199,7 +204,7 @@ class Swim:
         due = [self._next_probe_ms, self._next_sync_ms, *self._suspect_until.values()]
         if self._probe is not None:
             p = self._probe
-            due.append(p.end_ms if p.indirect_sent else p.start_ms + self._cfg.probe_timeout_ms)
+            due.append(p.end_ms if p.indirect_sent else p.start_ms + p.timeout_ms)
         if self._seeds and not self._live_count:
             due.append(self._next_join_ms)
         return min(due)
@@ -218,6 +223,29 @@ class Swim:
         self._sync_gap_ms = self._cfg.probe_interval_ms
         self._next_sync_ms = now + self._sync_gap_ms
         return self._sync_to(self._seeds)
+
+    def update_seeds(self, seed_addrs: list[str]) -> list[Send]:
+        """The seeds now (names resolved again, nodes found on the network): they replace
+        the old list as the addresses retried while silent, and the new ones that no
+        known member has get a full-state `Sync` at once."""
+        seeds = tuple(dict.fromkeys(check_addr(a) for a in seed_addrs if a != self._me.addr))
+        known = {m.addr for m in self._members.values()}
+        fresh = [a for a in seeds[:MAX_SEEDS] if a not in self._seeds and a not in known]
+        self._seeds = seeds[:MAX_SEEDS]
+        return self._sync_to(fresh) if fresh and not self._left else []
+
+    def set_region_rtt(self, region: str, rtt_ms: float | None) -> None:
+        """The round trip measured to `region` (None: unknown); probes of its members
+        wait for a timeout made from it."""
+        if rtt_ms is None:
+            self._rtt_ms.pop(region, None)
+        else:
+            self._rtt_ms[region] = rtt_ms
+
+    def probe_timeout_ms(self, member: Member) -> int:
+        """How long a direct probe of `member` waits for its ack."""
+        far = member.region != self._me.region
+        return probe_timeout_ms(self._cfg, self._rtt_ms.get(member.region) if far else None)
 
     def leave(self) -> list[Send]:
         """Announce LEFT (one incarnation up) to every live peer; probing stops."""
@@ -368,9 +396,9 @@ class Swim:
     def _probe_step(self, now: int, out: list[Send]) -> None:
         cfg, p = self._cfg, self._probe
         if p is not None:
-            if not p.indirect_sent and now >= p.start_ms + cfg.probe_timeout_ms:
+            if not p.indirect_sent and now >= p.start_ms + p.timeout_ms:
                 # A late tick still gives the indirect path its full share of the interval.
-                p.end_ms = max(p.end_ms, now + cfg.probe_interval_ms - cfg.probe_timeout_ms)
+                p.end_ms = max(p.end_ms, now + cfg.probe_interval_ms - p.timeout_ms)
                 p.indirect_sent = True
                 out.extend(self._indirect(p))
             if now < p.end_ms:
@@ -388,7 +416,10 @@ class Swim:
             send = self._ping(target)
             assert isinstance(send.msg, Ping)
             end_ms = now + cfg.probe_interval_ms
-            self._probe = _Probe(target.node_id, target.incarnation, send.msg.seq, now, end_ms)
+            timeout_ms = self.probe_timeout_ms(target)
+            self._probe = _Probe(
+                target.node_id, target.incarnation, send.msg.seq, now, end_ms, timeout_ms
+            )
             out.append(send)
         out.extend(self._reprobe_suspects(target))
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 
 from geocache._version import __version__
 from geocache.clock import Clock, OffsetClock, SystemClock
+from geocache.cluster.advertise import with_advertise_addr
 from geocache.cluster.cluster import Cluster
 from geocache.cluster.handlers import peer_commands
 from geocache.cluster.journal import JournaledStore
@@ -92,6 +93,14 @@ class Node:
         """Parts not given are made from `config`: `store` (a `JournaledStore` in cluster
         mode), `peers` (the connections to other nodes) and `rng` (membership's and
         repair's random choices)."""
+        if config.clustered and not config.port and not config.advertise_addr:
+            raise ValueError("cluster mode needs a fixed --port or an --advertise-addr")
+        if config.clustered and not config.advertise_addr:
+            # Where peers reach this node, chosen once (a wildcard bind looks toward
+            # the first seed); ValueError when it cannot tell. `geocache serve` chose
+            # it already, before logging started (the node id may be that address).
+            config, why = with_advertise_addr(config)
+            log.info("advertising", extra={"addr": config.advertise_addr, "chosen_by": why})
         self.config = config
         if clock is None:
             clock = SystemClock()
@@ -144,8 +153,6 @@ class Node:
         config = self.config
         if not isinstance(self.store, JournaledStore):
             raise TypeError("a clustered node needs a JournaledStore")
-        if not config.port and not config.advertise_addr:
-            raise ValueError("cluster mode needs a fixed --port or an --advertise-addr")
         return Cluster(
             self,
             self.store,

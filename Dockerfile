@@ -1,0 +1,50 @@
+# geocache's container image: `geocache serve`, configured by GEOCACHE_* variables.
+#
+#   podman build -t geocache .            (or docker build)
+#   podman run -p 7379:7379 -p 7380:7380 -e GEOCACHE_CLUSTER_SECRET=... geocache
+#
+# BASE is the Python runtime both stages start from; the default is the official slim
+# image. A machine without a registry passes its own (tests/deploy builds one with
+# debootstrap) and puts geocache's dependencies as wheels in deploy/wheelhouse/ with
+# --build-arg PIP_NO_INDEX=1: the build then needs no network.
+ARG BASE=docker.io/library/python:3.12-slim-bookworm
+
+FROM ${BASE} AS build
+ARG PIP_NO_INDEX=
+ENV PIP_NO_INDEX=${PIP_NO_INDEX} \
+    PIP_FIND_LINKS=/src/deploy/wheelhouse \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE MANIFEST.in ./
+COPY src ./src
+COPY deploy/wheelhouse ./deploy/wheelhouse
+# The wheel (hiredis, xxhash, uvloop and aiohttp come compiled where a wheel exists),
+# then a virtual environment with it and the server extra: the runtime stage copies it.
+RUN python3 -m venv /opt/geocache \
+    && /opt/geocache/bin/pip wheel --wheel-dir /wheels '.[server]' \
+    && /opt/geocache/bin/pip install --no-index --find-links /wheels 'geocache[server]'
+
+FROM ${BASE}
+# A fixed non-root id, so Kubernetes' runAsNonRoot and file ownership can name it.
+RUN groupadd --system --gid 10001 geocache \
+    && useradd --system --uid 10001 --gid geocache --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin geocache
+COPY --from=build /opt/geocache /opt/geocache
+# Listen on every interface of the container; peers reach it at GEOCACHE_ADVERTISE_ADDR
+# (or, without it, at the address toward the first seed: see the README's Deploy).
+ENV PATH=/opt/geocache/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    GEOCACHE_BIND=0.0.0.0 \
+    GEOCACHE_PORT=7379 \
+    GEOCACHE_HTTP_PORT=7380
+# RESP, HTTP (API, /healthz, /readyz, /metrics), and RESP over TLS once it is set
+# (--tls-port 7381).
+EXPOSE 7379 7380 7381
+USER 10001:10001
+# /healthz answers while the event loop runs; python3 rather than curl, which a slim
+# image lacks.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GEOCACHE_HTTP_PORT', '7380'), timeout=2)"]
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["geocache", "serve"]
