@@ -88,7 +88,7 @@ def test_the_secret_is_proven_before_any_request_leaves() -> None:
         await asyncio.sleep(0.01)
 
     run(main())
-    assert peer.commands()[:2] == [b"GC.CHALLENGE", b"GC.AUTH"]
+    assert peer.commands()[:2] == [b"GC.HELLO", b"GC.AUTH"]
     assert all(r.authed for r in peer.received[2:])
     assert len(peer.received) == 2 + 20 + 1
 
@@ -108,9 +108,9 @@ def test_callers_arriving_during_the_handshake_wait_for_it() -> None:
         assert await asyncio.gather(*calls) == [b"%d" % i for i in range(20)]
 
     run(main())
-    assert peer.commands()[:2] == [b"GC.CHALLENGE", b"GC.AUTH"]
+    assert peer.commands()[:2] == [b"GC.HELLO", b"GC.AUTH"]
     assert all(r.authed for r in peer.received[2:])
-    assert b"GC.CHALLENGE" not in peer.commands()[2:]  # one connection, one handshake
+    assert b"GC.HELLO" not in peer.commands()[2:]  # one connection, one handshake
 
 
 def test_a_wrong_secret_fails_the_connect_and_sends_nothing_else() -> None:
@@ -123,7 +123,8 @@ def test_a_wrong_secret_fails_the_connect_and_sends_nothing_else() -> None:
         assert not client.connected and client.failed_recently()
 
     run(main())
-    assert peer.commands() == [b"GC.CHALLENGE", b"GC.AUTH"]
+    # The peer's proof did not check out with this secret: the client sent it nothing more.
+    assert peer.commands() == [b"GC.HELLO"]
 
 
 def test_a_request_that_times_out_marks_the_peer_failed_for_a_while() -> None:
@@ -232,7 +233,7 @@ def test_after_a_lost_connection_the_next_request_reconnects() -> None:
 
     run(main())
     # The second connection proved the secret again before its first request.
-    assert peer.commands()[-3:] == [b"GC.CHALLENGE", b"GC.AUTH", b"ECHO"]
+    assert peer.commands()[-3:] == [b"GC.HELLO", b"GC.AUTH", b"ECHO"]
     assert peer.received[-1].authed
 
 
@@ -248,7 +249,7 @@ def test_fire_and_forget_connects_first_then_sends_and_drops_the_reply() -> None
         await asyncio.sleep(0.01)
 
     run(main())
-    assert peer.commands() == [b"GC.CHALLENGE", b"GC.AUTH", b"GC.SWIM", b"GC.SWIM"]
+    assert peer.commands() == [b"GC.HELLO", b"GC.AUTH", b"GC.SWIM", b"GC.SWIM"]
     assert [r.argv[-1] for r in peer.received[2:]] == [b"one", b"two"]
 
 
@@ -271,7 +272,7 @@ def test_fire_and_forget_goes_through_the_datagram_seam_once_connected() -> None
         b"*2\r\n$7\r\nGC.SWIM\r\n$3\r\none\r\n",
         b"*2\r\n$7\r\nGC.SWIM\r\n$3\r\ntwo\r\n",
     ]
-    assert peer.commands() == [b"GC.CHALLENGE", b"GC.AUTH", b"ECHO"]
+    assert peer.commands() == [b"GC.HELLO", b"GC.AUTH", b"ECHO"]
 
 
 def test_peers_keep_one_client_per_address_and_channel_and_dial_the_route() -> None:
