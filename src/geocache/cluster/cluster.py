@@ -222,12 +222,11 @@ class Cluster:
 
     def not_ready_reason(self) -> str:
         """Why /readyz says not ready; "" when ready."""
-        if not self.repairer.ready:
-            return "joining the cluster and warming up"
         failure = self.trust.failure()
-        if failure and not self.host.config.allow_solo:
+        joined = self.repairer.ready  # warmed up, or the join timeout passed
+        if failure and not (joined and self.host.config.allow_solo):
             return failure
-        return ""
+        return "" if joined else "joining the cluster and warming up"
 
     # -- placement -------------------------------------------------------------------------
 

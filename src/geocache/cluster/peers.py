@@ -67,12 +67,18 @@ class PeerError(Exception):
 
 
 class HandshakeError(PeerError):
-    """The handshake failed. `secret`: a proof did not check out (the peer's, or the
-    peer refused this node's), rather than the peer being someone unexpected."""
+    """The handshake failed. `kind`: forged (the peer's proof did not check out),
+    refused (the peer refused this node's), reflected (the peer claims this node's own
+    id), relayed (the peer is not the member known at that address) or malformed."""
 
-    def __init__(self, message: str, secret: bool) -> None:
+    def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
-        self.secret = secret
+        self.kind = kind
+
+    @property
+    def secret(self) -> bool:
+        """Whether a proof failed: a different secret on one side (or an impostor)."""
+        return self.kind in ("forged", "refused")
 
 
 @dataclass(slots=True)
@@ -322,7 +328,7 @@ class PeerClient:
         )
         _failures.warning(
             "peer handshake failed",
-            kind=f"handshake:{self.addr}",
+            kind=f"handshake:{self.addr}:{exc.kind}",
             peer=self.addr,
             reason=str(exc),
             retry_ms=backoff_ms,
@@ -335,31 +341,31 @@ class PeerClient:
         client_nonce = auth.new_nonce()
         (hello,) = await asyncio.gather(*self._send([("GC.HELLO", self._node_id, client_nonce)]))
         if isinstance(hello, Error):
-            raise HandshakeError(f"{addr} refused GC.HELLO: {hello}", secret=False)
+            raise HandshakeError(f"{addr} refused GC.HELLO: {hello}", "malformed")
         if not (
             isinstance(hello, list) and len(hello) == 3 and all(isinstance(x, bytes) for x in hello)
         ):
-            raise HandshakeError(f"{addr} answered GC.HELLO with {hello!r:.80}", secret=False)
+            raise HandshakeError(f"{addr} answered GC.HELLO with {hello!r:.80}", "malformed")
         raw_id, server_nonce, server_proof = hello
         if not auth.valid_node_id(raw_id) or not auth.valid_nonce(server_nonce):
-            raise HandshakeError(f"{addr} answered GC.HELLO with a malformed id or nonce", False)
+            raise HandshakeError(f"{addr} answered GC.HELLO with a bad id or nonce", "malformed")
         server_id = raw_id.decode()
         if server_id == self._node_id:
-            raise HandshakeError(f"{addr} claims this node's own id (reflected?)", secret=False)
+            raise HandshakeError(f"{addr} claims this node's own id (reflected?)", "reflected")
         expected = self._expect()
         if expected is not None and server_id != expected:
-            raise HandshakeError(f"{addr} is {server_id}, not {expected} (relayed?)", False)
+            raise HandshakeError(f"{addr} is {server_id}, not {expected} (relayed?)", "relayed")
         transcript = auth.Transcript(
             self._node_id, server_id, client_nonce, server_nonce, self._binding()
         )
         if not auth.verify(self._secret, auth.SERVER_TO_CLIENT, transcript, server_proof):
             raise HandshakeError(
-                f"{addr} ({server_id}) failed to prove the cluster secret", secret=True
+                f"{addr} ({server_id}) failed to prove the cluster secret", "forged"
             )
         proof = auth.proof(self._secret, auth.CLIENT_TO_SERVER, transcript)
         (answer,) = await asyncio.gather(*self._send([("GC.AUTH", proof)]))
         if isinstance(answer, Error):
-            raise HandshakeError(f"{addr} ({server_id}) refused this node's proof", secret=True)
+            raise HandshakeError(f"{addr} ({server_id}) refused this node's proof", "refused")
 
     def _binding(self) -> bytes:
         """This end's TLS channel binding (auth.channel_binding; empty without TLS)."""

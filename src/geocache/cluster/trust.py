@@ -58,7 +58,7 @@ class Trust:
         self.refused += 1
         self._log.warning(
             "peer handshake refused",
-            kind="handshake refused",
+            kind=f"handshake refused: {reason}",
             client=client_addr,
             claimed=claimed_id or "?",
             reason=reason,
