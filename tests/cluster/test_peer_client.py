@@ -13,8 +13,10 @@ from typing import Any, TypeVar
 import pytest
 
 from geocache.cluster.peers import (
+    AUTH_BACKOFF_MAX_MS,
     FAILED_WINDOW_S,
     RECONNECT_BACKOFF_MS,
+    HandshakeStats,
     PeerClient,
     PeerError,
     Peers,
@@ -301,3 +303,57 @@ def test_peers_keep_one_client_per_address_and_channel_and_dial_the_route() -> N
 def test_a_bad_address_fails_when_its_client_is_made() -> None:
     with pytest.raises(ValueError):
         Peers("me", SECRET).get("no-port")
+
+
+def test_a_failed_handshake_backs_off_longer_each_time_and_is_counted() -> None:
+    peer = FakePeer("another secret", echo)
+    stats = HandshakeStats()
+
+    async def main() -> None:
+        client = PeerClient("peer:7379", "me", SECRET, dial=peer.dial, handshakes=stats)
+        with pytest.raises(PeerError, match="failed to prove the cluster secret"):
+            await client.call("ECHO", b"a")
+        retries = []
+        for _ in range(8):
+            failed_at = now()
+            while True:  # refused at once until the backoff has passed, then dialled
+                with pytest.raises(PeerError) as caught:
+                    await client.call("ECHO", b"a")
+                if "retrying shortly" not in str(caught.value):
+                    break
+                await asyncio.sleep(0.01)
+            assert "failed to prove the cluster secret" in str(caught.value)
+            retries.append(round(now() - failed_at, 1))
+            assert peer.dials == len(retries) + 1
+        assert retries[:3] == [0.2, 0.4, 0.8]
+        assert max(retries) <= AUTH_BACKOFF_MAX_MS / 1000 + 0.1
+
+    run(main())
+    # Every connection sent GC.HELLO only: the peer's proof never checked out.
+    assert set(peer.commands()) == {b"GC.HELLO"}
+    assert stats.failed >= 8 and stats.secret_failures == stats.failed and stats.proven == 0
+
+
+@pytest.mark.parametrize(
+    ("peer_id", "expected", "reason"),
+    [
+        ("me", None, "claims this node's own id"),  # the dialer's own handshake, reflected
+        ("n2", "n3", "is n2, not n3"),  # a member's address answered by another node
+    ],
+)
+def test_a_peer_that_is_not_who_membership_says_is_refused_before_any_proof(
+    peer_id: str, expected: str | None, reason: str
+) -> None:
+    peer = FakePeer(SECRET, echo, node_id=peer_id)
+    stats = HandshakeStats()
+
+    async def main() -> None:
+        client = PeerClient(
+            "peer:7379", "me", SECRET, dial=peer.dial, expect=lambda: expected, handshakes=stats
+        )
+        with pytest.raises(PeerError, match=reason):
+            await client.call("ECHO", b"a")
+
+    run(main())
+    assert peer.commands() == [b"GC.HELLO"]  # no proof of this node's went out
+    assert stats.failed == 1 and stats.secret_failures == 0

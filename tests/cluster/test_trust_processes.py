@@ -336,3 +336,32 @@ def test_a_wrong_secret_with_allow_solo_serves_alone_and_says_so(tmp_path: Path)
     finally:
         bad.stop()
         seed.stop()
+
+
+# -- clock skew -------------------------------------------------------------------------
+
+
+def test_a_node_whose_clock_is_off_says_so(tmp_path: Path) -> None:
+    """40 s off (over half of the 60 s bound): both nodes say so; writes still flow."""
+    first = start_geocache(tmp_path, cluster_args("n1", None))
+    seed = f"{HOST}:{first.port}"
+    skewed = start_geocache(tmp_path, cluster_args("n2", seed, "--clock-offset-ms", "40000"))
+    try:
+        for node in (first, skewed):
+            poll(lambda node=node: all_alive(node, 2), 20, "2 alive")  # type: ignore[misc]
+
+        def skew_ms(node: ServerProcess) -> int:
+            with client(node) as c:
+                info = c.info("geocache")
+            return int(info["cluster_clock_skew_ms"]) if info["cluster_clock_skewed"] else 0
+
+        poll(lambda: skew_ms(skewed) > 39_000, 10, "n2 to see itself ahead")
+        poll(lambda: skew_ms(first) < -39_000, 10, "n1 to see itself behind")
+        assert "wall clock differs from its peers'" in skewed.log_text()
+        with client(skewed) as c:
+            assert c.set("k", "from the future")
+        with client(first) as c:
+            assert c.get("k") == b"from the future"  # within the bound: accepted
+    finally:
+        skewed.stop()
+        first.stop()
