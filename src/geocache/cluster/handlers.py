@@ -11,14 +11,14 @@ connection that has not proven the cluster secret.
 - `GC.SWIM` carries membership (cluster.py) and the sender's wall clock (skew check);
   `GC.APPLY` / `GC.APPLYDEL` replication and hints; `GC.FWD` a command forwarded to its
   coordinator (router.py).
+- `GC.DIGEST`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve repair
+  (repair.py): a peer compares digests, lists differing buckets and pulls newer records.
+- `GC.GEO` a batch from another region's stream (streams.py).
 
 Versions are checked where they enter: a replicated, forwarded or cross-region version
 the clock does not admit (more than `max_clock_skew_ms` ahead of this node's wall
 clock, or out of range) is refused with an error reply, counted and logged, and
 changes nothing (the store refuses it, clock.py says why).
-- `GC.DIGEST`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve repair
-  (repair.py): a peer compares digests, lists differing buckets and pulls newer records.
-- `GC.GEO` a batch from another region's stream (streams.py).
 """
 
 from __future__ import annotations
