@@ -306,6 +306,10 @@ def test_a_wrong_secret_is_never_ready_says_why_and_exits(tmp_path: Path) -> Non
         poll(lambda: "cannot prove" in _readyz(http_port)[1].get("reason", ""), 15, "the reason")
         status, body = _readyz(http_port)
         assert status == 503 and body["status"] == "not ready"
+        with urllib.request.urlopen(f"http://{HOST}:{http_port}/metrics", timeout=5) as r:
+            metrics = r.read().decode()
+        failed = 'geocache_peer_handshakes_total{outcome="failed"} '
+        assert float(metrics.split(failed)[1].split()[0]) >= 1
         with client(bad) as c, pytest.raises(redis.RedisError, match="joining its cluster"):
             c.set("k", "v")
         started = time.monotonic()
