@@ -69,7 +69,10 @@ def cmd_auth(session: Session, argv: list[bytes]) -> object:
 
 
 def _wrong_password(session: Session) -> Error:
-    """Count a failure in a row; hold the reply longer each time; close at the limit."""
+    """Count a failure in a row; hold the reply longer each time; close at the limit.
+    Without a password configured there is nothing to guess: the reply is Redis's."""
+    if not session.node.config.requirepass:
+        return WRONGPASS
     session.auth_failures += 1
     shift = min(session.auth_failures - 1, 16)
     session.hold_ms = min(AUTH_DELAY_MS << shift, AUTH_DELAY_MAX_MS)
