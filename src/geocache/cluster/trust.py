@@ -40,6 +40,8 @@ class Trust:
         self._clock = clock
         self._node_id = node_id
         self.handshakes = handshakes
+        # Seeds are fixed at start (CONFIG SET does not change them).
+        self._seeded = bool(host.config.seed_list)
         self.refused = 0
         self._log = LogThrottle(log)
         # Whether a peer proved the secret to this node (after checking this node's proof).
@@ -68,7 +70,7 @@ class Trust:
         """Why this node cannot join its seeds, if no handshake succeeded either way and
         a seed's proof or this node's failed; "" otherwise."""
         handshakes = self.handshakes
-        if self._proven_here or handshakes.proven or not self._host.config.seed_list:
+        if self._proven_here or handshakes.proven or not self._seeded:
             return ""
         if not handshakes.secret_failures:
             return ""
