@@ -22,4 +22,4 @@ lint:
 N ?= 5
 soak:
 	scripts/setup.sh
-	.venv/bin/python scripts/soak.py --runs $(N) $(if $(SEED),--seed $(SEED))
+	.venv/bin/python scripts/soak.py --runs $(N) $(if $(SEED),--seed $(SEED)) $(if $(HOG),--cpu-hog $(HOG))

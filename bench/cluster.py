@@ -6,11 +6,14 @@ What it measures, all on 127.0.0.1 with servers started here on free ports:
    100,000; 50 clients, then 50 clients with `-P 16`) against a standalone node (no
    cluster flags) and against ONE node of a 3-node region (replicas=2, write-acks quorum),
    so about two requests in three are forwarded to a key's owner.
+   The same loads through `redis-benchmark --cluster`, which reads the region's slot
+   map (CLUSTER NODES) and sends each key to its slot's primary.
 2. Owner routing: a small asyncio load generator (50 connections' worth of workers, no
    pipelining) that asks `GC.OWNERS` once per key, caches the primary, and sends each
    request straight to it; beside the same generator sending everything to one node of
-   the region (forwarding) and to the standalone node. Each run is bounded by a request
-   count and a time budget.
+   the region (forwarding) and to the standalone node; and the same 50 workers through
+   redis-py's asyncio `RedisCluster` (it routes by CLUSTER SLOTS). Each run is bounded
+   by a request count and a time budget.
 3. Write acks: SET through one node of 3-node regions at write-acks one, quorum and all,
    for replicas=2 and replicas=3, with 50 clients and with 1 client (latency alone), beside
    the standalone node.
@@ -467,7 +470,14 @@ def forwarding_trials(single: int, region: Region, args: argparse.Namespace) -> 
 
     loads = (("50 clients", "-c 50"), ("50 clients -P 16", "-c 50 -P 16"))
     return [
-        (name, {SINGLE: bench(single, flags), "region via n1": bench(region.entry, flags)})
+        (
+            name,
+            {
+                SINGLE: bench(single, flags),
+                "region via n1": bench(region.entry, flags),
+                "region --cluster": bench(region.entry, f"--cluster {flags}"),
+            },
+        )
         for name, flags in loads
     ]
 
@@ -484,9 +494,63 @@ def owner_routing_trials(single: int, region: Region, args: argparse.Namespace) 
     row = f"generator, {GEN_WORKERS} workers"
     # SET first in every round, so each side's GETs find the keys its SETs wrote.
     return [
-        (row, {side: partial(load, fn, keys, op, args) for side, fn in port_of.items()})
+        (
+            row,
+            {
+                **{side: partial(load, fn, keys, op, args) for side, fn in port_of.items()},
+                "region RedisCluster": partial(cluster_client_load, entry, keys, op, args),
+            },
+        )
         for op in ("SET", "GET")
     ]
+
+
+async def cluster_client_generate(
+    entry: int, keys: list[bytes], op: bytes, limit: int, seconds: float
+) -> LoadResult:
+    """GEN_WORKERS tasks sharing one redis-py asyncio RedisCluster (slot-map routing)."""
+    from redis.asyncio.cluster import RedisCluster
+    from redis.exceptions import RedisError
+
+    out = LoadResult()
+    client = RedisCluster(host="127.0.0.1", port=entry, max_connections=GEN_WORKERS * 4)
+    value = b"v" * VALUE_BYTES
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def work() -> None:
+        rng = random.Random()
+        while out.issued < limit and time.perf_counter() < deadline:
+            out.issued += 1
+            key = rng.choice(keys)
+            began = time.perf_counter_ns()
+            try:
+                await (client.set(key, value) if op == b"SET" else client.get(key))
+            except RedisError as exc:
+                out.errors += 1
+                out.first_error = out.first_error or f"{type(exc).__name__}: {exc}"
+                continue
+            out.latencies_ns.append(time.perf_counter_ns() - began)
+            out.ops += 1
+
+    try:
+        await client.initialize()
+        await asyncio.wait_for(
+            asyncio.gather(*(work() for _ in range(GEN_WORKERS))), seconds + GEN_GRACE_S
+        )
+    finally:
+        await client.aclose()
+    out.seconds = time.perf_counter() - start
+    return out
+
+
+def cluster_client_load(entry: int, keys: list[bytes], op: str, args: argparse.Namespace) -> Found:
+    result = run_async(
+        cluster_client_generate(entry, keys, op.encode(), args.requests, args.gen_seconds)
+    )
+    if result.errors:
+        raise RuntimeError(f"{result.errors} errors of {result.issued}: {result.first_error}")
+    return {op.lower(): result.numbers()}
 
 
 def acks_trials(single: int, regions: list[Region], args: argparse.Namespace) -> Trials:

@@ -2,7 +2,7 @@
 # Make .venv with geocache and its test tools, and make sure redis-server is on the
 # machine (the tests compare replies with it and use it as an origin), with
 # redis-benchmark and wrk (the benchmarks' load generators: scripts/test.sh smoke-runs
-# every bench/*.py).
+# every bench/*.py), and Chromium with its driver (the dashboard's browser test).
 # Safe to run again: it reinstalls only when pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +32,9 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 have_sbin ip || need_apt+=(iproute2)
 have_sbin iptables || need_apt+=(iptables)
+# The dashboard's browser test drives headless Chromium through its driver.
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
 if [ "${#need_apt[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         # Another apt run may hold the lock for a while: wait up to 5 minutes for it.

@@ -4,6 +4,7 @@
     make soak                 # 5 random schedules
     make soak N=20            # 20
     make soak SEED=1234       # replay one schedule by its seed
+    make soak N=100 HOG=2     # under contention: 2 busy processes, short node pauses
     .venv/bin/python scripts/soak.py --schedule partitions   # one of CI's, by name
 
 Needs root (network namespaces, iptables), like the fault tests. Each run's nodes' logs
@@ -19,6 +20,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +41,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         choices=sorted(schedules.NAMED),
         help="run a named schedule (repeatable)",
     )
+    parser.add_argument(
+        "--cpu-hog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N busy processes beside the nodes, and short pauses of whole nodes (0: none)",
+    )
     parser.add_argument("--json", type=Path, default=REPO / "build" / "faults" / "soak.json")
     parser.add_argument("--workdir", type=Path, default=None, help="logs and histories")
     return parser.parse_args(argv)
@@ -47,9 +56,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def chosen(args: argparse.Namespace) -> list[schedules.Schedule]:
     if args.schedule or args.seed:
         picked = [schedules.NAMED[name]() for name in args.schedule or []]
-        return picked + [schedules.random_schedule(seed) for seed in args.seed or []]
-    rng = random.Random()
-    return [schedules.random_schedule(rng.randrange(1, 2**31)) for _ in range(args.runs)]
+        picked += [schedules.random_schedule(seed) for seed in args.seed or []]
+    else:
+        rng = random.Random()
+        picked = [schedules.random_schedule(rng.randrange(1, 2**31)) for _ in range(args.runs)]
+    if args.cpu_hog:
+        picked = [replace(s, cpu_hogs=args.cpu_hog, blips=True) for s in picked]
+    return picked
 
 
 def main(argv: list[str]) -> int:

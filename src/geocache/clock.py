@@ -136,10 +136,10 @@ class HLC:
 
     def pin(self, version: int) -> None:
         """Until `pin(0)`, `now()` returns `version`: a forwarded write carries the version
-        the forwarding node minted when the client asked (cluster/router.py). The caller
-        has checked it with `admits`; one that is not admitted raises ValueError."""
-        if version and not self.admits(version):
-            raise ValueError(f"version not admitted: {version}")
+        the forwarding node minted when the client asked (cluster/router.py), which the
+        caller has checked with `admits`; one out of range raises ValueError."""
+        if not 0 <= version <= MAX_VERSION:
+            raise ValueError(f"version out of range: {version}")
         self._pinned = version
         if version > self._last:
             self._last = version

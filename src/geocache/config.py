@@ -6,11 +6,17 @@ field's metadata; the CLI builds its flags from this table (`--max-bytes`), the
 environment is read as `GEOCACHE_MAX_BYTES`, and a TOML file uses `max_bytes = ...` or
 `max-bytes = ...`. Sizes accept suffixes (`64mb`, `1gib`; k/m/g are powers of 1024 as
 in redis.conf).
+
+Nothing wrong passes silently: a value of the wrong type (`port = "abc"`, `replicas =
+2.5`, `log_json = "maybe"`), an unknown TOML key or `GEOCACHE_*` variable, and a TOML
+syntax error are refused with a ValueError that names the setting and where its value
+came from (the file, the variable or the flag).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -225,23 +231,117 @@ def setting_help() -> dict[str, tuple[Any, str, str]]:
     return {f.name: (f.default, f.metadata["help"], f.metadata["kind"]) for f in fields(NodeConfig)}
 
 
-def coerce(name: str, value: Any) -> Any:
-    """Turn a setting's text (from the environment, flags or TOML) into its type."""
-    kinds = {f.name: (f.type, f.metadata["kind"]) for f in fields(NodeConfig)}
-    if name not in kinds:
-        raise ValueError(f"unknown setting {name!r}")
-    type_name, kind = kinds[name]
-    if kind == "size":
-        return parse_size(value)
-    if type_name == "int":
+# GEOCACHE_* variables that are not settings but are read by geocache or its tools:
+# the node's per-command timing switch (observability/metrics.py) and the test suite's.
+OTHER_VARIABLES = frozenset(
+    {"GEOCACHE_COMMAND_LATENCY", "GEOCACHE_TEST_TARGET", "GEOCACHE_SCHEMATHESIS_SEED"}
+)
+ENV_PREFIX = "GEOCACHE_"
+_INTEGER = re.compile(r"[+-]?\d+")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
         return int(value)
-    if type_name == "float":
+    raise ValueError(f"not an integer: {value!r}")
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
-    if type_name == "bool":
-        if isinstance(value, bool):
-            return value
-        return str(value).strip().lower() in ("1", "true", "yes", "on")
-    return str(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise ValueError(f"not a number: {value!r}")
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if isinstance(value, str) and text in _TRUE + _FALSE:
+        return text in _TRUE
+    raise ValueError(f"not true or false: {value!r} (use true/false, yes/no, on/off, 1/0)")
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"not a size: {value!r} (use e.g. 1048576, 64mb or 1gib)")
+    return parse_size(value)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    # A TOML list of strings for the comma-separated settings (seeds, refresh_keys, ...).
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise ValueError(f"not a string: {value!r}")
+
+
+_COERCE = {"int": _integer, "float": _float, "bool": _bool, "str": _text}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Turn a setting's value (text from the environment or flags, or a TOML value) into
+    its type; ValueError naming the setting when it is not one."""
+    try:
+        return _convert(name, value)
+    except _BadValue as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+class _BadValue(ValueError):
+    """A value that is not of its setting's type (the message does not name the setting)."""
+
+
+def _convert(name: str, value: Any) -> Any:
+    kinds = {f.name: (str(f.type), f.metadata["kind"]) for f in fields(NodeConfig)}
+    if name not in kinds:
+        known = difflib.get_close_matches(name, kinds, n=1)
+        hint = f" (did you mean {known[0]!r}?)" if known else ""
+        raise ValueError(f"unknown setting {name!r}{hint}")
+    type_name, kind = kinds[name]
+    convert = _size if kind == "size" else _COERCE[type_name]
+    try:
+        return convert(value)
+    except ValueError as exc:
+        raise _BadValue(str(exc)) from None
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    """The file's settings; ValueError naming the file on a syntax error."""
+    with open(path, "rb") as f:
+        try:
+            document = tomllib.load(f)
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"{path}: TOML syntax error: {exc}") from None
+    return {key.replace("-", "_"): value for key, value in document.items()}
+
+
+def _environment(env: Mapping[str, str]) -> dict[str, str]:
+    """GEOCACHE_<SETTING> values; ValueError for a GEOCACHE_ variable that is none (a typo
+    would otherwise be ignored without a word)."""
+    names = {ENV_PREFIX + name.upper(): name for name in setting_help()}
+    values = {}
+    for variable, text in env.items():
+        if not variable.startswith(ENV_PREFIX) or variable in OTHER_VARIABLES:
+            continue
+        if variable not in names:
+            # Compared without the prefix, which every name shares.
+            known = difflib.get_close_matches(
+                variable.removeprefix(ENV_PREFIX).lower(), names.values()
+            )
+            hint = f" (did you mean {ENV_PREFIX}{known[0].upper()}?)" if known else ""
+            raise ValueError(f"unknown environment variable {variable}{hint}")
+        values[names[variable]] = text
+    return values
 
 
 def load(
@@ -249,16 +349,39 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> NodeConfig:
-    """Defaults, then the TOML file, then GEOCACHE_* variables, then `overrides` (flags)."""
+    """Defaults, then the TOML file, then GEOCACHE_* variables, then `overrides` (flags).
+
+    A ValueError names the setting and where its value came from (the file, the
+    variable or the flag)."""
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     if toml_path:
-        with open(toml_path, "rb") as f:
-            for key, value in tomllib.load(f).items():
-                values[key.replace("-", "_")] = value
+        for name, value in _read_toml(toml_path).items():
+            values[name], sources[name] = value, toml_path
     env = os.environ if environ is None else environ
-    for name in setting_help():
-        text = env.get("GEOCACHE_" + name.upper())
-        if text is not None:
-            values[name] = text
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return NodeConfig(**{name: coerce(name, value) for name, value in values.items()})
+    for name, text in _environment(env).items():
+        values[name], sources[name] = text, ENV_PREFIX + name.upper()
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            values[name], sources[name] = value, "--" + name.replace("_", "-")
+    typed = {}
+    for name, value in values.items():
+        try:
+            typed[name] = _convert(name, value)
+        except _BadValue as exc:
+            source = sources[name]
+            where = source if source.startswith("--") else f"{source}: {name}"
+            raise ValueError(f"{where}: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"{sources[name]}: {exc}") from None
+    try:
+        return NodeConfig(**typed)
+    except ValueError as exc:
+        # Checks across settings name the setting first: say where it was set.
+        named = next(
+            (n for n in sorted(sources, key=len, reverse=True) if str(exc).startswith(n + " ")),
+            None,
+        )
+        if named is None:
+            raise
+        raise ValueError(f"{sources[named]}: {exc}") from None

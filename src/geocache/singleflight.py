@@ -76,6 +76,13 @@ class AsyncFlights(Generic[T]):
     def __len__(self) -> int:
         return len(self._calls)
 
+    def __contains__(self, key: Hashable) -> bool:
+        """Whether a load of `key` is in flight."""
+        return key in self._calls
+
+    def in_flight(self) -> list[Hashable]:
+        return list(self._calls)
+
     async def do(self, key: Hashable, loader: Callable[[], Awaitable[T]]) -> T:
         task = self._calls.get(key)
         if task is None:

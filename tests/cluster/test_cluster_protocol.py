@@ -19,7 +19,7 @@ from redis.cluster import ClusterNode, RedisCluster
 
 from geocache.slots import key_slot
 from support import ServerProcess
-from support.cluster import client, poll, running_region, states
+from support.cluster import client, peer_client, poll, running_region, states
 
 pytestmark = pytest.mark.slow
 
@@ -195,3 +195,31 @@ def test_a_killed_node_leaves_the_map_and_the_client_recovers(tmp_path: Path) ->
             assert values == {i: str(i).encode() for i in range(200)}
         finally:
             rc.close()
+
+
+def test_flushall_in_a_cluster_empties_every_node_and_nothing_comes_back(
+    region: list[ServerProcess],
+) -> None:
+    """FLUSHALL through one node flushes every member at one version; older writes of
+    any key replayed afterwards (repair, hints) stay out."""
+    with client(region[0]) as c:
+        for i in range(200):
+            c.set(f"flush:{i}", i)
+        old_version = c.execute_command("GETVER", "flush:7")
+        assert c.flushall() is True
+        with pytest.raises(redis.ResponseError, match="outside MULTI"), c.pipeline() as tx:
+            tx.flushall()
+            tx.execute()
+    for node in region:
+        with client(node) as nc:
+            assert nc.dbsize() == 0, node.port
+            assert nc.get("flush:7") is None
+        with peer_client(node) as pc:  # a late replica write from before the flush
+            assert pc.execute_command("GC.APPLY", "flush:7", "old", 0, old_version, "n1") == 0
+    with client(region[1]) as c:
+        c.set("flush:after", "new")  # a write after the flush survives everywhere
+    poll(
+        lambda: all(client(n).get("flush:after") == b"new" for n in region),
+        10,
+        "the write after the flush everywhere",
+    )

@@ -242,6 +242,8 @@ def test_versions_from_the_far_future_are_refused_everywhere(tmp_path: Path) -> 
     try:
         for node in nodes:
             poll(lambda node=node: all_alive(node, 2), 20, "2 alive")  # type: ignore[misc]
+        with client(first) as c:
+            assert c.set("survivor", "here")
         with peer_client(first) as p:
             for version in HUGE:
                 for argv in (
@@ -255,15 +257,21 @@ def test_versions_from_the_far_future_are_refused_everywhere(tmp_path: Path) -> 
                 assert forwarded.startswith(b"-ERR version") and b"ahead" in forwarded
                 # A cross-region batch is answered (with the time); its record is dropped.
                 p.execute_command("GC.GEO", "far", "k", version, "evil", 0, "poison")
+            # A flush from the far future would drop every write until then (GC.FLUSH
+            # takes a 64-bit signed integer: the largest, and two minutes ahead).
+            ahead = ((int(time.time() * 1000) + 120_000) << 16, (1 << 63) - 1)
+            for version in ahead:
+                with pytest.raises(redis.ResponseError, match="ahead of this node's clock"):
+                    p.execute_command("GC.FLUSH", version)
         for node in nodes:
             with client(node) as c:
-                assert c.get("k") is None
+                assert c.get("k") is None and c.get("survivor") == b"here"
         for node in nodes:  # every write after them works, on every node
             with client(node) as c:
                 assert c.set("k", "fine") and c.get("k") == b"fine"
                 assert c.execute_command("GETVER", "k") < 1 << 63
         with client(first) as c:
-            assert c.info("geocache")["cluster_versions_refused"] >= 4 * len(HUGE)
+            assert c.info("geocache")["cluster_versions_refused"] >= 4 * len(HUGE) + 2
         assert "version refused" in first.log_text()
         # A restarted node is healthy: nothing poisoned was held anywhere to pull back.
         port = first.port

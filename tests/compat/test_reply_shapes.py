@@ -1,8 +1,8 @@
 """Replies whose content legitimately differs from Redis (ids, clocks, server facts):
 their shape and the facts clients rely on are checked against the node alone.
 
-Also the few places where geocache deliberately differs from Redis (one database,
-strings only): those tests are `geocache_only`.
+Also the few places where geocache deliberately differs from Redis (strings only):
+those tests are `geocache_only`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,21 @@ KEY_POSITIONS = [
     ("del", -2, 1, -1, 1),
     ("expire", -3, 1, 1, 1),
     ("ping", -1, 0, 0, 0),
+    ("rename", 3, 1, 2, 1),
+    ("renamenx", 3, 1, 2, 1),
+    ("copy", -3, 1, 2, 1),
+    ("lcs", -3, 1, 2, 1),
+    ("touch", -2, 1, -1, 1),
+    ("move", 3, 1, 1, 1),
+    ("restore", -4, 1, 1, 1),
+    ("dump", 2, 1, 1, 1),
+    ("setbit", 4, 1, 1, 1),
+    ("bitpos", -3, 1, 1, 1),
+    ("expiretime", 2, 1, 1, 1),
+    ("select", 2, 0, 0, 0),
+    ("swapdb", 3, 0, 0, 0),
+    ("randomkey", 1, 0, 0, 0),
+    ("wait", 3, 0, 0, 0),
 ]
 
 
@@ -181,12 +196,13 @@ def test_config_get_maxmemory_is_a_pair(node: ServerProcess, protocol: int) -> N
     assert isinstance(value, bytes) and value.isdigit()
 
 
-@pytest.mark.geocache_only
 @pytest.mark.parametrize("db", ["1", "15"])
-def test_select_other_databases_is_out_of_range(client: RawClient, db: str) -> None:
-    """geocache has one database (Redis has 16 and would answer +OK)."""
-    assert client.call("SELECT", db) == b"-ERR DB index is out of range\r\n"
+def test_select_other_databases_keeps_keys_apart(client: RawClient, db: str) -> None:
+    assert client.call("SELECT", db) == b"+OK\r\n"
+    assert client.call("SET", "shapes:db", db) == b"+OK\r\n"
     assert client.call("SELECT", "0") == b"+OK\r\n"
+    assert decode(client.call("GET", "shapes:db")).value is None
+    assert client.call("SELECT", "16") == b"-ERR DB index is out of range\r\n"
 
 
 @pytest.mark.geocache_only

@@ -24,6 +24,9 @@
 from __future__ import annotations
 
 import json
+import random
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -131,6 +134,7 @@ class Run:
 
     def execute(self) -> RunResult:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        hogs = start_hogs(self.schedule.cpu_hogs, self.schedule.length_s + HOG_SLACK_S)
         try:
             self.network.create()
             self.cluster = cluster = Cluster(self.network, list(self.schedule.nodes), self.workdir)
@@ -138,6 +142,7 @@ class Run:
             self._workload(cluster)
             self._settle(cluster)
         finally:
+            stop_hogs(hogs)
             left = self._teardown()
         if left:
             raise HarnessError(f"could not remove namespaces {left}")
@@ -175,7 +180,7 @@ class Run:
             raise HarnessError(f"a workload thread failed: {workload.errors[0]!r}")
 
     def _step(self, env: Env, step: Step, start: float) -> None:
-        time.sleep(max(0.0, start + step.at_s - self.clock()))
+        self._wait(env, start + step.at_s)
         name = describe(step.fault)
         if step.fault.crash:
             running = env.cluster.running()
@@ -193,6 +198,25 @@ class Run:
         time.sleep(step.duration_s)
         step.fault.heal(env)
         self.note(f"heal {name}")
+
+    def _wait(self, env: Env, until: float) -> None:
+        """Sleep until `until` (run clock); with `blips`, pause a random running node for
+        200 to 600 ms now and then meanwhile (one at a time, healed before returning)."""
+        rng = random.Random(self.schedule.seed ^ 0xB11F)
+        while self.clock() < until:
+            if not self.schedule.blips:
+                time.sleep(until - self.clock())
+                return
+            time.sleep(min(rng.uniform(0.5, 2.0), max(0.0, until - self.clock())))
+            pause_s = rng.uniform(0.2, 0.6)
+            candidates = [n for n in env.cluster.nodes.values() if n.running and not n.paused]
+            if not candidates or self.clock() + pause_s > until:
+                continue
+            node = rng.choice(candidates)
+            env.cluster.pause(node)
+            self.result.faults["blip"] += 1
+            time.sleep(pause_s)
+            env.cluster.resume(node)
 
     def _count_evictions(self, node_id: str) -> None:
         assert self.cluster is not None
@@ -274,6 +298,28 @@ class Run:
             self.result.outcomes = Counter(op.outcome for op in self.history.ops)
             self.history.dump(self.workdir / "history.jsonl")
         return left
+
+
+# Hogs outlive the schedule by this much at most (s): settling and checking take a while,
+# and a hog must end by itself even if the run is killed.
+HOG_SLACK_S = 120.0
+_HOG = (
+    "import sys, time\n"
+    "end = time.monotonic() + float(sys.argv[1])\n"
+    "while time.monotonic() < end:\n"
+    "    pass\n"
+)
+
+
+def start_hogs(count: int, limit_s: float) -> list[subprocess.Popen[bytes]]:
+    """`count` busy processes, each ending by itself after `limit_s`."""
+    return [subprocess.Popen([sys.executable, "-c", _HOG, str(limit_s)]) for _ in range(count)]
+
+
+def stop_hogs(hogs: list[subprocess.Popen[bytes]]) -> None:
+    for hog in hogs:
+        hog.kill()
+        hog.wait()
 
 
 def _kinds(violations: list[Violation]) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .faults import Fault, Kill, OneWay, Partition, Pause, Skew, Split, isolate, region_split
 from .nodes import NodeSpec
@@ -45,6 +45,11 @@ class Schedule:
     tail_s: float = 2.0
     # The nodes clients send requests to; empty: every node.
     clients_on: tuple[str, ...] = ()
+    # Contention: busy processes kept running beside the nodes for the whole run (one
+    # per core is what a loaded production host looks like), and short SIGSTOPs of
+    # whole nodes (200 to 600 ms, a GC pause or a noisy neighbour) between the steps.
+    cpu_hogs: int = 0
+    blips: bool = False
 
     @property
     def length_s(self) -> float:
@@ -212,6 +217,23 @@ def two_region_split() -> Schedule:
     )
 
 
+def under_contention(make: Callable[[], Schedule], hogs: int = 2) -> Callable[[], Schedule]:
+    """`make`'s schedule with a busy process per core and short pauses of whole nodes."""
+
+    def contended() -> Schedule:
+        schedule = make()
+        return replace(schedule, name=f"{schedule.name}-hog", cpu_hogs=hogs, blips=True)
+
+    contended.__name__ = f"{make.__name__}_hog"
+    return contended
+
+
+def seed_160273718() -> Schedule:
+    """The soak seed that lost acknowledged writes under a CPU hog (a node isolated, a
+    partition, a 2|2 split): a regular schedule now, under contention."""
+    return replace(random_schedule(160273718), name="seed-160273718-hog", cpu_hogs=2, blips=True)
+
+
 CI_SCHEDULES: tuple[Callable[[], Schedule], ...] = (
     partitions,
     crash_restart,
@@ -222,13 +244,14 @@ CI_SCHEDULES: tuple[Callable[[], Schedule], ...] = (
     isolate_and_split,
     forwarded_writes,
     pause_everywhere,
+    under_contention(partitions),
+    seed_160273718,
 )
 # Schedules that meet a known product bug run in soak only until it is fixed (none now:
 # the forwarded-write bug below is fixed, and its schedules run in CI).
 KNOWN_BUG: tuple[Callable[[], Schedule], ...] = ()
 # Soak only: longer than CI's budget allows, or probing further than CI needs.
 EXTRA: tuple[Callable[[], Schedule], ...] = (skew_far_behind, eviction_partition)
-NAMED: dict[str, Callable[[], Schedule]] = {f().name: f for f in CI_SCHEDULES + KNOWN_BUG + EXTRA}
 
 
 # -- random schedules (soak) -------------------------------------------------------------------
@@ -293,3 +316,7 @@ def _random_fault(rng: random.Random, nodes: tuple[NodeSpec, ...]) -> Fault:
     if len({s.region for s in nodes}) < 2:
         kinds.remove("region-split")
     return _MAKERS[rng.choice(kinds)](rng, nodes, a, b)
+
+
+# Every schedule by name (built last: some use the random generator above).
+NAMED: dict[str, Callable[[], Schedule]] = {f().name: f for f in CI_SCHEDULES + KNOWN_BUG + EXTRA}

@@ -1,10 +1,11 @@
 """The bounded set of fault schedules CI runs: each must end with no violation.
 
 Each schedule runs the whole loop (runner.py): nodes in namespaces, the workload, the
-faults, heal, settle, check. Besides the checker's verdict, each test asserts that its
-faults really happened and did what they do (a killed node refused connections, a
-paused one left requests unanswered, small nodes evicted), so a harness that quietly
-did nothing cannot pass.
+faults, heal, settle, check. The `-hog` schedules run under contention: busy processes
+beside the nodes and short SIGSTOPs of whole nodes between the faults. Besides the
+checker's verdict, each test asserts that its faults really happened and did what they
+do (a killed node refused connections, a paused one left requests unanswered, small
+nodes evicted), so a harness that quietly did nothing cannot pass.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def test_schedule(
     result = run_schedule(schedule, tmp_path / schedule.name)
     record_result(result)
     assert result.skipped == [], "faults skipped: the cluster never got quiet before a crash"
+    blips = result.faults.pop("blip", 0)
     assert sum(result.faults.values()) == len(schedule.steps)
+    assert blips > 0 if schedule.blips else blips == 0, f"{blips} short pauses"
     assert result.outcomes["ok"] >= 100, f"the workload barely ran: {result.outcomes}"
     assert result.violations == [], explain(result)
     effect = EFFECTS.get(schedule.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -9,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from geocache.cli.demo import Sample, parse_regions, region_lag_ms
@@ -133,6 +135,50 @@ def test_demo_stops_everything_on_ctrl_c() -> None:
     assert len(pids) == 2 and not [pid for pid in pids if node_running(pid)]
 
 
+DASHBOARD_URL = re.compile(r"dashboard: (http://127\.0\.0\.1:\d+/)")
+
+
+def test_demo_keep_runs_on_with_the_dashboard_until_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "geocache", "demo", "--regions", "2", "--nodes", "1",
+         "--duration", "2", "--rate", "500", "--no-live", "--keep"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT,
+        env={**geocache_env(), "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        # Blocking reads (select would miss lines already in the pipe's text buffer);
+        # the demo prints a line at least every few seconds, and pytest-timeout bounds it.
+        while not any("keep running" in x for x in lines):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        out = "".join(lines)
+        assert "keep running" in out, out
+        match = DASHBOARD_URL.search(out)
+        assert match, out
+        url = match.group(1)
+        with urllib.request.urlopen(url, timeout=10) as page:
+            assert page.status == 200 and b"geocache" in page.read()
+        with urllib.request.urlopen(url + "v1/dashboard", timeout=10) as reply:
+            data = json.load(reply)
+        states = {n["node_id"]: n["state"] for r in data["regions"] for n in r["nodes"]}
+        assert states == {"us-east-1": "up", "eu-west-1": "up"}
+        assert all(node_running(pid) for pid in demo_pids(out))  # still running
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out
+    assert "exit codes [0, 0]" in out
+    assert not [pid for pid in demo_pids(out) if node_running(pid)]
+
+
 def test_the_demo_reads_lag_from_info_and_shows_dashes_without_it() -> None:
     info = (
         "# Stats\r\nkeyspace_hits:3\r\n\r\n# Regions\r\n"
@@ -191,9 +237,15 @@ def test_relay_command_delays_a_node_and_stops_on_sigterm(node: ServerProcess) -
 
 
 def test_status_shows_a_node(node: ServerProcess, target_name: str) -> None:
-    result = geocache("status", "--port", str(node.port), timeout_s=30)
+    result = geocache("status", "--port", str(node.port), "--interval", "0.2", timeout_s=30)
     assert result.returncode == 0, result.stderr
-    assert "connected_clients" in result.stdout
+    assert "geocache cluster through" in result.stdout and " up " in result.stdout
+    assert "ops/s" in result.stdout and "hit ratio" in result.stdout
+
+
+def test_status_of_a_node_that_is_not_there() -> None:
+    result = geocache("status", "--port", "1", "--interval", "0.1", timeout_s=30)
+    assert result.returncode == 1 and "cannot read 127.0.0.1:1" in result.stderr
 
 
 def test_bad_settings_are_refused_clearly() -> None:
@@ -204,3 +256,25 @@ def test_bad_settings_are_refused_clearly() -> None:
     assert result.returncode == 2 and "write_acks" in result.stderr
     result = geocache("serve", "--seeds", "127.0.0.1:1", timeout_s=30)
     assert result.returncode == 2 and "cluster_secret" in result.stderr
+
+
+def test_config_errors_name_the_setting_and_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('port = "abc"\n')
+    result = geocache("serve", "--config", str(config), timeout_s=30)
+    assert result.returncode == 2
+    assert f"{config}: port: not an integer: 'abc'" in result.stderr
+    config.write_text("replicas = 2.5\n")
+    result = geocache("serve", "--config", str(config), timeout_s=30)
+    assert result.returncode == 2 and "replicas: not an integer: 2.5" in result.stderr
+    config.write_text("port = [\n")
+    result = geocache("serve", "--config", str(config), timeout_s=30)
+    assert result.returncode == 2 and f"{config}: TOML syntax error" in result.stderr
+    env = {**geocache_env(), "GEOCACHE_MAX_BYTE": "1mb"}
+    result = subprocess.run(
+        [sys.executable, "-m", "geocache", "serve"],
+        capture_output=True, text=True, timeout=30, cwd=REPO_ROOT, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown environment variable GEOCACHE_MAX_BYTE" in result.stderr
+    assert "did you mean GEOCACHE_MAX_BYTES?" in result.stderr

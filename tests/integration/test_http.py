@@ -286,6 +286,12 @@ def test_openapi_lists_every_route(node: HttpNode) -> None:
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/v1/dashboard",
+        "/v1/events",
+        "/",
+        "/dashboard",
+        "/dashboard.js",
+        "/dashboard.css",
     }
     assert set(document["paths"]["/v1/keys/{key}"]) == {
         "parameters",

@@ -175,3 +175,30 @@ def test_password(redis_cli: str, node_factory: NodeFactory) -> None:
     )
     wrong = run_cli(redis_cli, server, "-a", "wrong", "--no-auth-warning", "PING")
     assert "WRONGPASS" in (wrong.stdout + wrong.stderr).decode()
+
+
+def test_memkeys_reports_each_key_size(redis_cli: str, server: ServerProcess) -> None:
+    for i, size in enumerate((100, 1000, 10)):
+        run_cli(redis_cli, server, "SET", f"mem:{i}", "x" * size)
+    text = out(run_cli(redis_cli, server, "--memkeys"))
+    assert "Sampled 3 keys in the keyspace!" in text
+    biggest = run_cli(redis_cli, server, "MEMORY", "USAGE", "mem:1")
+    assert f"Biggest string found '\"mem:1\"' has {out(biggest).strip()} bytes" in text
+
+
+def test_hotkeys_says_why_as_redis_does_under_lru(
+    redis_cli: str, server: ServerProcess, target_name: str
+) -> None:
+    """Eviction is LRU, so OBJECT FREQ errs as it does in Redis without an LFU policy,
+    and redis-cli --hotkeys stops with that error (against Redis the same)."""
+    run_cli(redis_cli, server, "SET", "hot", "v")
+    if target_name == "redis":
+        run_cli(redis_cli, server, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    result = subprocess.run(
+        [redis_cli, "-h", server.host, "-p", str(server.port), "--hotkeys"],
+        capture_output=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert b"ERR An LFU maxmemory policy is not selected" in result.stdout + result.stderr

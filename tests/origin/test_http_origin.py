@@ -5,6 +5,7 @@ TTLs are short and every wait is a poll with a deadline."""
 from __future__ import annotations
 
 import select
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -269,3 +270,57 @@ def _scrape(http_port: int) -> str:
     with urllib.request.urlopen(url, timeout=DEADLINE_S) as response:
         body: bytes = response.read()
     return body.decode()
+
+
+def test_a_delete_or_write_during_a_load_wins_and_the_old_value_never_returns(
+    origin: HttpOrigin, start: Callable[..., ServerProcess]
+) -> None:
+    """A load in flight when its key is deleted or written answers nil and stores
+    nothing; a delete right after a load purges what the node remembered of it."""
+    http_port = free_port()
+    node = start("--origin", origin.url, "--origin-ttl-s", "60", "--http-port", str(http_port))
+    origin.values["k"] = b"old"
+    origin.delay_s = 0.5
+    with client(node) as c, client(node) as other:
+        # DEL while the load is in flight: the load does not store after it.
+        reader = threading.Thread(target=lambda: results.append(c.get("k")))
+        results: list[bytes | None] = []
+        reader.start()
+        time.sleep(0.2)
+        assert other.delete("k") == 0
+        reader.join()
+        assert results == [None]
+        assert other.pttl("k") == -2  # nothing stored
+        # SET while the load is in flight: the client's value stays.
+        results.clear()
+        reader = threading.Thread(target=lambda: results.append(c.get("k")))
+        reader.start()
+        time.sleep(0.2)
+        assert other.set("k", "mine")
+        reader.join()
+        assert other.get("k") == b"mine" and other.ttl("k") == -1
+        # Deleted right after a load: the next GET asks the origin again, which now
+        # has a new value; the old one never comes back (RESP and HTTP).
+        origin.delay_s = 0.0
+        other.delete("k")
+        assert c.get("k") == b"old"
+        origin.values["k"] = b"new"
+        assert other.delete("k") == 1
+        assert c.get("k") == b"new"
+        other.delete("k")
+        origin.values["k"] = b"newer"
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v1/keys/k") as answer:
+            assert answer.read() == b"newer"
+
+
+def test_only_database_0_reads_through(
+    origin: HttpOrigin, start: Callable[..., ServerProcess]
+) -> None:
+    origin.values["k"] = b"from origin"
+    node = start("--origin", origin.url)
+    with node.raw() as raw:
+        assert raw.call("SELECT", "3") == b"+OK\r\n"
+        assert raw.call("GET", "k") == b"$-1\r\n"
+        assert raw.call("SELECT", "0") == b"+OK\r\n"
+        assert raw.call("GET", "k") == b"$11\r\nfrom origin\r\n"
+    assert origin.requests == {"k": 1}

@@ -8,10 +8,12 @@ import pytest
 
 from geocache.clock import ManualClock
 from geocache.commands.context import Session
+from geocache.commands.slowlog import SlowLog
 from geocache.commands.table import NOAUTH, NOT_A_PEER, build_table, dispatch
 from geocache.config import NodeConfig
 from geocache.protocol.types import NULL_ARRAY, OK, Error
 from geocache.server.node import Node
+from geocache.store.databases import DATABASES, Databases
 from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 
@@ -22,6 +24,11 @@ class FakeNode:
         self.resp_port = self.config.port
         self.clock = ManualClock()
         self.store = Store(self.clock, max_bytes=self.config.max_bytes)
+        count = 1 if self.config.clustered else DATABASES
+        self.databases = Databases(self.store, self.clock, count)
+        self.slowlog = SlowLog()
+        self.killed: list[int] = []
+        self.paused: tuple[int, bool] | None = None
         self.scanner = Scanner(self.clock)
         self.started_ms = self.clock.wall_ms()
         self.table = build_table()
@@ -40,7 +47,17 @@ class FakeNode:
 
     def apply_config(self, config: NodeConfig) -> None:
         self.config = config
-        self.store.max_bytes = config.max_bytes
+        self.databases.set_limits(config.max_bytes, config.max_keys)
+
+    def kill_client(self, client_id: int) -> bool:
+        self.killed.append(client_id)
+        return True
+
+    def pause_clients(self, timeout_ms: int, all_commands: bool) -> None:
+        self.paused = (timeout_ms, all_commands)
+
+    def unpause_clients(self) -> None:
+        self.paused = None
 
 
 @pytest.fixture
@@ -87,7 +104,7 @@ def test_set_get_with_expiry_on_manual_clock(node: FakeNode) -> None:
             "ERR GT and LT options at the same time are not compatible",
         ),
         (("EXPIRE", "k", "5", "ZZ"), "ERR Unsupported option ZZ"),
-        (("SELECT", "1"), "ERR DB index is out of range"),
+        (("SELECT", "16"), "ERR DB index is out of range"),
         (("CLIENT", "NOPE"), "ERR unknown subcommand 'NOPE'. Try CLIENT HELP."),
         (("CLIENT", "SETNAME"), "ERR wrong number of arguments for 'client|setname' command"),
         (("HELLO", "4"), "NOPROTO unsupported protocol version"),

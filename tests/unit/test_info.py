@@ -26,6 +26,7 @@ REDIS_ORDER = [
     "cpu",
     "commandstats",
     "latencystats",
+    "cluster",
     "keyspace",
 ]
 

@@ -20,6 +20,10 @@ replication lag to each other region (the worst `lag_p99_ms` of its nodes in INF
 `# Regions` section, "-" where a node does not report it). At the end, or on Ctrl-C,
 every node gets SIGTERM and must exit 0, the relays stop, and a summary is printed:
 commands, errors, and lag p99 per region pair. Nothing is left running.
+
+The first node serves HTTP, and with it the live dashboard, whose URL is printed once
+the nodes are ready. With `keep`, the nodes (and relays) keep running after the
+workload until Ctrl-C or SIGTERM, so a person can look at the dashboard at leisure.
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ class DemoNode:
     argv: list[str]
     log_path: str
     proc: subprocess.Popen[bytes] | None = None
+    http_port: int = 0  # 0: HTTP off
 
     def start(self) -> int:
         with open(self.log_path, "ab") as log:
@@ -132,20 +137,22 @@ def make_nodes(
             for port in ports[target]:
                 delay_ms, seed = one_way_ms(source, target), len(relays.relays())
                 relays.add(f"127.0.0.1:{port}", delay_ms, JITTER_MS, source, seed)
-    nodes = []
+    nodes: list[DemoNode] = []
+    dashboard_port = free_port()  # the first node serves HTTP: the dashboard
     for region in regions:
         routes = relays.routes(region)
         peer_map = ",".join(f"{addr}={via}" for addr, via in sorted(routes.items()))
         seeds = ",".join(f"127.0.0.1:{ports[r][0]}" for r in regions)
         for i, port in enumerate(ports[region], 1):
             node_id = f"{region}-{i}"
+            http_port = dashboard_port if not nodes else 0
             argv = [sys.executable, "-m", "geocache", "serve", "--port", str(port)]
-            argv += ["--http-port", "0", "--max-bytes", "64mb", "--node-id", node_id]
+            argv += ["--http-port", str(http_port), "--max-bytes", "64mb", "--node-id", node_id]
             argv += ["--region", region, "--cluster-secret", secret, "--seeds", seeds]
             argv += ["--replicas", str(REPLICAS), "--log-level", "warning"]
             argv += ["--peer-map", peer_map] if peer_map else []
             log_path = os.path.join(logdir, f"{node_id}.log")
-            nodes.append(DemoNode(node_id, region, port, argv, log_path))
+            nodes.append(DemoNode(node_id, region, port, argv, log_path, http_port=http_port))
     return nodes
 
 
@@ -397,8 +404,10 @@ def run_demo(
     regions: int = 3,
     nodes_per_region: int = 3,
     rate: float = 2000.0,
+    keep: bool = False,
 ) -> int:
-    """Run the demo; 0 if every node stopped with 0 and no command failed."""
+    """Run the demo; 0 if every node stopped with 0 and no command failed. With `keep`,
+    the nodes run on after the workload until Ctrl-C (or SIGTERM)."""
     console = Console()
     if not 1 <= regions <= len(REGIONS) or min(nodes_per_region, keys, rate) < 1:
         console.print(f"regions is 1 to {len(REGIONS)}; nodes per region, keys, rate >= 1")
@@ -422,11 +431,15 @@ def run_demo(
         _describe(console, names, relays)
         _wait_ready(nodes)
         console.print(f"all {len(nodes)} nodes ready; workload for {duration_s:g} s")
+        url = dashboard_url(nodes)
+        console.print(f"dashboard: {url}", soft_wrap=True)
         for w in work.values():
             w.nodes = [n for n in nodes if n.region == w.region]
         view = View(names, nodes, work)
         _play(console, view, duration_s, live)
         _summary(console, view)
+        if keep:
+            _keep_running(console, url)
     except KeyboardInterrupt:
         console.print("interrupted")
         outcome = 130
@@ -448,6 +461,24 @@ def run_demo(
         return outcome
     failed = any(codes) or any(w.errors for w in work.values())
     return 1 if failed else 0
+
+
+def dashboard_url(nodes: list[DemoNode]) -> str:
+    port = next(n.http_port for n in nodes if n.http_port)
+    return f"http://127.0.0.1:{port}/"
+
+
+def _keep_running(console: Console, url: str) -> None:
+    """Until Ctrl-C or SIGTERM (both raise KeyboardInterrupt here): the normal end."""
+    console.print(
+        f"workload done; the nodes keep running: dashboard at {url}; Ctrl-C stops them",
+        soft_wrap=True,
+    )
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        console.print("stopping")
 
 
 def _interrupt(signum: int, frame: object) -> None:

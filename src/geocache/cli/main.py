@@ -76,11 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--rate", type=float, default=2000.0, help="commands a second per region (2000)"
     )
     demo.add_argument("--no-live", action="store_true", help="print a summary, no live table")
+    demo.add_argument(
+        "--keep",
+        action="store_true",
+        help="after the workload, keep the nodes running (for the dashboard) until Ctrl-C",
+    )
 
-    status = commands.add_parser("status", help="show a node's state")
-    status.add_argument("--host", default="127.0.0.1")
-    status.add_argument("--port", type=int, default=7379)
-    status.add_argument("--password", default=None)
+    status = commands.add_parser(
+        "status",
+        help="the cluster through one node: members by region and state, keys, memory, "
+        "ops/s, lag between regions",
+    )
+    status.add_argument("--host", default="127.0.0.1", help="a node to ask (127.0.0.1)")
+    status.add_argument("--port", type=int, default=7379, help="its RESP port (7379)")
+    status.add_argument("--password", default=None, help="requirepass of the nodes")
+    status.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    status.add_argument(
+        "--watch", action="store_true", help="refresh every --interval until Ctrl-C"
+    )
+    status.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between the two samples ops/s is measured over, and between refreshes (1)",
+    )
 
     relay = commands.add_parser(
         "relay", help="a TCP relay that delays each chunk (a slow link on 127.0.0.1)"
@@ -187,11 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             regions=args.regions,
             nodes_per_region=args.nodes_per_region,
             rate=args.rate,
+            keep=args.keep,
         )
     if args.command == "status":
         from geocache.cli.status import run_status
 
-        return run_status(args.host, args.port, args.password)
+        if args.interval <= 0:
+            print("geocache status: --interval must be more than 0", file=sys.stderr)
+            return 2
+        return run_status(args.host, args.port, args.password, args.json, args.watch, args.interval)
     if args.command == "relay":
         return run_relay(args)
     return 2  # pragma: no cover - argparse requires a command

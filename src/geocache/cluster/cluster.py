@@ -42,6 +42,7 @@ from geocache.cluster.swim import Send, Swim, SwimConfig, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
 from geocache.cluster.trust import Trust
 from geocache.commands.context import Deferred
+from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.entry import Entry, Tombstone
 from geocache.store.errors import VersionRefused
@@ -75,6 +76,7 @@ class Cluster:
         peers: Peers,
         rng: random.Random,
         addr: str,
+        events: ClusterEvents = NO_EVENTS,
     ) -> None:
         """`peers`: the connections to other nodes; `rng` seeds membership's and repair's
         choices (a simulated run replays exactly); `addr`: where peers reach this node."""
@@ -97,8 +99,10 @@ class Cluster:
         self.peers = peers
         self.router = Router(self)
         self.hints = Hints()
-        self.repairer = Repairer(self, random.Random(rng.random()))
-        self.streams = RegionStreams(self)
+        # Membership changes, resyncs and repair passes, for the dashboard's timeline.
+        self.events = events
+        self.repairer = Repairer(self, random.Random(rng.random()), events)
+        self.streams = RegionStreams(self, events)
         self._region_ids: list[str] = [self.node_id]
         # Alive members of every region, this node included in its own.
         self._by_region: dict[str, list[str]] = {self.region: [self.node_id]}
@@ -106,12 +110,9 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self.warm_until_ms = clock.mono_ms() + WARM_WINDOW_MS
         self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
-        self.stats = {
-            "forwarded": 0,
-            "replicated": 0,
-            "replica_failures": 0,
-            "hints_replayed": 0,
-        }
+        # Flushes (FLUSHALL) members have not acknowledged yet: node id -> version.
+        self._unflushed: dict[str, int] = {}
+        self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
         self.trust = Trust(host, clock, peers.handshakes, self.node_id)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -163,6 +164,7 @@ class Cluster:
         changes = self.swim.drain_changes()
         if not changes:
             return
+        self.events.membership(changes)
         alive = self.swim.alive()
         self._addr_of = {m.node_id: m.addr for m in alive}
         self._addr_of[self.node_id] = self.addr
@@ -360,6 +362,46 @@ class Cluster:
             for target in self.hints.targets():
                 if target in self._region_ids:
                     await self._replay(target)
+            for target, version in list(self._unflushed.items()):
+                if self.addr_of(target) is not None:
+                    await self._send_flush(target, version)
+
+    # -- flushes ---------------------------------------------------------------------------
+
+    async def flush_everywhere(self, version: int, reply: object) -> object:
+        """After a local FLUSHALL at `version`: every other member of every region drops
+        what is not newer (GC.FLUSH). `reply` once this region's members have it;
+        members that do not answer get it when they are back (the hint loop)."""
+        targets = [node_id for node_id in self._addr_of if node_id != self.node_id]
+        for target in targets:
+            self._unflushed[target] = max(version, self._unflushed.get(target, 0))
+        sent = await asyncio.gather(*(self._send_flush(t, version) for t in targets))
+        missed = [t for t, ok in zip(targets, sent, strict=True) if not ok]
+        if any(t in self._region_ids for t in missed):
+            log.warning("flush not acknowledged yet", extra={"members": ",".join(missed)})
+        return reply
+
+    async def _send_flush(self, target: str, version: int) -> bool:
+        addr = self.addr_of(target)
+        if addr is None:
+            return False
+        try:
+            answer = await self.peers.get(addr).call(
+                "GC.FLUSH", version, timeout_ms=PEER_TIMEOUT_MS
+            )
+        except PeerError:
+            return False
+        if isinstance(answer, Error):
+            return False
+        if self._unflushed.get(target, 0) <= version:
+            self._unflushed.pop(target, None)
+        return True
+
+    def apply_flush(self, version: int) -> int:
+        """GC.FLUSH from the member that ran FLUSHALL: drop what is not newer."""
+        dropped = self.store.flush_at(version)
+        log.info("flushed at another member's request", extra={"dropped": dropped})
+        return dropped
 
     async def _replay(self, target: str) -> None:
         batch = self.hints.batch(target, HINT_BATCH, self.clock.wall_ms())

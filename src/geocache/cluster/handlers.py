@@ -15,7 +15,7 @@ connection that has not proven the cluster secret.
   (repair.py): a peer compares digests, lists differing buckets and pulls newer records.
 - `GC.GEO` a batch from another region's stream (streams.py).
 
-Versions are checked where they enter: a replicated, forwarded or cross-region version
+Versions are checked where they enter: a replicated, forwarded, flush or cross-region version
 the clock does not admit (more than `max_clock_skew_ms` ahead of this node's wall
 clock, or out of range) is refused with an error reply, counted and logged, and
 changes nothing (the store refuses it, clock.py says why).
@@ -57,6 +57,7 @@ def peer_commands(cluster: Cluster) -> list[Command]:
         ("gc.fetch", 2, "readonly peer", "A key's entry or tombstone", h.fetch),
         ("gc.fwd", -4, "peer", "Run a forwarded command", h.fwd),
         ("gc.exec", -2, "peer", "Run a forwarded transaction", h.exec),
+        ("gc.flush", 2, "write peer", "A cluster-wide flush at a version", h.flush),
         ("gc.digest", 1, "readonly peer", "Bucket digests", h.digest),
         ("gc.bucket", 2, "readonly peer", "A bucket's records", h.bucket),
         ("gc.repair", 2, "fast peer", "Pull from the caller", h.repair),
@@ -202,6 +203,24 @@ class PeerHandlers:
         if isinstance(reply, Deferred):
             return Deferred(_encoded_later(reply, proto))
         return encode(reply, proto)
+
+    def flush(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.FLUSH version`: another member ran FLUSHALL at `version` (router.py)."""
+        try:
+            version = parse_int(argv[1])
+        except StoreError:
+            return NOT_INTEGER
+        if version <= 0:
+            return Error("ERR flush version must be positive")
+        store = self._cluster.store
+        hlc = store.hlc
+        if not hlc.admits(version):
+            # A flush from the far future would drop every write made until then and
+            # raise the resurrection floor past them all: refused like any version.
+            store.versions_refused += 1
+            exc = VersionRefused(version, hlc.ahead_ms(version), hlc.max_ahead_ms)
+            return self._cluster.version_refused(exc, session.peer_id, b"", "GC.FLUSH")
+        return self._cluster.apply_flush(version)
 
     def exec(self, session: Session, argv: list[bytes]) -> object:
         """`GC.EXEC proto n1 argv1... n2 argv2...`: a transaction another node queued for

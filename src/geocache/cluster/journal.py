@@ -18,7 +18,7 @@ standalone `Store` pays nothing for them.
 from __future__ import annotations
 
 from geocache.clock import HLC, Clock
-from geocache.cluster.digest import Digest
+from geocache.cluster.digest import BUCKETS, Digest, bucket_of
 from geocache.store.entry import ENTRY_OVERHEAD_BYTES, EXPIRY_OVERHEAD_BYTES, Entry, Tombstone
 from geocache.store.keyspace import Store
 from geocache.store.tombstones import DEFAULT_MAX_TOMBSTONES, DEFAULT_TOMBSTONE_TTL_MS, Tombstones
@@ -60,7 +60,7 @@ class DigestedTombstones(Tombstones):
 
 
 class JournaledStore(Store):
-    __slots__ = ("digest", "journal")
+    __slots__ = ("digest", "evicted_floor", "journal")
 
     def __init__(
         self,
@@ -88,6 +88,26 @@ class JournaledStore(Store):
         )
         self.digest = digest
         self.journal: list[Write] = []
+        # Per bucket, the newest version evicted from it. Eviction forgets a key, and
+        # with it the version that kept older writes out: an older record of it arriving
+        # later (a hint, repair from a former owner, another region's stream) would come
+        # back as new. So a key not held at all takes a replicated write only if it is
+        # newer than everything evicted from its bucket (a write of another key that
+        # old is refused too: under memory pressure, as if evicted on arrival).
+        self.evicted_floor = [0] * BUCKETS
+
+    # -- replicated writes -----------------------------------------------------------------
+
+    def apply(self, key: bytes, entry: Entry) -> bool:
+        """Store.apply, below the bucket's eviction floor only for keys held in some form."""
+        if (
+            entry[2] <= self.evicted_floor[bucket_of(key)]
+            and key not in self._data
+            and self.tombstones.get(key) is None
+        ):
+            self.hlc.update(entry[2])
+            return False
+        return super().apply(key, entry)
 
     # -- journal -------------------------------------------------------------------------
 
@@ -118,6 +138,23 @@ class JournaledStore(Store):
                 self._remove(key)
         return len(records)
 
+    def flush_at(self, version: int) -> int:
+        """A cluster-wide flush minted at `version` elsewhere: drop every record not newer
+        than it (a write made after the flush survives wherever it arrived first) and
+        raise the resurrection floor to it, so no older write can come back. Returns the
+        records dropped."""
+        self.hlc.update(version)
+        old = [key for key, entry in self._data.items() if entry[2] <= version]
+        for key in old:
+            self._remove(key)
+        space = self.tombstones
+        assert isinstance(space, Tombstones)  # a JournaledStore always keeps tombstones
+        tombs = [key for key, tomb in space.items() if tomb[0] <= version]
+        for key in tombs:
+            self.tombstones.discard(key)
+        self.tombstones.floor = max(self.tombstones.floor, version)
+        return len(old) + len(tombs)
+
     # -- digest hooks ----------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -147,10 +184,15 @@ class JournaledStore(Store):
             old_key, old = data.popitem(last=False)
             self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
             self.evictions += 1
+            if self.on_change is not None:
+                self.on_change(old_key, None, False)
             if old[1]:
                 self.used_bytes -= EXPIRY_OVERHEAD_BYTES
                 self._wheel.discard(old_key, old[1])
             self.digest.remove(old_key, old[2], old[3], False)
+            bucket = bucket_of(old_key)
+            if old[2] > self.evicted_floor[bucket]:
+                self.evicted_floor[bucket] = old[2]
 
 
 def is_tombstone(record: Entry | Tombstone) -> bool:

@@ -75,6 +75,7 @@ from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore
 from geocache.cluster.peers import PeerClient, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
+from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.entry import entry_size, newer
 from geocache.store.errors import VersionRefused
@@ -197,8 +198,14 @@ class RepairView(Protocol):
 
 
 class Repairer:
-    def __init__(self, cluster: RepairView, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        cluster: RepairView,
+        rng: random.Random | None = None,
+        events: ClusterEvents = NO_EVENTS,
+    ) -> None:
         self.cluster = cluster
+        self._events = events  # a finished pass may complete a region resync
         self.ready = False
         self.stats = RepairStats()
         self._rng = rng if rng is not None else random.Random()
@@ -272,7 +279,7 @@ class Repairer:
     def _set_ready(self, why: str) -> None:
         if not self.ready:
             self.ready = True
-            log.info("warm-up done", extra={"why": why, "stats": str(self.stats.as_dict())})
+            log.info("warm-up done", extra={"why": why, "stats": self.stats.as_dict()})
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -368,6 +375,7 @@ class Repairer:
                     p.todo, p.again = None, False
                 else:
                     del self._passes[peer]
+                    self._events.repair_done(peer)
             await asyncio.sleep(PAUSE_S)
 
     def _collect_overflows(self) -> None:

@@ -51,6 +51,8 @@ WATCH_ELSEWHERE = Error(
     "ERR WATCH in cluster mode needs a connection to the keys' primary (a cluster-aware client)"
 )
 LOADING = Error("LOADING geocache is joining its cluster")
+FLUSHES = frozenset({b"flushdb", b"flushall"})
+FLUSH_IN_MULTI = Error("ERR FLUSHALL and FLUSHDB run outside MULTI in cluster mode")
 CROSSSLOT = Error("CROSSSLOT Keys in request don't hash to the same slot")
 _SUMMED = {b"del", b"unlink", b"exists", b"touch"}
 NEWER = b"-TRYAGAIN newer version "
@@ -109,6 +111,8 @@ class RouterView(Protocol):
         self, commands: list[list[bytes]], owners: list[str], proto: int
     ) -> object: ...
 
+    async def flush_everywhere(self, version: int, reply: object) -> object: ...
+
 
 class Router:
     def __init__(self, cluster: RouterView) -> None:
@@ -122,6 +126,8 @@ class Router:
         if cmd is None or cmd.first_key == 0 or not session.authenticated:
             if cmd is not None and cmd.name == b"multi":
                 session.multi_slot = -1
+            elif cmd is not None and cmd.name in FLUSHES and session.authenticated:
+                return self._flush(table, session, argv)
             return dispatch(table, session, argv)
         arity = cmd.arity
         if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
@@ -129,6 +135,8 @@ class Router:
         if self.cluster.alone_before_joining():
             return LOADING
         keys = cmd.keys(argv)
+        if not keys:  # a key-taking command called without one (OBJECT HELP)
+            return dispatch(table, session, argv)
         if len(keys) == 1 and cmd.name != b"mget":  # MGET's reply is an array, always
             return self.route(table, session, argv, cmd, keys[0])
         return self._route_many(table, session, argv, cmd, keys)
@@ -202,12 +210,28 @@ class Router:
         cluster.streams.ship(writes)
         return cluster.replicate(writes, reply), True
 
+    def _flush(self, table: Table, session: Session, argv: list[bytes]) -> object:
+        """FLUSHDB / FLUSHALL in a cluster: here, then everywhere, at one version.
+
+        The local flush raises this store's resurrection floor to a version minted now;
+        every other member of every region gets `GC.FLUSH <version>` and drops what is
+        not newer, so nothing older comes back by replication or repair. Members that do
+        not answer get it when they are back (`Cluster.flush_everywhere`)."""
+        reply = dispatch(table, session, argv)
+        if reply is not OK:
+            return reply  # a syntax error: nothing was flushed
+        version = self.cluster.store.tombstones.floor
+        return Deferred(self.cluster.flush_everywhere(version, reply))
+
     # -- transactions ----------------------------------------------------------------------
 
     def _in_multi(self, table: Table, session: Session, argv: list[bytes], cmd: Command) -> object:
         """Inside MULTI: queue commands of the transaction's one slot; EXEC runs them."""
         if cmd.name == b"exec":
             return self._exec(table, session)
+        if cmd.name in FLUSHES:
+            session.multi_dirty = True
+            return FLUSH_IN_MULTI
         arity = cmd.arity
         arity_ok = len(argv) == arity if arity > 0 else len(argv) >= -arity
         if cmd.first_key and arity_ok and cmd.name not in TX_CONTROL:

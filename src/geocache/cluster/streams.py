@@ -50,6 +50,8 @@ from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import GEO, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
+from geocache.observability.events import NO_EVENTS, ClusterEvents
+from geocache.observability.histogram import REGION_LAG_BOUNDS_MS, Histogram
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
 from geocache.store.entry import Entry, Tombstone, newer
@@ -149,6 +151,7 @@ class Stream:
         self.resync = False
         self.rtt_ms: float | None = None
         self.lags: deque[int] = deque(maxlen=LAG_SAMPLES)
+        self.lag_histogram = Histogram(REGION_LAG_BOUNDS_MS)  # every write, for /metrics
         self.last_lag_ms = 0
         self.stats = {
             "sent": 0,
@@ -205,6 +208,7 @@ class Stream:
     def mark_resync(self, why: str) -> None:
         if not self.resync:
             log.warning("region stream needs a resync", extra={"region": self.region, "why": why})
+            self.parent.events.record("resync_needed", self.region, self.region, why)
         self.resync = True
         self._queue.clear()
 
@@ -278,6 +282,7 @@ class Stream:
             for _key, record in batch:
                 lag = max(0, applied_ms - version_ms(record[2] if len(record) == 4 else record[0]))
                 self.lags.append(lag)
+                self.lag_histogram.observe(lag)
                 worst = max(worst, lag)
             self.last_lag_ms = worst
         finally:
@@ -349,12 +354,14 @@ class Stream:
         self.resync = False
         self.stats["resyncs"] += 1
         log.info("region resync started", extra={"region": self.region, "members": len(members)})
+        self.parent.events.resync_started(self.region, members)
 
     # -- reporting ---------------------------------------------------------------------------
 
     def reset_stats(self) -> None:
         """CONFIG RESETSTAT: counters and lag samples start again."""
         self.lags.clear()
+        self.lag_histogram.reset()
         self.last_lag_ms = 0
         for name in self.stats:
             self.stats[name] = 0
@@ -380,9 +387,10 @@ class Stream:
 class RegionStreams:
     """A node's outbound streams, its gateway side, and reads from other regions."""
 
-    def __init__(self, cluster: StreamsView) -> None:
+    def __init__(self, cluster: StreamsView, events: ClusterEvents = NO_EVENTS) -> None:
         config = cluster.host.config
         self.cluster = cluster
+        self.events = events  # resyncs needed and started, for the dashboard's timeline
         self.queue_max = config.geo_queue_max
         self.resync_after_s = config.geo_resync_after_s
         self.coalesce = config.geo_coalesce

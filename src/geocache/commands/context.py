@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Protocol
 from geocache.auth import Transcript
 from geocache.clock import Clock
 from geocache.config import NodeConfig
+from geocache.store.databases import Databases
 from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 
 if TYPE_CHECKING:
+    from geocache.commands.slowlog import SlowLog
     from geocache.commands.table import Command
 
 
@@ -82,11 +84,22 @@ class NodeContext(Protocol):
 
     @property
     def resp_port(self) -> int: ...
+    @property
+    def databases(self) -> Databases: ...
+    @property
+    def slowlog(self) -> SlowLog: ...
 
     def sessions(self) -> Iterator[Session]: ...
+    def sleep_ms(self, delay_ms: int) -> Awaitable[None]:
+        """Time passing on the node's loop (commands do no I/O themselves)."""
+        ...
+
     def info_sections(self) -> dict[str, dict[str, object]]: ...
     def reset_stats(self) -> None: ...
     def apply_config(self, config: NodeConfig) -> None: ...
+    def kill_client(self, client_id: int) -> bool: ...
+    def pause_clients(self, timeout_ms: int, all_commands: bool) -> None: ...
+    def unpause_clients(self) -> None: ...
 
 
 class Session:
@@ -99,6 +112,7 @@ class Session:
         "channel_binding",
         "closing",
         "created_ms",
+        "db",
         "handshake",
         "hold_ms",
         "id",
@@ -111,15 +125,19 @@ class Session:
         "multi_dirty",
         "multi_slot",
         "name",
+        "no_evict",
         "node",
         "peer_id",
         "proto",
+        "reply_proto",
         "store",
         "watched",
     )
 
     def __init__(self, node: NodeContext, session_id: int, addr: str = "", laddr: str = "") -> None:
         self.node = node
+        # The selected database (SELECT): its number, and the store commands use.
+        self.db = 0
         self.store = node.store
         self.id = session_id
         self.addr = addr
@@ -128,6 +146,10 @@ class Session:
         self.lib_name = b""
         self.lib_ver = b""
         self.proto = 2
+        # CLIENT REPLY OFF sets `proto` to 0 and SKIP to -2 (the server sends nothing
+        # while it is 0 or less); `reply_proto` is the protocol to come back to.
+        self.reply_proto = 2
+        self.no_evict = False
         self.authenticated = not node.config.requirepass
         self.closing = False
         self.created_ms = self.last_ms = node.clock.mono_ms()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from random import Random
+
 from geocache.commands.context import Session
 from geocache.commands.strings import NOT_INTEGER, SYNTAX_ERROR
 from geocache.commands.table import command
@@ -54,7 +56,8 @@ def _expire(session: Session, argv: list[bytes], seconds: bool, absolute: bool) 
     name = argv[0].decode().lower()
     invalid = Error(f"ERR invalid expire time in '{name}' command")
     if seconds:
-        if when > INT64_MAX // 1000 or when < INT64_MIN // 1000:
+        # C's division truncates toward zero: LLONG_MIN / 1000 is -9223372036854775.
+        if when > INT64_MAX // 1000 or when < -(-INT64_MIN // 1000):
             return invalid
         when *= 1000
     now = session.node.clock.wall_ms()
@@ -208,18 +211,58 @@ def cmd_dbsize(session: Session, argv: list[bytes]) -> object:
     return len(session.store)
 
 
-def _flush(session: Session, argv: list[bytes]) -> object:
-    if len(argv) > 2 or (len(argv) == 2 and argv[1].upper() not in (b"ASYNC", b"SYNC")):
+def _flush_mode_ok(argv: list[bytes]) -> bool:
+    return len(argv) == 1 or (len(argv) == 2 and argv[1].upper() in (b"ASYNC", b"SYNC"))
+
+
+@command("flushdb", -1, "write", keys=(0, 0, 0), group="server", summary="Remove all keys")
+def cmd_flushdb(session: Session, argv: list[bytes]) -> object:
+    """Empty the selected database."""
+    if not _flush_mode_ok(argv):
         return SYNTAX_ERROR
     session.store.flush()
     return OK
 
 
-@command("flushdb", -1, "write", keys=(0, 0, 0), group="server", summary="Remove all keys")
-def cmd_flushdb(session: Session, argv: list[bytes]) -> object:
-    return _flush(session, argv)
-
-
 @command("flushall", -1, "write", keys=(0, 0, 0), group="server", summary="Remove all keys")
 def cmd_flushall(session: Session, argv: list[bytes]) -> object:
-    return _flush(session, argv)
+    """Empty every database."""
+    if not _flush_mode_ok(argv):
+        return SYNTAX_ERROR
+    session.node.databases.flush_all()
+    return OK
+
+
+@command("touch", -2, "readonly fast", keys=_ALL_KEYS, group="generic", summary="Touch keys")
+def cmd_touch(session: Session, argv: list[bytes]) -> object:
+    """Count the keys that exist, making each the most recently used (as Redis's TOUCH)."""
+    lookup = session.store.lookup
+    return sum(1 for key in argv[1:] if lookup(key) is not None)
+
+
+@command("randomkey", 1, "readonly", keys=(0, 0, 0), group="generic", summary="Return a random key")
+def cmd_randomkey(session: Session, argv: list[bytes]) -> object:
+    return session.store.random_key(_RANDOM)
+
+
+_RANDOM = Random()
+
+
+def _expire_time(session: Session, key: bytes) -> int:
+    """Redis's EXPIRETIME in ms: -2 for no key, -1 for no expiry."""
+    entry = session.store.peek(key)
+    if entry is None:
+        return -2
+    return entry[1] or -1
+
+
+@command("expiretime", 2, "readonly fast", group="generic", summary="A key's expiry as a UNIX time")
+def cmd_expiretime(session: Session, argv: list[bytes]) -> object:
+    ms = _expire_time(session, argv[1])
+    # Redis rounds to the nearest second, as TTL does.
+    return ms if ms < 0 else (ms + 500) // 1000
+
+
+@command("pexpiretime", 2, "readonly fast", group="generic", summary="A key's expiry in UNIX ms")
+def cmd_pexpiretime(session: Session, argv: list[bytes]) -> object:
+    return _expire_time(session, argv[1])

@@ -84,7 +84,7 @@ def _check_value(session: Session, value: bytes) -> None:
         raise _Reply(TOO_BIG)
 
 
-def _default_expiry(session: Session) -> int:
+def default_expiry(session: Session) -> int:
     ttl_s = session.node.config.default_ttl_s
     return session.node.clock.wall_ms() + ttl_s * 1000 if ttl_s else 0
 
@@ -107,7 +107,7 @@ def _set(
     if flags & KEEPTTL and old is not None:
         expires_at = old[1]
     elif expire is None:
-        expires_at = _default_expiry(session)
+        expires_at = default_expiry(session)
     store.set(key, value, expires_at)
     if flags & GET:
         return old[0] if old is not None else None
@@ -139,7 +139,7 @@ def cmd_setnx(session: Session, argv: list[bytes]) -> object:
         return TOO_BIG
     if session.store.peek(argv[1]) is not None:
         return 0
-    session.store.set(argv[1], argv[2], _default_expiry(session))
+    session.store.set(argv[1], argv[2], default_expiry(session))
     return 1
 
 
@@ -153,7 +153,7 @@ def cmd_getset(session: Session, argv: list[bytes]) -> object:
     if len(argv[2]) > session.node.config.max_value_bytes:
         return TOO_BIG
     old = session.store.get(argv[1])
-    session.store.set(argv[1], argv[2], _default_expiry(session))
+    session.store.set(argv[1], argv[2], default_expiry(session))
     return old
 
 
@@ -210,7 +210,7 @@ def cmd_mset(session: Session, argv: list[bytes]) -> object:
     pairs = _mset_pairs(session, argv)
     if isinstance(pairs, Error):
         return pairs
-    expires_at = _default_expiry(session)
+    expires_at = default_expiry(session)
     for key, value in pairs:
         session.store.set(key, value, expires_at)
     return OK
@@ -224,7 +224,7 @@ def cmd_msetnx(session: Session, argv: list[bytes]) -> object:
     store = session.store
     if any(store.peek(key) is not None for key, _ in pairs):
         return 0
-    expires_at = _default_expiry(session)
+    expires_at = default_expiry(session)
     for key, value in pairs:
         store.set(key, value, expires_at)
     return 1
@@ -235,7 +235,7 @@ def cmd_append(session: Session, argv: list[bytes]) -> object:
     store, key = session.store, argv[1]
     entry = store.peek(key)
     if entry is None:
-        value, expires_at = argv[2], _default_expiry(session)
+        value, expires_at = argv[2], default_expiry(session)
     else:
         value, expires_at = entry[0] + argv[2], entry[1]
     if len(value) > session.node.config.max_value_bytes:
@@ -278,6 +278,12 @@ def cmd_getrange(session: Session, argv: list[bytes]) -> object:
     return value[start : end + 1]
 
 
+@command("substr", 4, "readonly", summary="Get a substring of the string stored at a key")
+def cmd_substr(session: Session, argv: list[bytes]) -> object:
+    """GETRANGE under its old name."""
+    return cmd_getrange(session, argv)
+
+
 @command("setrange", 4, "write", summary="Overwrite part of a string at key starting at an offset")
 def cmd_setrange(session: Session, argv: list[bytes]) -> object:
     try:
@@ -295,7 +301,7 @@ def cmd_setrange(session: Session, argv: list[bytes]) -> object:
         return TOO_BIG
     padded = old.ljust(offset, b"\x00")
     value = padded[:offset] + patch + padded[offset + len(patch) :]
-    store.set(key, value, entry[1] if entry is not None else _default_expiry(session))
+    store.set(key, value, entry[1] if entry is not None else default_expiry(session))
     return len(value)
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from geocache.commands.context import Session
 from geocache.protocol.types import Error
-from geocache.store.errors import StoreError
+from geocache.store.errors import StoreError, TooLarge
 
 Handler = Callable[[Session, list[bytes]], object]
 SubHandler = Handler
@@ -111,10 +111,17 @@ def new_command(
 def build_table(extra: Iterable[Command] = ()) -> dict[bytes, Command]:
     """Every command, under its lower- and upper-case name; `extra`: the cluster's."""
     from geocache.commands import (  # noqa: F401 - importing registers the commands
+        bits,
         cluster,
         connection,
+        databases,
+        dump,
         keys,
+        latency,
+        lcs,
+        objects,
         server,
+        slowlog,
         strings,
         topology,
         transactions,
@@ -159,6 +166,8 @@ def _refuse(session: Session, error: Error) -> Error:
 
 
 KEY_TOO_LARGE = Error("ERR key exceeds maximum allowed size (max-key-bytes)")
+# Redis's answer to a write that memory cannot take even after eviction.
+OOM = Error("OOM command not allowed when used memory > 'maxmemory'.")
 
 
 def dispatch(table: dict[bytes, Command], session: Session, argv: list[bytes]) -> object:
@@ -189,6 +198,8 @@ def dispatch(table: dict[bytes, Command], session: Session, argv: list[bytes]) -
     session.last_cmd = cmd.name
     try:
         return cmd.handler(session, argv)
+    except TooLarge:
+        return OOM
     except StoreError as exc:
         return Error(str(exc))
 

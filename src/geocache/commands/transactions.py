@@ -12,9 +12,15 @@ plain clients, not only for optimistic locking.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from geocache.commands.context import Session
-from geocache.commands.table import command
+from geocache.commands.dump import OVERHEAD_BYTES as DUMP_OVERHEAD_BYTES
+from geocache.commands.table import OOM, command
 from geocache.protocol.types import NULL_ARRAY, OK, QUEUED, Error
+from geocache.store.counters import parse_int
+from geocache.store.entry import ENTRY_OVERHEAD_BYTES, entry_size
+from geocache.store.errors import StoreError
 
 _NO_KEYS = (0, 0, 0)
 # Bounds what one client can make the node hold for a transaction.
@@ -80,10 +86,63 @@ def cmd_unwatch(session: Session, argv: list[bytes]) -> object:
 
 
 def queue(session: Session, argv: list[bytes]) -> object:
-    """Queue a command inside MULTI (the caller has checked it exists and its arity)."""
+    """Queue a command inside MULTI (the caller has checked it exists and its arity).
+
+    As Redis refuses a write it has no memory for when it is queued (and the EXEC that
+    follows), a write whose entry alone could never fit in `max_bytes` is refused now.
+    """
     assert session.multi is not None
     if len(session.multi) >= MAX_QUEUED_COMMANDS:
         session.multi_dirty = True
         return Error(f"ERR too many commands in a transaction (max {MAX_QUEUED_COMMANDS})")
+    max_bytes = session.store.max_bytes
+    if max_bytes and least_entry_bytes(argv) > max_bytes:
+        session.multi_dirty = True
+        return OOM
     session.multi.append(argv)
     return QUEUED
+
+
+def _value_at(index: int) -> Callable[[list[bytes]], int]:
+    return lambda argv: len(argv[index]) if len(argv) > index else 0
+
+
+def _setrange(argv: list[bytes]) -> int:
+    return (_offset(argv[2]) + len(argv[3])) if len(argv) > 3 and argv[3] else 0
+
+
+def _setbit(argv: list[bytes]) -> int:
+    return _offset(argv[2]) // 8 + 1 if len(argv) > 2 else 0
+
+
+def _offset(raw: bytes) -> int:
+    try:
+        return max(parse_int(raw), 0)
+    except StoreError:
+        return 0  # the command will fail on it when it runs
+
+
+# The least value a queued write leaves in its (first) key, from its arguments.
+_LEAST_VALUE: dict[bytes, Callable[[list[bytes]], int]] = {
+    b"set": _value_at(2),
+    b"setnx": _value_at(2),
+    b"getset": _value_at(2),
+    b"append": _value_at(2),
+    b"setex": _value_at(3),
+    b"psetex": _value_at(3),
+    b"setrange": _setrange,
+    b"setbit": _setbit,
+    b"restore": lambda argv: max(len(argv[3]) - DUMP_OVERHEAD_BYTES, 0) if len(argv) > 3 else 0,
+}
+
+
+def least_entry_bytes(argv: list[bytes]) -> int:
+    """The least `entry_size` a queued write will make (0 for other commands)."""
+    name = argv[0].lower()
+    if name in (b"mset", b"msetnx"):
+        pairs = zip(argv[1::2], argv[2::2], strict=False)
+        return max((entry_size(k, v) for k, v in pairs), default=0)
+    least = _LEAST_VALUE.get(name)
+    if least is None or len(argv) < 2:
+        return 0
+    return len(argv[1]) + least(argv) + ENTRY_OVERHEAD_BYTES

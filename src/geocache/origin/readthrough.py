@@ -18,6 +18,13 @@ after it ended. A miss arriving in those turns would find neither the value nor 
 load, and load the key again; reusing the outcome for a moment closes that gap. It
 is the answer that miss would have had a moment earlier by joining the load.
 
+Writes win over loads (`forget`, which the store calls on every change): a write,
+delete or flush of a key drops what the shelves remember of it (the settled outcome,
+the stale value, a "no such key"), and a load of it in flight when that happened
+answers nil and stores nothing, so a value the origin gave before a delete never
+lands after it. Eviction and expiry drop only the settled outcome: the next miss loads
+afresh, and the last value stays for stale-if-error.
+
 Memory is bounded, beside max_bytes: the stale shelf by a tenth of max_bytes, negative
 answers by a hundredth (64 MiB and 8 MiB on a node without max_bytes), settled outcomes
 by time (the loads of SETTLE_MS); in-flight loads by the keys being read at once.
@@ -37,6 +44,7 @@ from typing import TYPE_CHECKING
 from geocache.clock import Clock
 from geocache.config import NodeConfig
 from geocache.fill import Fill
+from geocache.observability.events import NO_EVENTS, EventSink
 from geocache.observability.metrics import LATENCY_BOUNDS_NS, SUM_INDEX, new_slot
 from geocache.origin.breaker import CLOSED, Breaker
 from geocache.origin.loaders import Loader, ValueTooLarge
@@ -107,6 +115,7 @@ class OriginStats:
     negative_hits: int = 0  # misses answered from a remembered "no such key"
     refreshes: int = 0  # refresh-ahead loads that stored a new value
     refresh_failures: int = 0  # refresh-ahead loads that failed (tried again later)
+    superseded: int = 0  # loads a write, delete or flush overtook: answered nil, not stored
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -114,9 +123,15 @@ class OriginStats:
 
 class ReadThrough:
     def __init__(
-        self, loader: Loader, settings: Settings, clock: Clock, description: str = ""
+        self,
+        loader: Loader,
+        settings: Settings,
+        clock: Clock,
+        description: str = "",
+        events: EventSink = NO_EVENTS,
     ) -> None:
         self.loader = loader
+        self.events = events  # breaker opened and closed, for the dashboard's timeline
         self.settings = settings
         self.description = description  # what INFO shows (no password)
         self.clock = clock
@@ -130,6 +145,8 @@ class ReadThrough:
         self.latency = new_slot()  # load times, as metrics.CommandLatency keeps them
         # Refresh-ahead of hot keys, when configured (service.py sets it).
         self.refresher: Refresher | None = None
+        # Keys written, deleted or flushed while their load was in flight.
+        self._superseded: set[bytes] = set()
 
     def content_type(self, key: bytes) -> str | None:
         """The Content-Type an HTTP origin gave `key`'s value when this node loaded it."""
@@ -179,8 +196,39 @@ class ReadThrough:
             self.stats.stale_served += 1
         return outcome
 
+    def forget(self, key: bytes | None, value: bytes | None, purge: bool) -> None:
+        """The store changed `key` (None: every key) to `value` (None: removed); see the
+        module docstring. Storing the very value this node loaded is no news."""
+        if (
+            value is not None
+            and key is not None
+            and value is self.stale.get(key, self.clock.mono_ms())
+        ):
+            self._settled.discard(key)
+            return
+        if key is None:
+            self._settled.clear()
+            if purge:
+                self.stale.clear()
+                self.negative.clear()
+                self._superseded.update(
+                    k for k in self._flights.in_flight() if isinstance(k, bytes)
+                )
+            return
+        self._settled.discard(key)
+        if purge:
+            self.stale.discard(key)
+            self.negative.discard(key)
+            if key in self._flights:
+                self._superseded.add(key)
+
     async def _load(self, key: bytes) -> Outcome:
         outcome = await self._try_load(key)
+        if key in self._superseded:
+            self._superseded.discard(key)
+            self.stale.discard(key)
+            self.stats.superseded += 1
+            return None
         now = self.clock.mono_ms()
         self._settled.put(key, outcome, now + SETTLE_MS, now)
         return outcome
@@ -241,11 +289,13 @@ class ReadThrough:
         self.breaker.failure()
         if was_closed and self.breaker.state != CLOSED:
             log.warning("origin circuit breaker opened", extra={"reason": reason})
+            self.events.record("breaker_opened", "origin", detail=reason)
         return self._fallback(key, reason)
 
     def _succeeded(self) -> None:
         if self.breaker.state != CLOSED:
             log.warning("origin circuit breaker closed: the origin answers again")
+            self.events.record("breaker_closed", "origin")
         self.breaker.success()
 
     def _fallback(self, key: bytes, reason: str) -> Outcome:

@@ -22,6 +22,7 @@ from typing import Protocol
 from geocache.commands.context import Deferred, NodeContext, Session
 from geocache.commands.table import Command
 from geocache.fill import Fill
+from geocache.observability.events import EventSink
 from geocache.origin.loaders import open_loader
 from geocache.origin.readthrough import ReadThrough, Settings
 from geocache.origin.refresh import Refresher
@@ -40,6 +41,11 @@ class OriginHost(NodeContext, Protocol):
         """How the node runs a command (its writes of loaded values go this way)."""
         ...
 
+    @property
+    def events(self) -> EventSink:
+        """Where the breaker's openings and closings go (the dashboard's timeline)."""
+        ...
+
 
 def open_origin(node: OriginHost) -> ReadThrough:
     """The node's read-through (refresh-ahead starts with `ReadThrough.start`)."""
@@ -47,7 +53,7 @@ def open_origin(node: OriginHost) -> ReadThrough:
     spec = parse_origin(config.origin)
     settings = Settings.from_config(config)
     loader = open_loader(spec, settings.timeout_s, settings.concurrency, config.max_value_bytes)
-    through = ReadThrough(loader, settings, node.clock, spec.shown)
+    through = ReadThrough(loader, settings, node.clock, spec.shown, node.events)
     if config.refresh_keys:
         refresher = Refresher(config.refresh_keys, settings.ttl_ms, through, NodeKeys(node))
         through.refresher = refresher
@@ -101,6 +107,8 @@ class StandaloneMisses:
 
     def __call__(self, table: Table, session: Session, argv: list[bytes]) -> object:
         reply = self._inner(table, session, argv)
+        if session.db:  # the origin fills database 0 only (SELECT)
+            return reply
         # A nil reply or an array holding one is rare enough to look closer at.
         if reply is None and len(argv) == 2 and argv[0].lower() == b"get":
             return Deferred(self._get(argv[1]))

@@ -76,5 +76,9 @@ class Shelf(Generic[T]):
         if found is not None:
             self.used_bytes -= self._cost(key, found[1])
 
+    def clear(self) -> None:
+        self._data.clear()
+        self.used_bytes = 0
+
     def _cost(self, key: bytes, answer: T) -> int:
         return len(key) + self._size(answer) + SHELF_ENTRY_OVERHEAD_BYTES

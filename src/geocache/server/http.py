@@ -8,6 +8,9 @@ key (forwarding to its owners) and a miss fills from the origin, whose Content-T
 GET answers with when this node loaded the value. Either way a key PUT over HTTP is
 read over RESP and the reverse, with the same versions and the same absolute expiry.
 
+PUT and DELETE honour `If-Match` and `If-None-Match` against the ETag (the version),
+answering 412 when they do not hold (conditional.py): compare-and-set over HTTP.
+
 Keys are any bytes, percent-encoded in the path after `/v1/keys/`. The key is taken
 from the raw (still encoded) path and decoded to bytes here: aiohttp's decoded path is
 text, which cannot hold arbitrary bytes, and its normalised URL would resolve `..`.
@@ -43,6 +46,8 @@ from geocache.commands.context import Deferred, Session
 from geocache.config import NodeConfig
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error, Raw
+from geocache.server.conditional import Preconditions, etag_of
+from geocache.server.dashboard import ASSETS, Dashboard
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
 from geocache.server.prometheus import NodeCollector
 from geocache.store.entry import Entry
@@ -77,12 +82,14 @@ _STATES = {"a": "up", "s": "suspect", "d": "down", "l": "left"}
 class HttpServer:
     """The running HTTP listener; `close()` stops it (the node calls it on stop)."""
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, port: int, api: HttpApi) -> None:
         self._runner = runner
+        self._api = api
         self.port = port
 
     async def close(self) -> None:
         await self._runner.cleanup()
+        await self._api.close()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -105,6 +112,10 @@ class HttpApi:
         # client; a lone node reads and writes its store directly (no await between).
         self._session = Session(node, node.next_client_id(), "http", "http")
         self._session.authenticated = True
+        self._dashboard = Dashboard(node)
+
+    async def close(self) -> None:
+        await self._dashboard.close()
 
     @property
     def _routed(self) -> bool:
@@ -192,46 +203,82 @@ class HttpApi:
 
     async def put_key(self, request: web.Request) -> web.StreamResponse:
         key = self._key(request)
-        expires_at_ms = self._expires_at_ms(request.query.getall("ttl", []))
+        ttl_s = self._ttl_s(request.query.getall("ttl", []))
         limit = self._node.config.max_value_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"value of {request.content_length} bytes is over {limit} bytes")
         value = await request.read()  # the app's client_max_size stops a longer chunked body
         if len(value) > limit:
             return error(413, f"value of {len(value)} bytes is over {limit} bytes")
+        conditions = Preconditions.parse(request.headers)
         if self._routed:
-            created = await self._command(b"GETVER", key) is None
-            argv = [b"SET", key, value]
-            if expires_at_ms:
-                argv += [b"PXAT", b"%d" % expires_at_ms]
-            await self._command(*argv)
-            version = await self._command(b"GETVER", key)
-            return web.Response(status=201 if created else 204, headers={"ETag": f'"{version}"'})
-        created = self._store.peek(key) is None
+            return await self._put_routed(key, value, ttl_s, conditions)
+        # No await from the check to the write: nothing else can change the key between.
+        current = self._store.peek(key)
+        if not conditions.holds(etag_of(current[2] if current else None)):
+            return _precondition_failed(current[2] if current else None)
         try:
-            entry = self._store.set(key, value, expires_at_ms)
+            entry = self._store.set(key, value, self._expires_at_ms(ttl_s))
         except TooLarge as exc:
             return error(413, str(exc).removeprefix("ERR "))
-        return web.Response(status=201 if created else 204, headers={"ETag": f'"{entry[2]}"'})
+        status = 201 if current is None else 204
+        return web.Response(status=status, headers={"ETag": f'"{entry[2]}"'})
 
-    def _expires_at_ms(self, ttl: list[str]) -> int:
-        """Absolute expiry from `?ttl=` seconds (as SET EX), or the default TTL, or 0."""
+    async def _put_routed(
+        self, key: bytes, value: bytes, ttl_s: int, conditions: Preconditions
+    ) -> web.StreamResponse:
+        """SET at the key's primary; with a precondition, CAS on the version it was checked
+        against, so a write that lands in between makes this one fail (412), not vanish."""
+        version = await self._command(b"GETVER", key)
+        current = version if isinstance(version, int) else None
+        if conditions.given:
+            if not conditions.holds(etag_of(current)):
+                return _precondition_failed(current)
+            argv = [b"CAS", key, b"%d" % (current or 0), value]
+            argv += [b"EX", b"%d" % ttl_s] if ttl_s else []
+            written = await self._command(*argv)
+            if written is None:  # changed since GETVER
+                return _precondition_failed(await self._command(b"GETVER", key))
+        else:
+            argv = [b"SET", key, value]
+            if ttl_s:
+                argv += [b"PXAT", b"%d" % self._expires_at_ms(ttl_s)]
+            await self._command(*argv)
+            written = await self._command(b"GETVER", key)
+        status = 201 if current is None else 204
+        return web.Response(status=status, headers={"ETag": f'"{written}"'})
+
+    def _ttl_s(self, ttl: list[str]) -> int:
+        """Seconds from `?ttl=` (as SET EX), or the default TTL, or 0 (none)."""
         if not ttl:
-            default_s = self._node.config.default_ttl_s
-            return self._node.clock.wall_ms() + default_s * 1000 if default_s else 0
+            return self._node.config.default_ttl_s
         text = ttl[0]
         if len(ttl) > 1 or not (text.isascii() and text.isdigit()):
             raise _Reply(error(400, "ttl must be one whole number of seconds"))
         ttl_s = int(text)
         if not 1 <= ttl_s <= MAX_TTL_S:
             raise _Reply(error(400, f"ttl must be from 1 to {MAX_TTL_S} seconds"))
-        return self._node.clock.wall_ms() + ttl_s * 1000
+        return ttl_s
+
+    def _expires_at_ms(self, ttl_s: int) -> int:
+        return self._node.clock.wall_ms() + ttl_s * 1000 if ttl_s else 0
 
     async def delete_key(self, request: web.Request) -> web.StreamResponse:
         key = self._key(request)
+        conditions = Preconditions.parse(request.headers)
         if self._routed:
+            if conditions.given:
+                # Checked just before the delete, not atomically with it (there is no
+                # compare-and-delete command): a write in between is deleted too.
+                version = await self._command(b"GETVER", key)
+                current = version if isinstance(version, int) else None
+                if not conditions.holds(etag_of(current)):
+                    return _precondition_failed(current)
             deleted = await self._command(b"DEL", key)
         else:
+            entry = self._store.peek(key)
+            if conditions.given and not conditions.holds(etag_of(entry[2] if entry else None)):
+                return _precondition_failed(entry[2] if entry else None)
             deleted = self._store.delete(key)
         if deleted:
             return web.Response(status=204)
@@ -322,6 +369,40 @@ class HttpApi:
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
+    # -- the dashboard -----------------------------------------------------------------
+
+    async def dashboard_page(self, request: web.Request) -> web.StreamResponse:
+        return self._asset("dashboard.html")
+
+    dashboard_root = dashboard_page  # `/` and `/dashboard` are the same page
+
+    async def dashboard_script(self, request: web.Request) -> web.StreamResponse:
+        return self._asset("dashboard.js")
+
+    async def dashboard_style(self, request: web.Request) -> web.StreamResponse:
+        return self._asset("dashboard.css")
+
+    def _asset(self, name: str) -> web.Response:
+        # Revalidated each time: a node upgraded in place serves its new page at once.
+        headers = {"Cache-Control": "no-cache"}
+        return web.Response(
+            body=self._dashboard.asset(name), content_type=ASSETS[name], headers=headers
+        )
+
+    async def get_dashboard(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(await self._dashboard.state(_since(request)))
+
+    async def get_events(self, request: web.Request) -> web.StreamResponse:
+        events = self._node.events
+        return web.json_response(
+            {
+                "node_id": self._node.node_id,
+                "started_ms": self._node.started_ms,  # a reader sees a restart by it
+                "events": [e.as_dict() for e in events.since(_since(request))],
+                "last_seq": events.last_seq,
+            }
+        )
+
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         config = self._node.config
         cached = self._openapi
@@ -336,6 +417,24 @@ class _Reply(Exception):
 
     def __init__(self, response: web.Response) -> None:
         self.response = response
+
+
+def _since(request: web.Request) -> int:
+    """`?since=` (the last event sequence number seen), 0 when absent."""
+    given = request.query.getall("since", [])
+    if not given:
+        return 0
+    text = given[0]
+    if len(given) > 1 or not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise _Reply(error(400, "since must be one whole number"))
+    return int(text)
+
+
+def _precondition_failed(version: object) -> web.Response:
+    """412, with the key's current ETag when it exists."""
+    if isinstance(version, int) and version:
+        return error(412, f'precondition failed: the ETag is "{version}"', {"ETag": f'"{version}"'})
+    return error(412, "precondition failed: no such key")
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -358,6 +457,12 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "/readyz", "readyz"),
     ("GET", "/metrics", "metrics"),
     ("GET", "/openapi.json", "openapi"),
+    ("GET", "/", "dashboard_root"),
+    ("GET", "/dashboard", "dashboard_page"),
+    ("GET", "/dashboard.js", "dashboard_script"),
+    ("GET", "/dashboard.css", "dashboard_style"),
+    ("GET", "/v1/dashboard", "get_dashboard"),
+    ("GET", "/v1/events", "get_events"),
 )
 
 
@@ -454,4 +559,4 @@ async def start_http(node: Node) -> HttpServer:
     port = config.http_port
     for address in runner.addresses:
         port = address[1]
-    return HttpServer(runner, port)
+    return HttpServer(runner, port, api)

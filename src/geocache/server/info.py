@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from geocache.observability.metrics import percentile_s
+from geocache.store.keyspace import Store
 
 if TYPE_CHECKING:
     from geocache.server.node import Node
@@ -57,12 +58,18 @@ def _clients(node: Node) -> Section:
     }
 
 
+def _stores(node: Node) -> list[Store]:
+    """Every database made so far (SELECT): 0 is the node's store."""
+    return [store for _index, store in node.databases.held()]
+
+
 def _memory(node: Node) -> Section:
-    store, config = node.store, node.config
+    config = node.config
+    used = sum(store.used_bytes for store in _stores(node))
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # ru_maxrss is KiB
     return {
-        "used_memory": store.used_bytes,
-        "used_memory_human": human_bytes(store.used_bytes),
+        "used_memory": used,
+        "used_memory_human": human_bytes(used),
         "used_memory_rss": _rss_bytes(),
         "used_memory_peak_rss": peak_rss,
         "maxmemory": config.max_bytes,
@@ -82,17 +89,17 @@ def _persistence(node: Node) -> Section:
 
 
 def _stats(node: Node) -> Section:
-    store, stats = node.store, node.stats
+    stats, stores = node.stats, _stores(node)
     return {
         "total_connections_received": stats.connections_received,
         "total_commands_processed": stats.commands_processed,
         "total_net_input_bytes": stats.net_input_bytes,
         "total_net_output_bytes": stats.net_output_bytes,
         "rejected_connections": stats.rejected_connections,
-        "expired_keys": store.expirations,
-        "evicted_keys": store.evictions,
-        "keyspace_hits": store.hits,
-        "keyspace_misses": store.misses,
+        "expired_keys": sum(store.expirations for store in stores),
+        "evicted_keys": sum(store.evictions for store in stores),
+        "keyspace_hits": sum(store.hits for store in stores),
+        "keyspace_misses": sum(store.misses for store in stores),
         "total_error_replies": stats.protocol_errors,
         "http_requests": sum(node.metrics.http_statuses.values()),
     }
@@ -134,13 +141,20 @@ def _latencystats(node: Node) -> Section:
 
 
 def _keyspace(node: Node) -> Section:
-    store = node.store
+    return {
+        f"db{index}": line
+        for index, store in node.databases.held()
+        if (line := _keyspace_line(store))
+    }
+
+
+def _keyspace_line(store: Store) -> str:
     if not len(store):
-        return {}
+        return ""
     # Keys filed in the expiry wheel are exactly the keys with a TTL (store/expiry.py),
     # counted without walking the keyspace.
     expires = len(store._wheel)
-    return {"db0": f"keys={len(store)},expires={expires},avg_ttl=0"}
+    return f"keys={len(store)},expires={expires},avg_ttl=0"
 
 
 def _geocache(node: Node) -> Section:

@@ -21,7 +21,7 @@ import os
 import platform
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, fields
 
 from geocache._version import __version__
@@ -31,15 +31,19 @@ from geocache.cluster.handlers import peer_commands
 from geocache.cluster.journal import JournaledStore
 from geocache.cluster.peers import Peers
 from geocache.commands.context import Session, Topology
+from geocache.commands.slowlog import SlowLog
 from geocache.commands.table import Command, build_table, dispatch
 from geocache.config import NodeConfig
 from geocache.fill import Filler
+from geocache.observability.events import EventLog
 from geocache.observability.metrics import Metrics
 from geocache.observability.throttle import LogThrottle
 from geocache.origin.readthrough import ReadThrough
 from geocache.origin.service import Dispatch, StandaloneMisses, open_origin
 from geocache.server.http import HttpServer, start_http
+from geocache.server.pause import ClientPause
 from geocache.server.resp import CommandGate, RespConnection
+from geocache.store.databases import DATABASES, Databases
 from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 from geocache.store.tombstones import Tombstones
@@ -102,21 +106,31 @@ class Node:
                 clock = OffsetClock(clock, config.clock_offset_ms)
         self.clock: Clock = clock
         self.node_id = config.effective_node_id
-        self.store = store if store is not None else _make_store(config, clock)
+        main = store if store is not None else _make_store(config, clock)
+        # SELECT's databases: 0 is `main`; a cluster has no others (commands/databases.py).
+        self.databases = Databases(main, self.clock, 1 if config.clustered else DATABASES)
+        self.slowlog = SlowLog()
+        # What happened to the cluster, as this node saw it: the dashboard's timeline.
+        self.events = EventLog(self.clock, self.node_id)
         self.cluster: Cluster | None = None
         extra: list[Command] = []
         if config.clustered:
             self.cluster = self._make_cluster(peers, rng)
             extra = peer_commands(self.cluster)
         self.table: dict[bytes, Command] = build_table(extra)
-        # The read-through origin, if one is configured (origin/).
+        # The read-through origin, if one is configured (origin/); it hears of every
+        # change to the store, so no value it loaded outlives a write or delete.
         self.origin: Filler | None = open_origin(self) if config.origin else None
+        if isinstance(self.origin, ReadThrough):
+            self.store.on_change = self.origin.forget
         # What runs a command, chosen once: the local dispatch, the cluster's router, or
         # a standalone origin's miss filler around the local dispatch.
         self.dispatch: Dispatch = self._dispatch_path()
         # max_concurrent_commands: client commands in progress at once (server/resp.py).
         self.gate = CommandGate(config.max_concurrent_commands)
         self.scanner = Scanner(self.clock)
+        # CLIENT PAUSE wraps `dispatch` while a pause is on, and only then (server/pause.py).
+        self.client_pause = ClientPause(self)
         self.stats = NodeStats()
         self.metrics = Metrics(self.table)
         # True from listening until stop begins; `ready` (what /readyz reports) also
@@ -150,6 +164,7 @@ class Node:
             peers or Peers(self.node_id, config.cluster_secret, config.peer_routes),
             rng or random.Random(),
             config.advertise_addr or f"{config.bind}:{config.port}",
+            self.events,
         )
 
     def _dispatch_path(self) -> Dispatch:
@@ -165,6 +180,14 @@ class Node:
 
     # -- NodeContext ---------------------------------------------------------------------
 
+    @property
+    def store(self) -> Store:
+        """Database 0: the store every part of the node uses (SELECT aside)."""
+        return self.databases.main
+
+    def sleep_ms(self, delay_ms: int) -> Awaitable[None]:
+        return asyncio.sleep(delay_ms / 1000)
+
     def sessions(self) -> Iterator[Session]:
         for conn in list(self._connections.values()):
             if conn.session is not None:
@@ -173,16 +196,29 @@ class Node:
     def reset_stats(self) -> None:
         self.stats.reset()
         self.metrics.reset()
-        store = self.store
-        store.hits = store.misses = store.evictions = store.expirations = 0
+        for _index, store in self.databases.held():
+            store.hits = store.misses = store.evictions = store.expirations = 0
         if self.cluster is not None:
             self.cluster.streams.reset_stats()
 
     def apply_config(self, config: NodeConfig) -> None:
         """CONFIG SET: limits take effect at once; a smaller max_bytes evicts on next write."""
         self.config = config
-        self.store.max_bytes = config.max_bytes
-        self.store.max_keys = config.max_keys
+        self.databases.set_limits(config.max_bytes, config.max_keys)
+
+    def kill_client(self, client_id: int) -> bool:
+        """CLIENT KILL: close a connection once the replies already made are sent."""
+        conn = self._connections.get(client_id)
+        if conn is None:
+            return False
+        conn.close()
+        return True
+
+    def pause_clients(self, timeout_ms: int, all_commands: bool) -> None:
+        self.client_pause.pause(timeout_ms, all_commands)
+
+    def unpause_clients(self) -> None:
+        self.client_pause.unpause()
 
     def info_sections(self) -> dict[str, dict[str, object]]:
         from geocache.server.info import info_sections
@@ -336,11 +372,12 @@ class Node:
         self.stats.expire_cycles += 1
         deadline = time.perf_counter() + EXPIRE_BUDGET_S
         total = 0
-        while time.perf_counter() < deadline:
-            done = self.store.active_expire(EXPIRE_BATCH_KEYS)
-            total += done
-            if done < EXPIRE_BATCH_KEYS:
-                break
+        for _index, store in self.databases.held():
+            while time.perf_counter() < deadline:
+                done = store.active_expire(EXPIRE_BATCH_KEYS)
+                total += done
+                if done < EXPIRE_BATCH_KEYS:
+                    break
         return total
 
     async def _join_watch(self) -> None:

@@ -16,7 +16,18 @@ from geocache.config import NodeConfig
 # needs, and it keeps the absolute expiry in ms far inside int64 (as SET EX does).
 MAX_TTL_S = 3_155_760_000
 # Operations anyone may call when requirepass is set: probes and this document.
-OPEN_OPERATIONS = frozenset({"healthz", "readyz", "openapi"})
+# The dashboard's page, script and style hold no data: its JSON needs the token.
+OPEN_OPERATIONS = frozenset(
+    {
+        "healthz",
+        "readyz",
+        "openapi",
+        "dashboard_root",
+        "dashboard_page",
+        "dashboard_script",
+        "dashboard_style",
+    }
+)
 
 Schema = dict[str, Any]
 
@@ -116,6 +127,50 @@ SCHEMAS: dict[str, Schema] = {
             },
         }
     ),
+    "Event": _object(
+        {
+            "seq": {"type": "integer", "minimum": 1},
+            "at_ms": _INT,
+            "kind": _STR,
+            "subject": _STR,
+            "region": _STR,
+            "detail": _STR,
+            "reporter": _STR,
+        }
+    ),
+    "Events": _object(
+        {
+            "node_id": _STR,
+            "started_ms": _INT,
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "last_seq": _INT,
+        }
+    ),
+    "Dashboard": _object(
+        {
+            "node_id": _STR,
+            "region": _STR,
+            "at_ms": _INT,
+            "started_ms": _INT,
+            "clustered": {"type": "boolean"},
+            "regions": {
+                "type": "array",
+                "description": "Each region's members as this node sees them, with their"
+                " keys, memory, ops/s and hit ratio (the last known numbers, `stale`, for"
+                " a member that did not answer)",
+                "items": _object(
+                    {"name": _STR, "nodes": {"type": "array", "items": {"type": "object"}}}
+                ),
+            },
+            "lag": {
+                "type": "array",
+                "description": "Replication lag from each region to each other (ms)",
+                "items": _object({"from": _STR, "to": _STR}),
+            },
+            "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "last_seq": _INT,
+        }
+    ),
     "Cluster": _object(
         {
             "node_id": _STR,
@@ -165,6 +220,23 @@ def _key_operations(config: NodeConfig) -> dict[str, Schema]:
         "schema": {"type": "string"},
     }
     found = {"ETag": _ETAG, "X-Geocache-Ttl-Ms": _TTL}
+    conditions = [
+        {
+            "name": "If-Match",
+            "in": "header",
+            "required": False,
+            "description": "Only if the key's ETag is among these (* : only if it exists)",
+            "schema": {"type": "string"},
+        },
+        {
+            "name": "If-None-Match",
+            "in": "header",
+            "required": False,
+            "description": "Only if the key's ETag is none of these (* : only if it is absent)",
+            "schema": {"type": "string"},
+        },
+    ]
+    failed = _error("A precondition (If-Match, If-None-Match) does not hold")
     return {
         "get": {
             "operationId": "get_key",
@@ -199,12 +271,14 @@ def _key_operations(config: NodeConfig) -> dict[str, Schema]:
                     "description": "Seconds until the key expires (as SET EX); default:"
                     " the node's default_ttl_s, or never",
                     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_TTL_S},
-                }
+                },
+                *conditions,
             ],
             "requestBody": {"required": False, "content": _VALUE},
             "responses": {
                 "201": {"description": "Created", "headers": {"ETag": _ETAG}},
                 "204": {"description": "Replaced", "headers": {"ETag": _ETAG}},
+                "412": failed,
                 "413": _error(
                     f"The value is over max_value_bytes ({config.max_value_bytes})"
                     " or the entry over max_bytes"
@@ -215,9 +289,11 @@ def _key_operations(config: NodeConfig) -> dict[str, Schema]:
         "delete": {
             "operationId": "delete_key",
             "summary": "Delete a key",
+            "parameters": conditions,
             "responses": {
                 "204": {"description": "Deleted"},
                 "404": _error("No such key"),
+                "412": failed,
                 **key_errors,
             },
         },
@@ -226,6 +302,24 @@ def _key_operations(config: NodeConfig) -> dict[str, Schema]:
 
 def _get(operation_id: str, summary: str, responses: dict[str, Schema]) -> Schema:
     return {"get": {"operationId": operation_id, "summary": summary, "responses": responses}}
+
+
+def _since_param(item: Schema) -> Schema:
+    item["get"]["parameters"] = [
+        {
+            "name": "since",
+            "in": "query",
+            "required": False,
+            "description": "Only events after this sequence number (the last one seen)",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 10**18 - 1},
+        }
+    ]
+    return item
+
+
+def _page(operation_id: str, summary: str, media: str) -> Schema:
+    content = {media: {"schema": _STR}}
+    return _get(operation_id, summary, {"200": {"description": summary, "content": content}})
 
 
 def _paths(config: NodeConfig) -> dict[str, Schema]:
@@ -257,6 +351,24 @@ def _paths(config: NodeConfig) -> dict[str, Schema]:
             "Prometheus text exposition",
             {"200": {"description": "Metrics", "content": {"text/plain": {"schema": _STR}}}},
         ),
+        "/v1/dashboard": _since_param(
+            _get(
+                "get_dashboard",
+                "The cluster through this node: members, their numbers, lag, events",
+                {"200": _json("Dashboard", "The dashboard's data"), "400": _error("Bad since")},
+            )
+        ),
+        "/v1/events": _since_param(
+            _get(
+                "get_events",
+                "This node's recent events (membership, resyncs, origin breaker)",
+                {"200": _json("Events", "Events after since"), "400": _error("Bad since")},
+            )
+        ),
+        "/": _page("dashboard_root", "The live dashboard (an HTML page)", "text/html"),
+        "/dashboard": _page("dashboard_page", "The live dashboard (an HTML page)", "text/html"),
+        "/dashboard.js": _page("dashboard_script", "The dashboard's script", "text/javascript"),
+        "/dashboard.css": _page("dashboard_style", "The dashboard's style", "text/css"),
         "/openapi.json": _get(
             "openapi",
             "This document",

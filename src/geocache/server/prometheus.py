@@ -6,7 +6,7 @@ store's, the cluster's and the origin's, and builds metric families at scrape ti
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
@@ -22,6 +22,7 @@ from geocache.observability.metrics import INF_INDEX, LATENCY_BOUNDS_S, SUM_INDE
 from geocache.origin.readthrough import ReadThrough
 
 if TYPE_CHECKING:
+    from geocache.cluster.streams import Stream
     from geocache.server.node import Node
 
 
@@ -146,6 +147,7 @@ class NodeCollector:
         yield repair
         yield from _trust(status)
         yield from _regions(cluster.streams.status())
+        yield _lag_histogram(cluster.streams.streams)
 
     def _connections(self) -> Iterator[Metric]:
         node = self._node
@@ -224,11 +226,6 @@ def _trust(status: dict[str, int]) -> Iterator[Metric]:
 
 def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:
     """This node's stream to each other region (cluster/streams.py)."""
-    lag = GaugeMetricFamily(
-        "geocache_region_lag_seconds",
-        "Replication lag to a region (write accepted to applied there), recent writes",
-        labels=("region", "quantile"),
-    )
     rtt = GaugeMetricFamily(
         "geocache_region_rtt_seconds", "Measured round trip to a region", labels=("region",)
     )
@@ -244,8 +241,6 @@ def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:
         labels=("region", "kind"),
     )
     for region, status in streams.items():
-        lag.add_metric((region, "0.5"), status["lag_p50_ms"] / 1000)
-        lag.add_metric((region, "0.99"), status["lag_p99_ms"] / 1000)
         if status["rtt_ms"] >= 0:
             rtt.add_metric((region,), status["rtt_ms"] / 1000)
         queued.add_metric((region,), status["queued"])
@@ -257,7 +252,24 @@ def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:
     )
     for region, status in streams.items():
         wire.add_metric((region,), status["bytes"])
-    yield from (lag, rtt, queued, resync, writes, wire)
+    yield from (rtt, queued, resync, writes, wire)
+
+
+def _lag_histogram(streams: Mapping[str, Stream]) -> HistogramMetricFamily:
+    """Every write's lag to each region (write accepted here to applied there)."""
+    hist = HistogramMetricFamily(
+        "geocache_region_lag_seconds",
+        "Replication lag of writes to a region: accepted here to applied there",
+        labels=("region",),
+    )
+    for region, stream in sorted(streams.items()):
+        lags = stream.lag_histogram
+        buckets = [
+            ("+Inf" if bound == float("inf") else repr(bound / 1000), float(count))
+            for bound, count in lags.cumulative()
+        ]
+        hist.add_metric((region,), buckets, lags.total / 1000)
+    return hist
 
 
 def _origin(node: Node) -> Iterator[Metric]:

@@ -161,6 +161,9 @@ class RespConnection(asyncio.Protocol):
         # Per-command latency (parse + run + encode): plain ints, see metrics.py.
         latency = node.metrics.resp
         slots = latency.by_raw if node.metrics.resp_timed else None
+        # The slow log's threshold; below `fast_ns` a command needs one comparison.
+        slow_ns = node.slowlog.threshold_ns
+        fast_ns = min(FIRST_NS, slow_ns - 1)
         start = perf_counter_ns()
         auth_required = reader.auth_required
         gate = node.gate
@@ -202,7 +205,9 @@ class RespConnection(asyncio.Protocol):
                         break
                     # The next commands run meanwhile (their effects, in order, are
                     # local); their replies wait behind this one.
-                    place: list[object] = [False, b""]
+                    # [ready, RESP bytes, protocol to encode in (0: CLIENT REPLY
+                    # silenced it when it ran)]
+                    place: list[object] = [False, b"", _reply_proto(session)]
                     pending.append(place)
                     task = asyncio.ensure_future(reply.awaitable)
                     task.add_done_callback(partial(self._pending_done, place=place))
@@ -210,7 +215,10 @@ class RespConnection(asyncio.Protocol):
                         break
                     start = perf_counter_ns()
                     continue
-                if pending:
+                if session.proto <= 0:  # CLIENT REPLY OFF or SKIP: nothing to send
+                    if session.proto < 0:
+                        session.proto = session.proto + 1 or session.reply_proto
+                elif pending:
                     later: list[bytes] = []
                     encode_into(later, reply, session.proto)
                     pending.append([True, b"".join(later)])
@@ -223,8 +231,16 @@ class RespConnection(asyncio.Protocol):
                         slot = slots[argv[0]]
                     except KeyError:
                         slot = latency.slot_for(argv[0])
-                    # Most commands fit the first bucket: skip the bisect for them.
-                    slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
+                    # Most commands fit the first bucket: skip the bisect and the slow
+                    # log for them.
+                    if elapsed <= fast_ns:
+                        slot[0] += 1
+                    else:
+                        slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
+                        if elapsed >= slow_ns:
+                            node.slowlog.add(
+                                argv, elapsed, node.clock.wall_ms(), session.addr, session.name
+                            )
                     slot[SUM_INDEX] += elapsed  # not [-1]: CPython specializes non-negative indexes
                 if session.authenticated is auth_required:  # AUTH, HELLO or RESET ran
                     auth_required = not session.authenticated
@@ -286,7 +302,7 @@ class RespConnection(asyncio.Protocol):
                 task.exception()
             return
         out: list[bytes] = []
-        encode_into(out, _outcome(task), session.proto)
+        _encode_late(out, _outcome(task), session)
         self._flush(out)
         if session.closing:  # the reply was the last (AUTH failed too often in a row)
             self._transport.close()
@@ -301,7 +317,12 @@ class RespConnection(asyncio.Protocol):
                 task.exception()
             return
         out: list[bytes] = []
-        encode_into(out, _outcome(task), session.proto)
+        proto = place[2]
+        assert isinstance(proto, int)
+        if proto:
+            encode_into(out, _outcome(task), proto)
+        else:
+            _outcome(task)  # consumed (and logged if it failed), not sent
         place[0], place[1] = True, b"".join(out)
         ready: list[bytes] = []
         while pending and pending[0][0]:
@@ -360,6 +381,22 @@ class RespConnection(asyncio.Protocol):
 async def _later(delay_s: float, reply: object) -> object:
     await asyncio.sleep(delay_s)
     return reply
+
+
+def _encode_late(out: list[bytes], reply: object, session: Session) -> None:
+    """A deferred reply's bytes (nothing ran meanwhile), unless CLIENT REPLY silences it."""
+    proto = _reply_proto(session)
+    if proto:
+        encode_into(out, reply, proto)
+
+
+def _reply_proto(session: Session) -> int:
+    """The protocol this command's reply goes out in, 0 for none (CLIENT REPLY OFF or
+    SKIP, which this steps past)."""
+    proto = session.proto
+    if proto < 0:
+        session.proto = proto + 1 or session.reply_proto
+    return max(proto, 0)
 
 
 def _outcome(task: asyncio.Future[object]) -> object:

@@ -27,8 +27,10 @@ Nothing here awaits or does I/O.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
+from random import Random
 from typing import Protocol
 
 from geocache.clock import HLC, Clock
@@ -43,6 +45,10 @@ from geocache.store.entry import (
 )
 from geocache.store.errors import TooLarge, VersionRefused
 from geocache.store.expiry import ExpiryWheel
+
+# RANDOMKEY's tries at a random entry before it filters every key: an expired pick is
+# rare unless most keys have expired unreclaimed.
+RANDOM_KEY_TRIES = 16
 
 
 class TombstoneSpace(Protocol):
@@ -109,6 +115,7 @@ class Store:
         "max_keys",
         "misses",
         "node_id",
+        "on_change",
         "tombstones",
         "used_bytes",
         "versions_refused",
@@ -137,6 +144,11 @@ class Store:
         self.used_bytes = 0
         self.hits = self.misses = self.evictions = self.expirations = 0
         self.versions_refused = 0
+        # Told of every change a read-through must know of (origin/readthrough.py):
+        # `(key, value, purge)`: key None for all; value the new value of a write, else
+        # None; purge True for writes, deletes and flushes (the old value is dead), False
+        # for eviction and expiry (it just left here).
+        self.on_change: Callable[[bytes | None, bytes | None, bool], None] | None = None
 
     # -- reading ---------------------------------------------------------------------
 
@@ -188,6 +200,22 @@ class Store:
             if not entry[1] or entry[1] > now:
                 yield key, entry
 
+    def random_key(self, rng: Random) -> bytes | None:
+        """A live key picked at random (RANDOMKEY), or None when there is none.
+
+        O(n) in the worst case (the OrderedDict has no random access); a few tries skip
+        expired entries, as Redis's dbRandomKey does, before a full filtered pass.
+        """
+        data = self._data
+        for _ in range(RANDOM_KEY_TRIES):
+            if not data:
+                return None
+            key = next(islice(data, rng.randrange(len(data)), None))
+            if self.peek(key) is not None:
+                return key
+        live = list(self.keys())
+        return rng.choice(live) if live else None
+
     def ttl_ms(self, key: bytes) -> int:
         """Redis's PTTL: -2 for no key, -1 for no expiry, else ms left."""
         entry = self.peek(key)
@@ -226,6 +254,8 @@ class Store:
         existed = self.peek(key) is not None
         if existed:
             self._remove(key)
+        if self.on_change is not None:
+            self.on_change(key, None, True)
         # Even a delete of a key not held here is remembered (in cluster mode): a write
         # of it may still be on its way from another node.
         self.tombstones.put(key, self.hlc.now(), self.node_id, self._clock.wall_ms())
@@ -261,8 +291,16 @@ class Store:
         self._data.clear()
         self._wheel.clear()
         self.used_bytes = 0
+        if self.on_change is not None:
+            self.on_change(None, None, True)
         self.tombstones.clear()
         self.tombstones.floor = max(self.tombstones.floor, self.hlc.now())
+
+    def swap_contents(self, other: Store) -> None:
+        """SWAPDB: exchange every entry with `other` (counters and limits stay put)."""
+        self._data, other._data = other._data, self._data
+        self._wheel, other._wheel = other._wheel, self._wheel
+        self.used_bytes, other.used_bytes = other.used_bytes, self.used_bytes
 
     # -- replicated writes -------------------------------------------------------------
 
@@ -314,6 +352,8 @@ class Store:
         if tomb is not None and not newer(version, origin, tomb[0], tomb[1]):
             return False
         self.tombstones.put(key, version, origin, self._clock.wall_ms())
+        if self.on_change is not None:
+            self.on_change(key, None, True)
         return True
 
     def version_of(self, key: bytes) -> tuple[int, str, bool] | None:
@@ -357,6 +397,8 @@ class Store:
         data = self._data
         old = data.get(key)
         data[key] = entry
+        if self.on_change is not None:
+            self.on_change(key, entry[0], True)
         if old is None:
             self.used_bytes += size
             old_expires = 0
@@ -384,6 +426,8 @@ class Store:
             old_key, old = data.popitem(last=False)
             self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
             self.evictions += 1
+            if self.on_change is not None:
+                self.on_change(old_key, None, False)
             if old[1]:
                 self.used_bytes -= EXPIRY_OVERHEAD_BYTES
                 self._wheel.discard(old_key, old[1])
@@ -400,6 +444,8 @@ class Store:
         """Reclaim an expired entry; always True, so lookups can chain it in a condition."""
         entry = self._remove(key)
         self.expirations += 1
+        if self.on_change is not None:
+            self.on_change(key, None, False)
         # In cluster mode the expiry acts as a delete at the entry's version, so an
         # older write replayed later cannot bring the key back.
         self.tombstones.put(key, entry[2], entry[3], self._clock.wall_ms())
