@@ -368,9 +368,16 @@ class Conn:
         """A connection that proved the cluster secret: it may read a node's own store
         (GC.FETCH), which no client command does without routing or read-through."""
         conn = await cls.open(port)
-        nonce = await conn.pipeline(command(b"GC.CHALLENGE"), 1)
-        proof = auth.proof(SECRET, nonce[0], PROBE_ID)
-        [ok] = await conn.pipeline(command(b"GC.AUTH", PROBE_ID.encode(), proof), 1)
+        nonce = auth.new_nonce()
+        [hello] = await conn.pipeline(command(b"GC.HELLO", PROBE_ID.encode(), nonce), 1)
+        if not isinstance(hello, list) or len(hello) != 3:
+            raise RuntimeError(f"GC.HELLO on port {port} answered {hello!r}")
+        server_id, server_nonce, server_proof = hello
+        t = auth.Transcript(PROBE_ID, server_id.decode(), nonce, server_nonce)
+        if not auth.verify(SECRET, auth.SERVER_TO_CLIENT, t, server_proof):
+            raise RuntimeError(f"the node on port {port} did not prove the cluster secret")
+        proof = auth.proof(SECRET, auth.CLIENT_TO_SERVER, t)
+        [ok] = await conn.pipeline(command(b"GC.AUTH", proof), 1)
         if ok != b"OK":
             raise RuntimeError(f"GC.AUTH on port {port} answered {ok!r}")
         return conn

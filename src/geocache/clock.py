@@ -8,6 +8,13 @@ milliseconds, the low 16 bits a counter. `now()` returns a version larger than e
 version this clock has issued or seen; `update(received)` folds in a version that came
 from another node, so a write caused by one we received always gets a larger version,
 however skewed the two nodes' wall clocks are.
+
+Versions come from the network, so the clock trusts none of them: a received version
+more than `max_ahead_ms` ahead of this node's wall clock is not admitted (`admits`, which
+the store checks before it merges a record), `update` folds in at most that bound
+whatever it is given, and every result is capped at MAX_VERSION. So one forged version
+near 2**64 can neither drag the clock past the bound nor overflow its arithmetic (the
+digest packs versions in 8 bytes): every later write still gets a version.
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ COUNTER_BITS = 16
 COUNTER_MASK = (1 << COUNTER_BITS) - 1
 # 48 bits of milliseconds last until the year 10889.
 MAX_VERSION = (1 << 64) - 1
+# How far ahead of this node's wall clock a received version may be (ms): 60 s is many
+# times what NTP-disciplined clocks drift, and bounds how far one bad sender can drag
+# every clock in the cluster into the future (config max_clock_skew_ms).
+MAX_AHEAD_MS = 60_000
 
 
 class Clock(Protocol):
@@ -97,19 +108,38 @@ class HLC:
     """A hybrid logical clock issuing strictly increasing 64-bit versions.
 
     Not thread-safe: its owner serializes calls (a node's event loop, or LocalCache's
-    lock), which keeps a version at about 150 ns on the write path.
+    lock), which keeps a version at about 150 ns on the write path. Versions stop
+    increasing only at MAX_VERSION, which the wall clock reaches in the year 10889.
     """
 
-    __slots__ = ("_last", "_pinned", "_wall_ms")
+    __slots__ = ("_last", "_pinned", "_wall_ms", "max_ahead_ms")
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, max_ahead_ms: int = MAX_AHEAD_MS) -> None:
+        if max_ahead_ms < 1:
+            raise ValueError("max_ahead_ms must be at least 1")
         self._wall_ms = clock.wall_ms
         self._last = 0
         self._pinned = 0
+        self.max_ahead_ms = max_ahead_ms
+
+    def limit(self) -> int:
+        """The largest version admitted now: `max_ahead_ms` past the wall clock."""
+        return _capped(make_version(self._wall_ms() + self.max_ahead_ms, COUNTER_MASK))
+
+    def admits(self, version: int) -> bool:
+        """Whether a received version is in range and not too far ahead of this clock."""
+        return 0 <= version <= self.limit()
+
+    def ahead_ms(self, version: int) -> int:
+        """How far a version's time is ahead of this node's wall clock (ms; < 0: behind)."""
+        return version_ms(version) - self._wall_ms()
 
     def pin(self, version: int) -> None:
         """Until `pin(0)`, `now()` returns `version`: a forwarded write carries the version
-        the forwarding node minted when the client asked (cluster/router.py)."""
+        the forwarding node minted when the client asked (cluster/router.py), which the
+        caller has checked with `admits`; one out of range raises ValueError."""
+        if not 0 <= version <= MAX_VERSION:
+            raise ValueError(f"version out of range: {version}")
         self._pinned = version
         if version > self._last:
             self._last = version
@@ -124,17 +154,23 @@ class HLC:
         the pinned one)."""
         if self._pinned:
             return self._pinned
-        wall = self._wall_ms() << COUNTER_BITS
+        wall = _capped(self._wall_ms() << COUNTER_BITS)
         # Counter overflow (65,536 events in one ms) borrows the next millisecond, which
         # keeps versions strictly increasing; the wall clock catches up.
-        version = wall if wall > self._last else self._last + 1
+        version = wall if wall > self._last else _capped(self._last + 1)
         self._last = version
         return version
 
     def update(self, received: int) -> int:
-        """Fold in a version received from another node; returns a version after both."""
-        if not 0 <= received <= MAX_VERSION:
-            raise ValueError(f"version out of range: {received}")
-        version = max(self._wall_ms() << COUNTER_BITS, self._last + 1, received + 1)
+        """Fold in a version received from another node; returns a version after both
+        (after `limit()` at most: a version beyond it moves the clock only that far)."""
+        folded = min(max(received, 0), self.limit())
+        wall = _capped(self._wall_ms() << COUNTER_BITS)
+        version = max(wall, _capped(self._last + 1), _capped(folded + 1))
         self._last = version
         return version
+
+
+def _capped(version: int) -> int:
+    """A version in 0..MAX_VERSION, whatever arithmetic produced it."""
+    return min(max(version, 0), MAX_VERSION)

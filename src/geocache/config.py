@@ -128,6 +128,19 @@ class NodeConfig:
     peer_map: str = _setting(
         "", "comma-separated addr=via pairs: dial via to reach peer addr (a relay; tests, demo)"
     )
+    allow_solo: bool = _setting(
+        False,
+        "with seeds: if no seed accepts this node's proof of the cluster secret within the"
+        " join timeout (10 s), serve alone instead of exiting",
+    )
+    max_clock_skew_ms: int = _setting(
+        60_000,
+        "refuse a received version more than this far ahead of this node's clock (ms);"
+        " a wall clock off from the peers' by half of it is reported",
+    )
+    auth_max_failures: int = _setting(
+        10, "close a connection after this many failed AUTHs in a row (each reply delayed more)"
+    )
     clock_offset_ms: int = _setting(
         0, "test only: shift this node's wall clock by this many ms (clock skew tests)"
     )
@@ -182,6 +195,8 @@ class NodeConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.replicas < 1:
             raise ValueError("replicas must be at least 1")
+        if self.max_clock_skew_ms < 1 or self.auth_max_failures < 1:
+            raise ValueError("max_clock_skew_ms and auth_max_failures must be at least 1")
         if self.remote_read_budget_ms < 1 or self.geo_queue_max < 1:
             raise ValueError("remote_read_budget_ms and geo_queue_max must be at least 1")
         if self.geo_resync_after_s <= 0:

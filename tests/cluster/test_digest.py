@@ -227,7 +227,7 @@ def test_repair_pulls_newer_values_and_lost_deletes_only() -> None:
         (b"missing", v[4], "n2", False),
         (b"missing-deleted", v[4], "n2", True),
     ]
-    fetch = repairer._plan(peer_records, copy_missing=False)
+    fetch = repairer._plan("n2", peer_records, copy_missing=False)
     assert fetch == [b"stale"]
     assert store.peek(b"deleted-there") is None and store.tombstones.get(b"deleted-there")
     assert store.version_of(b"missing-deleted") is None
@@ -243,8 +243,8 @@ def test_repair_copies_missing_keys_only_when_copying_and_without_evicting() -> 
     repairer = repairer_for(store)
     version = make_version(NOW_MS, 1)
     records = [(b"m1", version, "n2", False), (b"m2", version, "n2", False)]
-    assert repairer._plan(records, copy_missing=False) == []
-    fetch = repairer._plan(records, copy_missing=True)
+    assert repairer._plan("n2", records, copy_missing=False) == []
+    fetch = repairer._plan("n2", records, copy_missing=True)
     assert fetch == [b"m1", b"m2"]
     for key in fetch:
         repairer._apply_fetched(key, [b"v", 0, version, b"n2"])
@@ -260,7 +260,7 @@ def test_repair_never_brings_back_a_deleted_key() -> None:
     store.apply_delete(b"k", make_version(NOW_MS, 5), "n1")
     repairer = repairer_for(store)
     older = make_version(NOW_MS, 4)
-    assert repairer._plan([(b"k", older, "n2", False)], copy_missing=True) == []
+    assert repairer._plan("n2", [(b"k", older, "n2", False)], copy_missing=True) == []
     repairer._apply_fetched(b"k", [b"zombie", 0, older, b"n2"])
     assert store.peek(b"k") is None
 

@@ -13,8 +13,10 @@ from typing import Any, TypeVar
 import pytest
 
 from geocache.cluster.peers import (
+    AUTH_BACKOFF_MAX_MS,
     FAILED_WINDOW_S,
     RECONNECT_BACKOFF_MS,
+    HandshakeStats,
     PeerClient,
     PeerError,
     Peers,
@@ -88,7 +90,7 @@ def test_the_secret_is_proven_before_any_request_leaves() -> None:
         await asyncio.sleep(0.01)
 
     run(main())
-    assert peer.commands()[:2] == [b"GC.CHALLENGE", b"GC.AUTH"]
+    assert peer.commands()[:2] == [b"GC.HELLO", b"GC.AUTH"]
     assert all(r.authed for r in peer.received[2:])
     assert len(peer.received) == 2 + 20 + 1
 
@@ -108,9 +110,9 @@ def test_callers_arriving_during_the_handshake_wait_for_it() -> None:
         assert await asyncio.gather(*calls) == [b"%d" % i for i in range(20)]
 
     run(main())
-    assert peer.commands()[:2] == [b"GC.CHALLENGE", b"GC.AUTH"]
+    assert peer.commands()[:2] == [b"GC.HELLO", b"GC.AUTH"]
     assert all(r.authed for r in peer.received[2:])
-    assert b"GC.CHALLENGE" not in peer.commands()[2:]  # one connection, one handshake
+    assert b"GC.HELLO" not in peer.commands()[2:]  # one connection, one handshake
 
 
 def test_a_wrong_secret_fails_the_connect_and_sends_nothing_else() -> None:
@@ -123,7 +125,8 @@ def test_a_wrong_secret_fails_the_connect_and_sends_nothing_else() -> None:
         assert not client.connected and client.failed_recently()
 
     run(main())
-    assert peer.commands() == [b"GC.CHALLENGE", b"GC.AUTH"]
+    # The peer's proof did not check out with this secret: the client sent it nothing more.
+    assert peer.commands() == [b"GC.HELLO"]
 
 
 def test_a_request_that_times_out_marks_the_peer_failed_for_a_while() -> None:
@@ -232,7 +235,7 @@ def test_after_a_lost_connection_the_next_request_reconnects() -> None:
 
     run(main())
     # The second connection proved the secret again before its first request.
-    assert peer.commands()[-3:] == [b"GC.CHALLENGE", b"GC.AUTH", b"ECHO"]
+    assert peer.commands()[-3:] == [b"GC.HELLO", b"GC.AUTH", b"ECHO"]
     assert peer.received[-1].authed
 
 
@@ -248,7 +251,7 @@ def test_fire_and_forget_connects_first_then_sends_and_drops_the_reply() -> None
         await asyncio.sleep(0.01)
 
     run(main())
-    assert peer.commands() == [b"GC.CHALLENGE", b"GC.AUTH", b"GC.SWIM", b"GC.SWIM"]
+    assert peer.commands() == [b"GC.HELLO", b"GC.AUTH", b"GC.SWIM", b"GC.SWIM"]
     assert [r.argv[-1] for r in peer.received[2:]] == [b"one", b"two"]
 
 
@@ -271,7 +274,7 @@ def test_fire_and_forget_goes_through_the_datagram_seam_once_connected() -> None
         b"*2\r\n$7\r\nGC.SWIM\r\n$3\r\none\r\n",
         b"*2\r\n$7\r\nGC.SWIM\r\n$3\r\ntwo\r\n",
     ]
-    assert peer.commands() == [b"GC.CHALLENGE", b"GC.AUTH", b"ECHO"]
+    assert peer.commands() == [b"GC.HELLO", b"GC.AUTH", b"ECHO"]
 
 
 def test_peers_keep_one_client_per_address_and_channel_and_dial_the_route() -> None:
@@ -300,3 +303,57 @@ def test_peers_keep_one_client_per_address_and_channel_and_dial_the_route() -> N
 def test_a_bad_address_fails_when_its_client_is_made() -> None:
     with pytest.raises(ValueError):
         Peers("me", SECRET).get("no-port")
+
+
+def test_a_failed_handshake_backs_off_longer_each_time_and_is_counted() -> None:
+    peer = FakePeer("another secret", echo)
+    stats = HandshakeStats()
+
+    async def main() -> None:
+        client = PeerClient("peer:7379", "me", SECRET, dial=peer.dial, handshakes=stats)
+        with pytest.raises(PeerError, match="failed to prove the cluster secret"):
+            await client.call("ECHO", b"a")
+        retries = []
+        for _ in range(8):
+            failed_at = now()
+            while True:  # refused at once until the backoff has passed, then dialled
+                with pytest.raises(PeerError) as caught:
+                    await client.call("ECHO", b"a")
+                if "retrying shortly" not in str(caught.value):
+                    break
+                await asyncio.sleep(0.01)
+            assert "failed to prove the cluster secret" in str(caught.value)
+            retries.append(round(now() - failed_at, 1))
+            assert peer.dials == len(retries) + 1
+        assert retries[:3] == [0.2, 0.4, 0.8]
+        assert max(retries) <= AUTH_BACKOFF_MAX_MS / 1000 + 0.1
+
+    run(main())
+    # Every connection sent GC.HELLO only: the peer's proof never checked out.
+    assert set(peer.commands()) == {b"GC.HELLO"}
+    assert stats.failed >= 8 and stats.secret_failures == stats.failed and stats.proven == 0
+
+
+@pytest.mark.parametrize(
+    ("peer_id", "expected", "reason"),
+    [
+        ("me", None, "claims this node's own id"),  # the dialer's own handshake, reflected
+        ("n2", "n3", "is n2, not n3"),  # a member's address answered by another node
+    ],
+)
+def test_a_peer_that_is_not_who_membership_says_is_refused_before_any_proof(
+    peer_id: str, expected: str | None, reason: str
+) -> None:
+    peer = FakePeer(SECRET, echo, node_id=peer_id)
+    stats = HandshakeStats()
+
+    async def main() -> None:
+        client = PeerClient(
+            "peer:7379", "me", SECRET, dial=peer.dial, expect=lambda: expected, handshakes=stats
+        )
+        with pytest.raises(PeerError, match=reason):
+            await client.call("ECHO", b"a")
+
+    run(main())
+    assert peer.commands() == [b"GC.HELLO"]  # no proof of this node's went out
+    assert stats.failed == 1 and stats.secret_failures == 0

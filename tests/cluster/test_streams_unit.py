@@ -68,6 +68,7 @@ class FakeCluster:
         self.down: set[str] = set()
         self.shipped: list[tuple[str, list[Write]]] = []
         self.key_owners: list[str] = [ME]
+        self.refused: list[tuple[str, bytes, str]] = []
 
     def _dial(self, addr: str) -> Dial:
         return self.fakes[addr].dial
@@ -93,6 +94,10 @@ class FakeCluster:
     async def ship_to(self, target: str, writes: list[Write]) -> tuple[str, bool]:
         self.shipped.append((target, writes))
         return target, True
+
+    def version_refused(self, exc: Exception, peer_id: str, key: bytes, via: str) -> Error:
+        self.refused.append((peer_id, key, via))
+        return Error(str(exc))
 
     def apply_fetched(self, key: bytes, reply: object) -> bool:
         if isinstance(reply, list) and len(reply) == 4:
@@ -276,6 +281,28 @@ def test_the_gateway_applies_a_batch_at_its_regions_owners_and_answers_its_clock
     assert cluster.store.peek(b"k") is not None
     assert cluster.store.version_of(b"gone") is not None  # a tombstone
     assert cluster.shipped == [("eu-2", batch)]
+
+
+def test_the_gateway_refuses_records_from_the_far_future_and_applies_the_rest() -> None:
+    cluster = FakeCluster({"eu": [ME, "eu-2"]})
+    cluster.key_owners = [ME, "eu-2"]
+    good = write(b"k", b"v", WALL_EPOCH_MS, 1)
+    batch = [
+        write(b"poison", b"x", WALL_EPOCH_MS + 61_000),  # past the 60 s bound
+        (b"gone", ((1 << 64) - 1, "us-1", 0)),
+        good,
+    ]
+
+    async def main() -> int:
+        return await RegionStreams(cluster).receive(batch, "us-1")
+
+    run(main())
+    assert cluster.store.peek(b"k") is not None
+    assert cluster.store.version_of(b"poison") is None and cluster.store.version_of(b"gone") is None
+    assert cluster.shipped == [("eu-2", [good])]  # nor sent on to the other owners
+    assert cluster.refused == [("us-1", b"poison", "GC.GEO"), ("us-1", b"gone", "GC.GEO")]
+    assert cluster.store.versions_refused == 2
+    assert cluster.store.hlc.last < make_version(WALL_EPOCH_MS + 1)
 
 
 def test_a_remote_read_asks_the_nearest_regions_owners_and_keeps_what_they_hold() -> None:

@@ -3,7 +3,7 @@
 Connections are support.resp's `RawClient` (every read has a deadline); replies are
 decoded by geocache's own sans-IO `ReplyReader`, so an error reply is an `Error` value,
 not an exception, and the workload can record it as an outcome. `peer()` proves the
-cluster secret (GC.CHALLENGE, GC.AUTH), which the introspection commands that read a
+cluster secret (GC.HELLO, GC.AUTH), which the introspection commands that read a
 node's records (GC.BUCKET, GC.FETCH) need.
 """
 
@@ -11,15 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from geocache import auth
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error
-from support.cluster import SECRET
+from support.cluster import prove_peer
 from support.resp import Arg, RawClient
 
 __all__ = ["Error", "call", "connect", "peer", "pipeline"]
 
-# The checker's peer name in GC.AUTH, shown in the nodes' logs.
+# The checker's peer name in GC.HELLO, shown in the nodes' logs.
 PEER_NAME = "fault-checker"
 
 
@@ -46,10 +45,7 @@ def peer(addr: str, port: int, timeout_s: float = 10.0) -> RawClient:
     """A connection that proved the cluster secret; the caller closes it."""
     conn = connect(addr, port, timeout_s)
     try:
-        nonce = call(conn, "GC.CHALLENGE")
-        if not isinstance(nonce, bytes):
-            raise ConnectionError(f"GC.CHALLENGE answered {nonce!r}")
-        reply = call(conn, "GC.AUTH", PEER_NAME, auth.proof(SECRET, nonce, PEER_NAME))
+        reply = prove_peer(lambda *argv: call(conn, *argv), PEER_NAME)
         if isinstance(reply, Error):
             raise ConnectionError(f"GC.AUTH answered {reply}")
     except BaseException:

@@ -342,6 +342,16 @@ def test_default_ttl_applies_to_http_writes(tmp_path: Path) -> None:
         node.server.stop()
 
 
+@pytest.mark.parametrize("raw", ["%zz", "a%2", "%", "%g0b", "ok%2Fthen%x"])
+def test_a_key_with_an_invalid_percent_escape_is_400(node: HttpNode, raw: str) -> None:
+    for method in ("GET", "PUT", "DELETE"):
+        reply = node.request(method, "/v1/keys/" + raw, b"v")
+        assert reply.status == 400 and "%" in reply.error(), (method, raw)
+    # The literal key `%zz` has exactly one name: `%25zz`.
+    assert node.request("PUT", "/v1/keys/%25zz", b"pct").status in (201, 204)
+    assert node.request("GET", "/v1/keys/%25zz").body == b"pct"
+
+
 def test_requirepass_needs_the_bearer_token(tmp_path: Path) -> None:
     node = start_http_node(tmp_path, "--requirepass", TOKEN)
     good = {"Authorization": f"Bearer {TOKEN}"}
@@ -362,6 +372,10 @@ def test_requirepass_needs_the_bearer_token(tmp_path: Path) -> None:
             assert client.get(b"a") == b"secret-value"
         document = node.request("GET", "/openapi.json").json()
         assert isinstance(document, dict) and document["security"] == [{"bearer": []}]
+        # Every refusal above (6 paths x 3 headers, and the HEAD) is counted and logged.
+        metrics = node.request("GET", "/metrics", headers=good).body.decode()
+        assert 'geocache_auth_failures_total{interface="http"} 19.0' in metrics
+        assert "http authentication failed" in node.server.log_text()
     finally:
         node.server.stop()
 

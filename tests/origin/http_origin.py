@@ -3,8 +3,9 @@
 `GET /items/{key}` answers the value held for the key (its content type kept), 404 when
 there is none. A test changes `values`, slows every answer (`delay_s`), or makes every
 answer an error (`fail_status`), and reads how often each key was asked for
-(`requests`). Attributes are plain values set from the test's thread and read by the
-origin's: each is one assignment, so no lock is needed.
+(`requests`) and the paths as they came over the wire (`raw_paths`). Attributes are
+plain values set from the test's thread and read by the origin's: each is one
+assignment, so no lock is needed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ class HttpOrigin:
         self.delay_s = 0.0
         self.fail_status: int | None = None
         self.requests: Counter[str] = Counter()
+        # Every request's path as it came over the wire (still percent-encoded).
+        self.raw_paths: list[str] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -80,6 +83,7 @@ class HttpOrigin:
     async def _get(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
         self.requests[key] += 1
+        self.raw_paths.append(request.raw_path)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail_status is not None:

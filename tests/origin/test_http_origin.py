@@ -60,6 +60,27 @@ def test_values_keep_their_bytes_and_keys_are_escaped(
     assert origin.requests == {"a b/c?d": 1, "doc": 1, "nothing here": 2}
 
 
+def test_dot_keys_stay_one_literal_segment(
+    origin: HttpOrigin, start: Callable[..., ServerProcess]
+) -> None:
+    """`..` and `.` are keys like any other: the origin is asked for them, not for
+    `/items/` or the parent of `/items/`."""
+    origin.values[".."] = b"two dots"
+    origin.values["."] = b"one dot"
+    origin.values["%2e%2e"] = b"escaped"
+    node = start("--origin", origin.url)
+    with client(node) as c:
+        assert c.get("..") == b"two dots"
+        assert c.get(".") == b"one dot"
+        assert c.get("%2e%2e") == b"escaped"  # its % is escaped: never a dot-segment
+        assert c.get("...") is None
+    assert origin.requests == {"..": 1, ".": 1, "%2e%2e": 1, "...": 1}
+    # On the wire no segment is a dot-segment, which a normalising server (or proxy)
+    # would resolve to /items/ or /.
+    for path in origin.raw_paths:
+        assert not {".", ".."} & set(path.split("/")), path
+
+
 def test_the_http_api_reads_through_and_keeps_the_content_type(
     origin: HttpOrigin, start: Callable[..., ServerProcess]
 ) -> None:

@@ -2,8 +2,9 @@
 
 A `FakePeer` stands where a node would: `dial` is a `peers.Dial` that opens an in-memory
 connection to it, so a real `PeerClient` (or a whole `Peers`) runs against it unchanged.
-It answers the handshake as a node does (GC.CHALLENGE, then GC.AUTH checked against the
-cluster secret; a peer command before that is refused, as dispatch refuses it) and every
+It answers the handshake as a node does (GC.HELLO answered with its own proof, then
+GC.AUTH checked against the cluster secret, auth.py; a peer command before that is
+refused, as dispatch refuses it) and every
 other command with `handler(argv)`: a reply, or `HANG`, after which that connection
 answers nothing more (a hung node). Replies leave in order, `delay_s` after the write
 that carried their request.
@@ -51,9 +52,14 @@ class FakePeer:
     """A scripted node at one address, reached through `dial`."""
 
     def __init__(
-        self, secret: str = "secret", handler: Handler | None = None, delay_s: float = DELAY_S
+        self,
+        secret: str = "secret",
+        handler: Handler | None = None,
+        delay_s: float = DELAY_S,
+        node_id: str = "fake",
     ) -> None:
         self.secret = secret
+        self.node_id = node_id
         self.handler: Handler = handler or (lambda argv: OK)
         self.delay_s = delay_s
         self.received: list[Received] = []
@@ -96,7 +102,7 @@ class FakeTransport(asyncio.Transport):
         self._reader = RequestReader()
         self._closing = False
         self._hung = False
-        self._nonce = b""
+        self._handshake: auth.Transcript | None = None
         self._authed = False
         self._outbox: list[bytes] = []
 
@@ -118,12 +124,16 @@ class FakeTransport(asyncio.Transport):
 
     def _answer(self, argv: list[bytes]) -> object:
         name = argv[0].upper()
-        if name == b"GC.CHALLENGE":
-            self._nonce = auth.new_nonce()
-            return self._nonce
+        if name == b"GC.HELLO":
+            peer = self._peer
+            hello = auth.Transcript(argv[1].decode(), peer.node_id, argv[2], auth.new_nonce())
+            self._handshake = hello
+            proof = auth.proof(peer.secret, auth.SERVER_TO_CLIENT, hello)
+            return [peer.node_id.encode(), hello.server_nonce, proof]
         if name == b"GC.AUTH":
-            node_id = argv[1].decode()
-            self._authed = auth.verify(self._peer.secret, self._nonce, node_id, argv[2])
+            t, self._handshake = self._handshake, None
+            secret = self._peer.secret
+            self._authed = t is not None and auth.verify(secret, auth.CLIENT_TO_SERVER, t, argv[1])
             return OK if self._authed else Error("ERR peer authentication failed")
         if not self._authed:
             return NOAUTH

@@ -63,13 +63,23 @@ def client(server: ServerProcess) -> redis.Redis:
     return redis.Redis(host=server.host, port=server.port, socket_timeout=5)
 
 
+def prove_peer(call: Callable[..., object], name: str, secret: str = SECRET) -> object:
+    """Run the client's side of the peer handshake (auth.py) through `call(*argv)`, as
+    the peer `name`: check the server's proof, then send this side's. Returns the reply
+    to GC.AUTH (OK when the server accepted it)."""
+    nonce = auth.new_nonce()
+    hello = call("GC.HELLO", name, nonce)
+    assert isinstance(hello, list) and len(hello) == 3, hello
+    server_id, server_nonce, server_proof = (bytes(x) for x in hello)
+    transcript = auth.Transcript(name, server_id.decode(), nonce, server_nonce)
+    assert auth.verify(secret, auth.SERVER_TO_CLIENT, transcript, server_proof)
+    return call("GC.AUTH", auth.proof(secret, auth.CLIENT_TO_SERVER, transcript))
+
+
 def peer_client(server: ServerProcess) -> redis.Redis:
     """A connection that proved the cluster secret, as a peer named `tester`."""
     c = client(server)
-    # redis-py leaves execute_command's **options untyped.
-    nonce = c.execute_command("GC.CHALLENGE")  # type: ignore[no-untyped-call]
-    proof = auth.proof(SECRET, nonce, "tester")
-    assert c.execute_command("GC.AUTH", "tester", proof)  # type: ignore[no-untyped-call]
+    assert prove_peer(c.execute_command, "tester")
     return c
 
 

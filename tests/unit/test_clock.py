@@ -12,6 +12,7 @@ from geocache.clock import (
     COUNTER_BITS,
     COUNTER_MASK,
     HLC,
+    MAX_AHEAD_MS,
     MAX_VERSION,
     ManualClock,
     OffsetClock,
@@ -108,11 +109,44 @@ def test_update_with_a_past_version_still_advances() -> None:
     assert hlc.update(make_version(NOW_MS - 5000)) == make_version(NOW_MS + 1)
 
 
-@pytest.mark.parametrize("received", [-1, MAX_VERSION + 1])
-def test_update_refuses_a_version_out_of_range(received: int) -> None:
+@pytest.mark.parametrize(
+    "received", [-1, -(1 << 70), 1 << 63, MAX_VERSION, MAX_VERSION + 1, 1 << 90]
+)
+def test_update_never_moves_past_the_bound_nor_overflows(received: int) -> None:
+    clock = ManualClock(NOW_MS)
+    hlc = HLC(clock)
+    version = hlc.update(received)
+    assert 0 < version <= hlc.limit() + 1
+    assert version_ms(version) <= NOW_MS + MAX_AHEAD_MS + 1
+    # Every later version is still a 64-bit number, larger than the one before.
+    later = [hlc.now() for _ in range(5)]
+    assert all(a < b <= MAX_VERSION for a, b in itertools.pairwise([version, *later]))
+    assert all(v.to_bytes(8, "little") for v in later)  # what the digest does with them
+
+
+def test_admits_versions_up_to_the_bound_only() -> None:
+    clock = ManualClock(NOW_MS)
+    hlc = HLC(clock, max_ahead_ms=1000)
+    assert hlc.admits(0) and hlc.admits(make_version(NOW_MS + 1000, COUNTER_MASK))
+    assert not hlc.admits(make_version(NOW_MS + 1001))
+    assert not hlc.admits(-1) and not hlc.admits(1 << 63) and not hlc.admits(MAX_VERSION + 1)
+    assert hlc.ahead_ms(make_version(NOW_MS + 1500)) == 1500
+    clock.advance(600)  # the bound moves with the wall clock
+    assert hlc.admits(make_version(NOW_MS + 1500))
+
+
+def test_pin_refuses_a_version_out_of_range() -> None:
     hlc = HLC(ManualClock(NOW_MS))
     with pytest.raises(ValueError, match="out of range"):
-        hlc.update(received)
+        hlc.pin(1 << 64)
+    assert hlc.now() < make_version(NOW_MS + 1)  # nothing pinned, nothing moved
+
+
+def test_a_clock_at_the_end_of_time_saturates_instead_of_overflowing() -> None:
+    clock = ManualClock(1 << 50)  # past the year 10889: wall_ms << 16 is over 64 bits
+    hlc = HLC(clock)
+    assert hlc.now() == MAX_VERSION and hlc.update(MAX_VERSION) == MAX_VERSION
+    assert hlc.limit() == MAX_VERSION
 
 
 @given(
@@ -120,6 +154,7 @@ def test_update_refuses_a_version_out_of_range(received: int) -> None:
         st.one_of(
             st.tuples(st.just("now"), st.integers(-10_000, 10_000)),
             st.tuples(st.just("update"), st.integers(-10_000, 100_000)),
+            st.tuples(st.just("forged"), st.integers(0, 1 << 70)),
         ),
         max_size=60,
     )
@@ -132,10 +167,15 @@ def test_every_version_is_larger_than_all_before(events: list[tuple[str, int]]) 
         if kind == "now":
             clock.set_wall_ms(NOW_MS + ms)  # the wall clock wanders, both ways
             version = hlc.now()
+        elif kind == "forged":
+            version = hlc.update(ms)  # any number at all, from the network
+            assert version > min(ms, hlc.limit())
         else:
             received = make_version(NOW_MS + ms, ms & 0xFF)
             version = hlc.update(received)
-            assert version > received
+            assert version > min(received, hlc.limit())
+        # Never past the bound from a received value (a local event adds at most one).
+        assert version <= max(hlc.limit() + 1, highest + 1)
         assert version > highest
         assert version >= make_version(clock.wall_ms())
         highest = version

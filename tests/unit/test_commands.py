@@ -250,21 +250,30 @@ def clustered_node() -> Node:
 
 
 def test_peer_authentication() -> None:
+    """The server's side of the handshake (auth.py); tests/unit/test_peer_handshake.py
+    tries every way around it."""
     from geocache import auth
 
     node = clustered_node()
     session = Session(node, 1)
-    nonce = dispatch(node.table, session, [b"GC.CHALLENGE"])
-    assert isinstance(nonce, bytes)
-    bad = auth.proof("wrong", nonce, "n2")
-    assert str(dispatch(node.table, session, [b"GC.AUTH", b"n2", bad])).startswith("NOPERM")
-    # A proof is good for one challenge only.
-    replay = auth.proof("s3cret", nonce, "n2")
-    assert str(dispatch(node.table, session, [b"GC.AUTH", b"n2", replay])).startswith("NOPERM")
-    nonce = dispatch(node.table, session, [b"GC.CHALLENGE"])
-    assert isinstance(nonce, bytes)
-    good = auth.proof("s3cret", nonce, "n2")
-    assert dispatch(node.table, session, [b"GC.AUTH", b"n2", good]) == OK
+    nonce = auth.new_nonce()
+    hello = dispatch(node.table, session, [b"GC.HELLO", b"n2", nonce])
+    assert isinstance(hello, list)
+    server_id, server_nonce, server_proof = hello
+    t = auth.Transcript("n2", server_id.decode(), nonce, server_nonce)
+    assert auth.verify("s3cret", auth.SERVER_TO_CLIENT, t, server_proof)  # it proved first
+    bad = auth.proof("wrong", auth.CLIENT_TO_SERVER, t)
+    assert str(dispatch(node.table, session, [b"GC.AUTH", bad])).startswith("NOPERM")
+    assert session.closing and not session.peer_id
+    # A proof is good for one handshake only.
+    session.closing = False
+    good = auth.proof("s3cret", auth.CLIENT_TO_SERVER, t)
+    assert str(dispatch(node.table, session, [b"GC.AUTH", good])).startswith("NOPERM")
+    hello = dispatch(node.table, session, [b"GC.HELLO", b"n2", nonce])
+    assert isinstance(hello, list)
+    t = auth.Transcript("n2", hello[0].decode(), nonce, hello[1])
+    good = auth.proof("s3cret", auth.CLIENT_TO_SERVER, t)
+    assert dispatch(node.table, session, [b"GC.AUTH", good]) == OK
     assert session.peer_id == "n2" and session.authenticated
 
 
@@ -295,7 +304,7 @@ def test_no_secret_no_peer_commands() -> None:
     """A standalone node has no peer commands at all: not even the handshake."""
     node = FakeNode()
     session = Session(node, 1)  # type: ignore[arg-type]
-    for name in ("GC.CHALLENGE", "GC.AUTH", "GC.SWIM", "GC.APPLY"):
+    for name in ("GC.HELLO", "GC.AUTH", "GC.SWIM", "GC.APPLY"):
         reply = run(node, name, "a", "b", session=session)
         assert str(reply).startswith("ERR unknown command"), reply
     assert session.peer_id == ""

@@ -143,13 +143,17 @@ def serve(args: argparse.Namespace) -> int:
         log = logging.getLogger("geocache.node")
         log.info("advertising", extra={"addr": config.advertise_addr, "chosen_by": why})
 
+    exit_code = 0
+
     async def main() -> None:
+        nonlocal exit_code
         node = Node(config)
         await node.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, node.request_stop)
         await node.run()
+        exit_code = node.exit_code  # 1: no seed accepted this node's proof (allow_solo off)
 
     try:
         _run(main())
@@ -159,7 +163,7 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:  # e.g. an origin's module:function that cannot be loaded
         print(f"geocache serve: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return exit_code
 
 
 def run_relay(args: argparse.Namespace) -> int:

@@ -11,6 +11,13 @@ Reads and writes of the local store happen in command handlers; this module only
 the network side, so everything here is asyncio and nothing here touches a key twice
 across an await.
 
+Trust (auth.py, clock.py): the handshakes this node answers and the ones it dials are
+counted and logged (rate-limited); until it has proven the cluster secret to some peer
+(or one to it), a node started with seeds is not ready once any seed refused it, and
+says why (`trust_failure`). Versions received that the clock does not admit are refused
+and logged (`version_refused`). Membership messages carry the sender's wall clock, so
+a node whose clock is off from its peers' by more than half `max_clock_skew_ms` says so.
+
 The cluster sits below the server: it is handed its store, its peer connections and its
 random source, and sees the node that runs it only as a `ClusterHost` (the settings of
 the moment and the read-through origin, both of which the node may change).
@@ -44,10 +51,12 @@ from geocache.cluster.streams import RegionStreams
 from geocache.cluster.swim import Send, Swim, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
 from geocache.cluster.timing import swim_config
+from geocache.cluster.trust import Trust
 from geocache.commands.context import Deferred
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.entry import Entry, Tombstone
+from geocache.store.errors import VersionRefused
 
 log = logging.getLogger("geocache.cluster")
 
@@ -137,6 +146,7 @@ class Cluster:
         self._unflushed: dict[str, int] = {}
         self.handoff = HandoffStats()  # the graceful leave's, once stopped
         self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
+        self.trust = Trust(host, clock, peers.handshakes, self.node_id)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -186,9 +196,10 @@ class Cluster:
         self._send(self.swim.update_seeds([*self.seed_watcher.addrs, *self._found]))
 
     def _send(self, sends: list[Send]) -> None:
+        wall_ms = self.clock.wall_ms()
         for send in sends:
             payload = encode(send.msg)
-            self.peers.get(send.to_addr).send_nowait("GC.SWIM", self.addr, payload)
+            self.peers.get(send.to_addr).send_nowait("GC.SWIM", self.addr, payload, wall_ms)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -209,6 +220,11 @@ class Cluster:
         alive = self.swim.alive()
         self._addr_of = {m.node_id: m.addr for m in alive}
         self._addr_of[self.node_id] = self.addr
+        self.trust.keep_peers(self._addr_of)
+        # Dials must reach the node membership knows at an address: the alive member's,
+        # else the last one known there (a crashed member's port taken by someone else).
+        known = {m.addr: m.node_id for m in self.swim.members() if m.node_id != self.node_id}
+        self.peers.expect(known | {m.addr: m.node_id for m in alive if m.node_id != self.node_id})
         by_region: dict[str, list[str]] = {self.region: [self.node_id]}
         for m in alive:
             if m.node_id != self.node_id:
@@ -244,7 +260,27 @@ class Cluster:
             **self.stats,
             "ready": int(self.ready),
             **{f"repair_{name}": n for name, n in self.repairer.stats.as_dict().items()},
+            **self.trust.status(),
+            "versions_refused": self.store.versions_refused,
         }
+
+    # -- trust -----------------------------------------------------------------------------
+
+    def version_refused(self, exc: VersionRefused, peer_id: str, key: bytes, via: str) -> Error:
+        """A received version the clock does not admit: logged; the sender's error reply."""
+        return self.trust.version_refused(exc, peer_id, key, via)
+
+    def peer_wall_ms(self, peer_id: str, wall_ms: int) -> None:
+        """A proven peer's wall clock, from its membership message (the skew check)."""
+        self.trust.peer_wall_ms(peer_id, wall_ms, self._addr_of)
+
+    def not_ready_reason(self) -> str:
+        """Why /readyz says not ready; "" when ready."""
+        failure = self.trust.failure()
+        joined = self.repairer.ready  # warmed up, or the join timeout passed
+        if failure and not (joined and self.host.config.allow_solo):
+            return failure
+        return "" if joined else "joining the cluster and warming up"
 
     # -- placement -------------------------------------------------------------------------
 
@@ -258,8 +294,10 @@ class Cluster:
 
     @property
     def ready(self) -> bool:
-        """Warm-up done (or its time bound passed): /readyz may say ready."""
-        return self.repairer.ready
+        """Warm-up done (or its time bound passed) and, with seeds, the secret proven
+        (or `allow_solo`): /readyz may say ready."""
+        # On the read path (router.py): a few attribute reads once warmed up and trusted.
+        return self.repairer.ready and (not self.trust.failure() or self.host.config.allow_solo)
 
     def addr_of(self, node_id: str) -> str | None:
         return self._addr_of.get(node_id)
@@ -493,13 +531,16 @@ class Cluster:
 
     def apply_fetched(self, key: bytes, reply: object) -> bool:
         """Apply a GC.FETCH reply (an entry or a tombstone); True if the key is now held."""
-        if isinstance(reply, list) and len(reply) == 4:
-            value, expires, version, origin = reply
-            entry = (bytes(value), int(expires), int(version), bytes(origin).decode())
-            self.store.apply(key, entry)
-        elif isinstance(reply, list) and len(reply) == 3:
-            version, origin, _created = reply
-            self.store.apply_delete(key, int(version), bytes(origin).decode())
+        try:
+            if isinstance(reply, list) and len(reply) == 4:
+                value, expires, version, origin = reply
+                entry = (bytes(value), int(expires), int(version), bytes(origin).decode())
+                self.store.apply(key, entry)
+            elif isinstance(reply, list) and len(reply) == 3:
+                version, origin, _created = reply
+                self.store.apply_delete(key, int(version), bytes(origin).decode())
+        except VersionRefused as exc:
+            self.trust.version_refused(exc, "", key, "GC.FETCH reply")
         return self.store.peek(key) is not None
 
 

@@ -5,12 +5,20 @@ adds them to its command table, so a standalone node has none of them. All but t
 handshake are flagged `peer`: the command layer's `dispatch` refuses them on any
 connection that has not proven the cluster secret.
 
-- `GC.CHALLENGE` and `GC.AUTH` let a peer prove the cluster secret (geocache/auth.py).
-- `GC.SWIM` carries membership (cluster.py); `GC.APPLY` / `GC.APPLYDEL` replication
-  and hints; `GC.FWD` a command forwarded to its coordinator (router.py).
+- `GC.HELLO` and `GC.AUTH`: the mutual handshake in which this node, as the server,
+  proves the cluster secret first and then checks the dialing peer's proof (auth.py).
+  A refused handshake is counted, logged (rate-limited) and closes the connection.
+- `GC.SWIM` carries membership (cluster.py) and the sender's wall clock (skew check);
+  `GC.APPLY` / `GC.APPLYDEL` replication and hints; `GC.FWD` a command forwarded to its
+  coordinator (router.py).
 - `GC.DIGEST`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve repair
   (repair.py): a peer compares digests, lists differing buckets and pulls newer records.
 - `GC.GEO` a batch from another region's stream (streams.py).
+
+Versions are checked where they enter: a replicated, forwarded, flush or cross-region version
+the clock does not admit (more than `max_clock_skew_ms` ahead of this node's wall
+clock, or out of range) is refused with an error reply, counted and logged, and
+changes nothing (the store refuses it, clock.py says why).
 """
 
 from __future__ import annotations
@@ -27,22 +35,23 @@ from geocache.protocol.types import OK, Error
 from geocache.protocol.writer import encode
 from geocache.store.counters import parse_int
 from geocache.store.entry import EXPIRES_AT_MS, ORIGIN, VALUE, VERSION
-from geocache.store.errors import StoreError
+from geocache.store.errors import StoreError, VersionRefused
 
 if TYPE_CHECKING:
     from geocache.cluster.cluster import Cluster
 
 _NO_KEYS = (0, 0, 0)
 AUTH_FAILED = Error("NOPERM cluster authentication failed")
+ALREADY_PROVEN = Error("ERR this connection has proven the cluster secret already")
 
 
 def peer_commands(cluster: Cluster) -> list[Command]:
     """The cluster's command-table entries, bound to `cluster`."""
     h = PeerHandlers(cluster)
     entries = [
-        ("gc.challenge", 1, "fast noauth", "Get a nonce", h.challenge),
-        ("gc.auth", 3, "fast noauth", "Prove the secret", h.auth),
-        ("gc.swim", 3, "fast peer", "A membership message", h.swim),
+        ("gc.hello", 3, "fast noauth", "Start the handshake", h.hello),
+        ("gc.auth", 2, "fast noauth", "Prove the secret", h.auth),
+        ("gc.swim", -3, "fast peer", "A membership message", h.swim),
         ("gc.apply", 6, "write peer", "Apply a replicated write", h.apply),
         ("gc.applydel", 4, "write peer", "Apply a replicated delete", h.applydel),
         ("gc.fetch", 2, "readonly peer", "A key's entry or tombstone", h.fetch),
@@ -68,22 +77,59 @@ class PeerHandlers:
 
     # -- the handshake -----------------------------------------------------------------------
 
-    def challenge(self, session: Session, argv: list[bytes]) -> object:
-        session.nonce = auth.new_nonce()
-        return session.nonce
+    def hello(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.HELLO <client id> <client nonce>`: this node proves the secret first, over
+        both nonces and both ids, and keeps the transcript for the client's proof."""
+        cluster = self._cluster
+        session.handshake = None
+        if session.peer_id:
+            return ALREADY_PROVEN
+        raw_id, client_nonce = argv[1], argv[2]
+        if not auth.valid_node_id(raw_id) or not auth.valid_nonce(client_nonce):
+            return self._refuse(session, "", "malformed GC.HELLO")
+        client_id = raw_id.decode()
+        if client_id == cluster.node_id:
+            # Only a handshake reflected back to this node (or a seed naming this very
+            # node under another address) claims this node's own id.
+            return self._refuse(session, client_id, "a peer claimed this node's own id")
+        transcript = auth.Transcript(
+            client_id, cluster.node_id, client_nonce, auth.new_nonce(), session.channel_binding
+        )
+        session.handshake = transcript
+        server_proof = auth.proof(cluster.secret, auth.SERVER_TO_CLIENT, transcript)
+        return [cluster.node_id.encode(), transcript.server_nonce, server_proof]
 
     def auth(self, session: Session, argv: list[bytes]) -> object:
-        nonce, session.nonce = session.nonce, b""  # one proof per challenge
-        node_id = argv[1].decode("utf-8", "surrogateescape")
-        if not auth.verify(self._cluster.secret, nonce, node_id, argv[2]):
-            return AUTH_FAILED
-        session.peer_id = node_id
+        """`GC.AUTH <client proof>`: one try per GC.HELLO; on success the connection is
+        the peer's, which may then run peer commands."""
+        transcript, session.handshake = session.handshake, None  # one proof per handshake
+        if transcript is None:
+            return self._refuse(session, "", "GC.AUTH without GC.HELLO")
+        claimed = argv[1]
+        if not auth.verify(self._cluster.secret, auth.CLIENT_TO_SERVER, transcript, claimed):
+            return self._refuse(session, transcript.client_id, "wrong proof of the secret")
+        session.peer_id = transcript.client_id
         session.authenticated = True
+        self._cluster.trust.handshake_proven()
         return OK
+
+    def _refuse(self, session: Session, claimed_id: str, reason: str) -> Error:
+        """A refused handshake: counted, logged, and the connection closed after the reply."""
+        session.closing = True
+        self._cluster.trust.handshake_refused(session.addr, claimed_id, reason)
+        return AUTH_FAILED
 
     # -- membership and replication ------------------------------------------------------------
 
     def swim(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.SWIM <from addr> <message> [<sender wall ms>]`."""
+        if len(argv) > 4:
+            return Error("ERR wrong number of arguments for 'gc.swim' command")
+        if len(argv) == 4:
+            try:
+                self._cluster.peer_wall_ms(session.peer_id, int(argv[3]))
+            except ValueError:
+                return NOT_INTEGER
         self._cluster.on_swim(argv[1].decode("utf-8", "surrogateescape"), argv[2])
         return OK
 
@@ -93,7 +139,10 @@ class PeerHandlers:
         except ValueError:
             return NOT_INTEGER
         entry = (argv[2], expires_at, version, argv[5].decode("utf-8", "surrogateescape"))
-        return 1 if self._cluster.store.apply(argv[1], entry) else 0
+        try:
+            return 1 if self._cluster.store.apply(argv[1], entry) else 0
+        except VersionRefused as exc:
+            return self._cluster.version_refused(exc, session.peer_id, argv[1], "GC.APPLY")
 
     def applydel(self, session: Session, argv: list[bytes]) -> object:
         try:
@@ -101,7 +150,10 @@ class PeerHandlers:
         except ValueError:
             return NOT_INTEGER
         origin = argv[3].decode("utf-8", "surrogateescape")
-        return 1 if self._cluster.store.apply_delete(argv[1], version, origin) else 0
+        try:
+            return 1 if self._cluster.store.apply_delete(argv[1], version, origin) else 0
+        except VersionRefused as exc:
+            return self._cluster.version_refused(exc, session.peer_id, argv[1], "GC.APPLYDEL")
 
     def fetch(self, session: Session, argv: list[bytes]) -> object:
         store = self._cluster.store
@@ -136,6 +188,11 @@ class PeerHandlers:
             return encode(dispatch(table, session, inner), proto)
         key = cmd.keys(inner)[0]
         cluster = self._cluster
+        hlc = cluster.store.hlc
+        if version and not hlc.admits(version):
+            exc = VersionRefused(version, hlc.ahead_ms(version), hlc.max_ahead_ms)
+            cluster.store.versions_refused += 1
+            return encode(cluster.version_refused(exc, session.peer_id, key, "GC.FWD"), proto)
         if version and cmd.write:
             held = cluster.store.version_of(key)
             if held is not None and held[0] >= version:
@@ -155,6 +212,14 @@ class PeerHandlers:
             return NOT_INTEGER
         if version <= 0:
             return Error("ERR flush version must be positive")
+        store = self._cluster.store
+        hlc = store.hlc
+        if not hlc.admits(version):
+            # A flush from the far future would drop every write made until then and
+            # raise the resurrection floor past them all: refused like any version.
+            store.versions_refused += 1
+            exc = VersionRefused(version, hlc.ahead_ms(version), hlc.max_ahead_ms)
+            return self._cluster.version_refused(exc, session.peer_id, b"", "GC.FLUSH")
         return self._cluster.apply_flush(version)
 
     def exec(self, session: Session, argv: list[bytes]) -> object:
@@ -204,7 +269,7 @@ class PeerHandlers:
             writes = decode_batch(argv[2:])
         except ValueError as exc:
             return Error(f"ERR bad GC.GEO batch: {exc}")
-        return Deferred(self._cluster.streams.receive(writes))
+        return Deferred(self._cluster.streams.receive(writes, session.peer_id))
 
 
 def _decode_commands(flat: list[bytes]) -> list[list[bytes]]:

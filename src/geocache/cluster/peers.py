@@ -7,8 +7,13 @@ lost connection fails everything in flight with `PeerError`; the next request
 reconnects, at most once per `reconnect_backoff_ms`, so a dead peer costs a failed
 future, not a stalled caller.
 
-On connect the client proves the cluster secret (GC.CHALLENGE, then GC.AUTH; see
-auth.py) before any request is sent.
+On connect the client runs the mutual handshake of auth.py before any request is sent:
+`GC.HELLO`, then it checks the server's proof (and, when membership knows who is at
+this address, that the server is that node) and only then sends its own (`GC.AUTH`).
+A handshake that fails is a `HandshakeError`: counted in `HandshakeStats`, logged
+(rate-limited), and the address is not redialled for a backoff that doubles with each
+failure in a row (RECONNECT_BACKOFF_MS up to AUTH_BACKOFF_MAX_MS), so a peer with
+another secret costs a handshake every few seconds, not a busy loop.
 
 Seams: how a connection is opened is a `Dial` function (TCP to the peer, or to the
 relay `peer_map` names, by default), and every time the client measures (timeouts,
@@ -27,15 +32,20 @@ and repair, whose writes must never be lost.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from geocache import auth
+from geocache.observability.throttle import LogThrottle
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
 
 Arg = bytes | str | int | float
+log = logging.getLogger("geocache.peers")
+_failures = LogThrottle(log)
 
 # A peer that refused or dropped a connection is not redialled for this long: a dead
 # node then costs one failed connect per 200 ms, not one per request.
@@ -46,10 +56,40 @@ CONNECT_TIMEOUT_S = 1.0
 FAILED_WINDOW_S = 5.0
 # Requests waiting on one connection; past this a caller fails at once (back-pressure).
 MAX_IN_FLIGHT = 100_000
+# A failed handshake doubles the backoff, up to this (ms): a member with another secret
+# (or an impostor at its address) is asked again every 5 s at most, and a fixed secret
+# is picked up within that.
+AUTH_BACKOFF_MAX_MS = 5_000
 
 
 class PeerError(Exception):
     """The peer could not be reached or did not answer in time."""
+
+
+class HandshakeError(PeerError):
+    """The handshake failed. `kind`: forged (the peer's proof did not check out),
+    refused (the peer refused this node's), reflected (the peer claims this node's own
+    id), relayed (the peer is not the member known at that address) or malformed."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    @property
+    def secret(self) -> bool:
+        """Whether a proof failed: a different secret on one side (or an impostor)."""
+        return self.kind in ("forged", "refused")
+
+
+@dataclass(slots=True)
+class HandshakeStats:
+    """Handshakes this node ran as the dialing side (INFO, /metrics, readiness)."""
+
+    proven: int = 0
+    failed: int = 0
+    # Failures where a proof did not check out (a different secret on one side).
+    secret_failures: int = 0
+    last_failure: str = ""
 
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
@@ -115,14 +155,22 @@ class PeerClient:
         secret: str,
         dial: Dial | None = None,
         datagram: SendDatagram | None = None,
+        expect: Callable[[], str | None] | None = None,
+        handshakes: HandshakeStats | None = None,
     ) -> None:
         """`dial`: opens a connection to `addr` (TCP to it by default); `datagram`: how
-        fire-and-forget messages leave (default: as requests, replies dropped)."""
+        fire-and-forget messages leave (default: as requests, replies dropped);
+        `expect`: the node id membership knows at `addr` (None: anyone who proves the
+        secret, as a seed); `handshakes`: where handshake outcomes are counted."""
         self.addr = addr
         self._dial_fn = dial or tcp_dial(addr)
         self._datagram = datagram
         self._node_id = node_id
         self._secret = secret
+        self._expect = expect or (lambda: None)
+        self.handshakes = handshakes if handshakes is not None else HandshakeStats()
+        # Handshakes failed in a row: the reconnect backoff doubles with each.
+        self._auth_failures = 0
         self._transport: asyncio.Transport | None = None
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[None] | None = None
@@ -257,20 +305,73 @@ class PeerClient:
                 self._failed_at = None
         except (OSError, TimeoutError, PeerError) as exc:
             self._failed_at = _now()
-            self._down_until = self._failed_at + RECONNECT_BACKOFF_MS / 1000
+            backoff_ms = RECONNECT_BACKOFF_MS
+            if isinstance(exc, HandshakeError):
+                backoff_ms = self._handshake_failed(exc)
+            self._down_until = self._failed_at + backoff_ms / 1000
             if self._transport is not None:
                 self._transport.abort()
                 self._transport = None
             raise PeerError(f"{self.addr}: cannot connect: {exc}") from exc
+        self._auth_failures = 0
+        self.handshakes.proven += 1
+
+    def _handshake_failed(self, exc: HandshakeError) -> int:
+        """Count and log a failed handshake; the backoff before the next try (ms)."""
+        self._auth_failures += 1
+        stats = self.handshakes
+        stats.failed += 1
+        stats.secret_failures += exc.secret
+        stats.last_failure = str(exc)
+        backoff_ms = min(
+            RECONNECT_BACKOFF_MS << min(self._auth_failures - 1, 16), AUTH_BACKOFF_MAX_MS
+        )
+        _failures.warning(
+            "peer handshake failed",
+            kind=f"handshake:{self.addr}:{exc.kind}",
+            peer=self.addr,
+            reason=str(exc),
+            retry_ms=backoff_ms,
+        )
+        return backoff_ms
 
     async def _authenticate(self) -> None:
-        (nonce,) = await asyncio.gather(*self._send([("GC.CHALLENGE",)]))
-        if not isinstance(nonce, bytes):
-            raise PeerError(f"{self.addr}: bad challenge {nonce!r}")
-        proof = auth.proof(self._secret, nonce, self._node_id)
-        (answer,) = await asyncio.gather(*self._send([("GC.AUTH", self._node_id, proof)]))
+        """The client's side of auth.py's handshake; HandshakeError if it fails."""
+        addr = self.addr
+        client_nonce = auth.new_nonce()
+        (hello,) = await asyncio.gather(*self._send([("GC.HELLO", self._node_id, client_nonce)]))
+        if isinstance(hello, Error):
+            raise HandshakeError(f"{addr} refused GC.HELLO: {hello}", "malformed")
+        if not (
+            isinstance(hello, list) and len(hello) == 3 and all(isinstance(x, bytes) for x in hello)
+        ):
+            raise HandshakeError(f"{addr} answered GC.HELLO with {hello!r:.80}", "malformed")
+        raw_id, server_nonce, server_proof = hello
+        if not auth.valid_node_id(raw_id) or not auth.valid_nonce(server_nonce):
+            raise HandshakeError(f"{addr} answered GC.HELLO with a bad id or nonce", "malformed")
+        server_id = raw_id.decode()
+        if server_id == self._node_id:
+            raise HandshakeError(f"{addr} claims this node's own id (reflected?)", "reflected")
+        expected = self._expect()
+        if expected is not None and server_id != expected:
+            raise HandshakeError(f"{addr} is {server_id}, not {expected} (relayed?)", "relayed")
+        transcript = auth.Transcript(
+            self._node_id, server_id, client_nonce, server_nonce, self._binding()
+        )
+        if not auth.verify(self._secret, auth.SERVER_TO_CLIENT, transcript, server_proof):
+            raise HandshakeError(
+                f"{addr} ({server_id}) failed to prove the cluster secret", "forged"
+            )
+        proof = auth.proof(self._secret, auth.CLIENT_TO_SERVER, transcript)
+        (answer,) = await asyncio.gather(*self._send([("GC.AUTH", proof)]))
         if isinstance(answer, Error):
-            raise PeerError(f"{self.addr}: {answer}")
+            raise HandshakeError(f"{addr} ({server_id}) refused this node's proof", "refused")
+
+    def _binding(self) -> bytes:
+        """This end's TLS channel binding (auth.channel_binding; empty without TLS)."""
+        transport = self._transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        return auth.channel_binding(ssl_object)
 
     def _lost(self, exc: Exception | None, protocol: _Protocol) -> None:
         if protocol is not self._protocol:
@@ -280,7 +381,8 @@ class PeerClient:
         self._outbox = []
         self._authed = False
         self._failed_at = _now()
-        self._down_until = self._failed_at + RECONNECT_BACKOFF_MS / 1000
+        # max: a failed handshake's longer backoff, set as it aborted this connection, stays.
+        self._down_until = max(self._down_until, self._failed_at + RECONNECT_BACKOFF_MS / 1000)
         pending, self._pending = self._pending, deque()
         for future in pending:
             if not future.done():
@@ -319,12 +421,28 @@ class Peers:
         self._dial = dial
         self._datagram = datagram
         self._clients: dict[tuple[str, str], PeerClient] = {}
+        # Peer address -> the node id membership knows there: a dial to it must reach
+        # that node (a fake member relaying another node's handshake names another id).
+        self._expected: dict[str, str] = {}
+        self.handshakes = HandshakeStats()
+
+    def expect(self, ids_by_addr: dict[str, str]) -> None:
+        """Who membership knows at each address, from now on (cluster.py)."""
+        self._expected = ids_by_addr
 
     def get(self, addr: str, channel: str = DATA) -> PeerClient:
         client = self._clients.get((addr, channel))
         if client is None:
             dial = self._dial(self._routes.get(addr, addr))
-            client = PeerClient(addr, self._node_id, self._secret, dial, self._datagram)
+            client = PeerClient(
+                addr,
+                self._node_id,
+                self._secret,
+                dial,
+                self._datagram,
+                expect=lambda: self._expected.get(addr),
+                handshakes=self.handshakes,
+            )
             self._clients[addr, channel] = client
         return client
 

@@ -78,6 +78,7 @@ from geocache.cluster.swim_messages import MemberState
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.entry import entry_size, newer
+from geocache.store.errors import VersionRefused
 
 if TYPE_CHECKING:
     from geocache.cluster.swim import Change
@@ -192,6 +193,10 @@ class RepairView(Protocol):
     def warming(self) -> bool: ...
 
     def seeds_to_join(self) -> list[str]: ...
+
+    def version_refused(self, exc: VersionRefused, peer_id: str, key: bytes, via: str) -> Error:
+        """A pulled record whose version the clock does not admit: logged."""
+        ...
 
 
 class Repairer:
@@ -508,7 +513,7 @@ class Repairer:
         )
         fetch: list[bytes] = []
         for reply in replies:
-            fetch += self._plan(digest.decode_records(reply), copy_missing)
+            fetch += self._plan(peer_id, digest.decode_records(reply), copy_missing)
         self.stats.buckets_compared += len(batch)
         for i in range(0, len(fetch), FETCH_BATCH):
             keys = fetch[i : i + FETCH_BATCH]
@@ -516,16 +521,25 @@ class Repairer:
                 [("GC.FETCH", k) for k in keys], timeout_ms=REPAIR_TIMEOUT_MS
             )
             for key, reply in zip(keys, found, strict=True):
-                self._apply_fetched(key, reply)
+                try:
+                    self._apply_fetched(key, reply)
+                except VersionRefused as exc:
+                    self.cluster.version_refused(exc, peer_id, key, "repair (GC.FETCH)")
         buckets = self.store.digest.buckets
         settled = self._settled.setdefault(peer_id, {})
         for b in batch:
             settled[b] = (buckets[b], theirs[b])
 
-    def _plan(self, records: list[digest.Record], copy_missing: bool) -> list[bytes]:
-        """Apply the peer's newer tombstones; return the keys whose newer entries to fetch."""
+    def _plan(self, peer_id: str, records: list[digest.Record], copy_missing: bool) -> list[bytes]:
+        """Apply the peer's newer tombstones; return the keys whose newer entries to fetch.
+        A record whose version the clock does not admit is neither applied nor fetched."""
         store, fetch = self.store, []
         for key, version, origin, tombstone in records:
+            if not store.hlc.admits(version):
+                store.versions_refused += 1
+                exc = VersionRefused(version, store.hlc.ahead_ms(version), store.hlc.max_ahead_ms)
+                self.cluster.version_refused(exc, peer_id, key, "repair (GC.BUCKET)")
+                continue
             held = store.version_of(key)
             if held is None:
                 if not copy_missing:

@@ -55,6 +55,7 @@ from geocache.observability.histogram import REGION_LAG_BOUNDS_MS, Histogram
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
 from geocache.store.entry import Entry, Tombstone, newer
+from geocache.store.errors import VersionRefused
 
 if TYPE_CHECKING:
     from geocache.cluster.swim import Change
@@ -125,6 +126,10 @@ class StreamsView(Protocol):
     async def ship_to(self, target: str, writes: list[Write]) -> tuple[str, bool]: ...
 
     def apply_fetched(self, key: bytes, reply: object) -> bool: ...
+
+    def version_refused(self, exc: VersionRefused, peer_id: str, key: bytes, via: str) -> Error:
+        """A received record whose version the clock does not admit: logged."""
+        ...
 
 
 class Stream:
@@ -448,15 +453,23 @@ class RegionStreams:
 
     # -- the gateway side ---------------------------------------------------------------------
 
-    async def receive(self, writes: list[Write]) -> int:
-        """Apply a batch from another region at this region's owners; answer the time."""
+    async def receive(self, writes: list[Write], sender: str = "") -> int:
+        """Apply a batch from another region at this region's owners; answer the time.
+        A record whose version the clock does not admit goes nowhere (logged)."""
         cluster = self.cluster
         me = cluster.node_id
         store = cluster.store
+        hlc = store.hlc
         by_target: dict[str, list[Write]] = {}
         self.stats["received"] += len(writes)
         for write in writes:
             key, record = write
+            version = record[0] if len(record) == 3 else record[2]
+            if not hlc.admits(version):
+                store.versions_refused += 1
+                exc = VersionRefused(version, hlc.ahead_ms(version), hlc.max_ahead_ms)
+                cluster.version_refused(exc, sender, key, "GC.GEO")
+                continue
             for owner in cluster.owners(key):
                 if owner != me:
                     by_target.setdefault(owner, []).append(write)

@@ -1,4 +1,13 @@
-"""Connection commands: PING, ECHO, HELLO, AUTH, QUIT, RESET and CLIENT (SELECT: databases.py)."""
+"""Connection commands: PING, ECHO, HELLO, AUTH, QUIT, RESET and CLIENT (SELECT:
+databases.py).
+
+A wrong password (AUTH, HELLO AUTH) is answered late, and later each time in a row: the
+k-th failure in a row sets `session.hold_ms` to AUTH_DELAY_MS * 2**(k-1) (at most
+AUTH_DELAY_MAX_MS), which the server honours by holding the reply and reading nothing
+more from that connection meanwhile; the `auth_max_failures`-th closes the connection
+after its reply. A guessing client gets a handful of tries per connection and seconds
+per try, where it had 95,000 a second; a user's typo costs 10 ms.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,10 @@ from geocache.store.errors import StoreError
 REDIS_COMPAT_VERSION = "7.0.15"
 _NO_KEYS = (0, 0, 0)
 WRONGPASS = Error("WRONGPASS invalid username-password pair or user is disabled.")
+# The first wrong password in a row is answered after 10 ms, each next one after twice
+# as long, up to 2 s (ms).
+AUTH_DELAY_MS = 10
+AUTH_DELAY_MAX_MS = 2_000
 
 
 @command("ping", -1, "fast", keys=_NO_KEYS, group="connection", summary="Ping the server")
@@ -50,9 +63,23 @@ def cmd_auth(session: Session, argv: list[bytes]) -> object:
     else:
         username, password = argv[1], argv[2]
     if not _password_ok(session, username, password):
-        return WRONGPASS
+        return _wrong_password(session)
     session.authenticated = True
+    session.auth_failures = 0
     return OK
+
+
+def _wrong_password(session: Session) -> Error:
+    """Count a failure in a row; hold the reply longer each time; close at the limit.
+    Without a password configured there is nothing to guess: the reply is Redis's."""
+    if not session.node.config.requirepass:
+        return WRONGPASS
+    session.auth_failures += 1
+    shift = min(session.auth_failures - 1, 16)
+    session.hold_ms = min(AUTH_DELAY_MS << shift, AUTH_DELAY_MAX_MS)
+    if session.auth_failures >= session.node.config.auth_max_failures:
+        session.closing = True
+    return WRONGPASS
 
 
 def _text(raw: bytes) -> str:
@@ -94,8 +121,9 @@ def cmd_hello(session: Session, argv: list[bytes]) -> object:
             )
     if credentials is not None:
         if not _password_ok(session, *credentials):
-            return WRONGPASS
+            return _wrong_password(session)
         session.authenticated = True
+        session.auth_failures = 0
     if not session.authenticated:
         return Error(
             "NOAUTH HELLO must be called with the client already authenticated, otherwise the "

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Protocol
 
+from geocache.auth import Transcript
 from geocache.clock import Clock
 from geocache.config import NodeConfig
 from geocache.store.databases import Databases
@@ -106,10 +107,14 @@ class Session:
 
     __slots__ = (
         "addr",
+        "auth_failures",
         "authenticated",
+        "channel_binding",
         "closing",
         "created_ms",
         "db",
+        "handshake",
+        "hold_ms",
         "id",
         "laddr",
         "last_cmd",
@@ -122,7 +127,6 @@ class Session:
         "name",
         "no_evict",
         "node",
-        "nonce",
         "peer_id",
         "proto",
         "reply_proto",
@@ -157,9 +161,16 @@ class Session:
         # In cluster mode, the hash slot of the transaction's keys (-1: none yet).
         self.multi_slot = -1
         self.watched: dict[bytes, int | None] = {}
-        # Peer authentication (cluster/auth.py): the challenge sent, and the proven id.
-        self.nonce = b""
+        # Peer authentication (auth.py): the handshake this node answered and awaits a
+        # proof for, the TLS channel binding of the connection (empty without TLS), and
+        # the peer's node id once it proved the cluster secret.
+        self.handshake: Transcript | None = None
+        self.channel_binding = b""
         self.peer_id = ""
+        # AUTH failures in a row (commands/connection.py), and how long the server holds
+        # the reply of the command just run before sending it (ms; the AUTH tarpit).
+        self.auth_failures = 0
+        self.hold_ms = 0
 
 
 class Deferred:

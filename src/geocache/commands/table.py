@@ -27,8 +27,9 @@ from geocache.store.errors import StoreError, TooLarge
 Handler = Callable[[Session, list[bytes]], object]
 SubHandler = Handler
 
-# Commands a client may run before AUTH when a password is set (as Redis).
-NOAUTH_OK = frozenset({b"auth", b"hello", b"quit", b"gc.challenge", b"gc.auth"})
+# Commands a client may run before AUTH when a password is set (as Redis), and the peer
+# handshake (which proves the cluster secret instead).
+NOAUTH_OK = frozenset({b"auth", b"hello", b"quit", b"reset", b"gc.hello", b"gc.auth"})
 NOAUTH = Error("NOAUTH Authentication required.")
 NOT_A_PEER = Error("NOPERM this command is for cluster peers (GC.AUTH first)")
 # Commands that run at once inside MULTI instead of being queued.

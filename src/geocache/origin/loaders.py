@@ -122,6 +122,14 @@ OCTET_STREAM = "application/octet-stream"
 MAX_CONTENT_TYPES = 10_000
 
 
+def encode_key(key: bytes) -> str:
+    """A key as one literal path segment: percent-encoded, dot-segments included."""
+    encoded = quote_from_bytes(key, safe="")
+    if encoded in (".", ".."):
+        return encoded.replace(".", "%2E")
+    return encoded
+
+
 class HttpLoader:
     def __init__(self, template: str, concurrency: int, max_value_bytes: int) -> None:
         self._template = template
@@ -134,8 +142,10 @@ class HttpLoader:
 
     def url(self, key: bytes) -> URL:
         """The template with `{key}` replaced by the key, every byte but unreserved ones
-        percent-encoded (so a key can never add a path segment or a query)."""
-        return URL(self._template.replace(KEY_FIELD, quote_from_bytes(key, safe="")), encoded=True)
+        percent-encoded (so a key can never add a path segment or a query). The keys
+        `.` and `..` have their dots encoded too: as a segment of their own they would
+        mean "this folder" and "the parent folder" and walk the origin's path."""
+        return URL(self._template.replace(KEY_FIELD, encode_key(key)), encoded=True)
 
     async def load(self, key: bytes) -> bytes | None:
         if self._session is None:  # made here: a session belongs to the running loop

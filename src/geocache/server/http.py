@@ -14,6 +14,8 @@ answering 412 when they do not hold (conditional.py): compare-and-set over HTTP.
 Keys are any bytes, percent-encoded in the path after `/v1/keys/`. The key is taken
 from the raw (still encoded) path and decoded to bytes here: aiohttp's decoded path is
 text, which cannot hold arbitrary bytes, and its normalised URL would resolve `..`.
+A `%` not followed by two hex digits is a 400: decoding it leniently would give the key
+`%zz` a second name (`%25zz`).
 
 One middleware does what every request needs: the bearer-token check (when
 requirepass is set), timing into the per-operation latency histograms, a count per
@@ -27,6 +29,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from time import perf_counter_ns
 from typing import TYPE_CHECKING
@@ -68,6 +71,8 @@ REQUEST_LINE_SLACK_BYTES = 8190
 SHUTDOWN_TIMEOUT_S = 5.0
 OCTET_STREAM = "application/octet-stream"
 TTL_HEADER = "X-Geocache-Ttl-Ms"
+# A `%` that does not start a two-hex-digit escape.
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 # Membership states (swim_messages.MemberState values) as the API names them.
@@ -122,7 +127,10 @@ class HttpApi:
     # -- keys ------------------------------------------------------------------------
 
     def _key(self, request: web.Request) -> bytes:
-        key = unquote_to_bytes(request.rel_url.raw_path[len(KEY_PREFIX) :])
+        raw = request.rel_url.raw_path[len(KEY_PREFIX) :]
+        if _BAD_ESCAPE.search(raw):
+            raise _Reply(error(400, "the key has a % not followed by two hex digits"))
+        key = unquote_to_bytes(raw)
         limit = self._node.config.max_key_bytes
         if len(key) > limit:
             raise _Reply(error(414, f"key of {len(key)} bytes is longer than {limit} bytes"))
@@ -346,9 +354,15 @@ class HttpApi:
         return web.json_response({"status": "ok", "node_id": self._node.node_id})
 
     async def readyz(self, request: web.Request) -> web.StreamResponse:
-        if self._node.ready:
-            return web.json_response({"status": "ready", "node_id": self._node.node_id})
-        body = {"status": "not ready", "node_id": self._node.node_id}
+        node = self._node
+        reason = node.not_ready_reason()
+        if not reason:
+            body = {"status": "ready", "node_id": node.node_id}
+            alone = node.serving_alone_reason()
+            if alone:
+                body["warning"] = f"serving alone (allow_solo): {alone}"
+            return web.json_response(body)
+        body = {"status": "not ready", "node_id": node.node_id, "reason": reason}
         return web.json_response(body, status=503)
 
     async def metrics(self, request: web.Request) -> web.StreamResponse:
@@ -463,6 +477,7 @@ def _middleware(node: Node, operations: dict[object, str]) -> Middleware:
         response: web.StreamResponse
         try:
             if token and operation not in PUBLIC and not _authorized(request, token):
+                node.http_auth_failed(request.remote or "?")
                 response = error(401, "missing or wrong bearer token", _CHALLENGE)
             else:
                 response = await handler(request)

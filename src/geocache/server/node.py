@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Iterator
 from dataclasses import dataclass, fields
 
 from geocache._version import __version__
-from geocache.clock import Clock, OffsetClock, SystemClock
+from geocache.clock import HLC, Clock, OffsetClock, SystemClock
 from geocache.cluster.advertise import with_advertise_addr
 from geocache.cluster.cluster import Cluster
 from geocache.cluster.handlers import peer_commands
@@ -38,6 +38,7 @@ from geocache.config import NodeConfig
 from geocache.fill import Filler
 from geocache.observability.events import EventLog
 from geocache.observability.metrics import Metrics
+from geocache.observability.throttle import LogThrottle
 from geocache.origin.readthrough import ReadThrough
 from geocache.origin.service import Dispatch, StandaloneMisses, open_origin
 from geocache.server.http import HttpServer, start_http
@@ -57,6 +58,8 @@ EXPIRE_BUDGET_S = 0.025
 EXPIRE_BATCH_KEYS = 200
 # How often idle connections are looked for, when idle_timeout_s is set.
 IDLE_CHECK_S = 1.0
+# How often a joining node looks whether the join timeout has passed (s).
+JOIN_WATCH_S = 0.1
 # How long a graceful stop waits for replies to drain before closing hard.
 DRAIN_TIMEOUT_S = 5.0
 
@@ -74,6 +77,10 @@ class NodeStats:
     output_limit_disconnects: int = 0
     idle_disconnects: int = 0
     expire_cycles: int = 0
+    # Wrong passwords: AUTH and HELLO AUTH on RESP, the bearer token over HTTP.
+    auth_failures: int = 0
+    auth_disconnects: int = 0
+    http_auth_failures: int = 0
 
     def reset(self) -> None:
         for f in fields(self):
@@ -148,6 +155,10 @@ class Node:
         self.resp_port = config.port
         self.http_port = config.http_port
         self._http: HttpServer | None = None
+        # What `geocache serve` exits with: 1 when a clustered node could not join
+        # (its seeds refused its proof of the secret) and allow_solo is off.
+        self.exit_code = 0
+        self._log = LogThrottle(log)
 
     def _make_cluster(self, peers: Peers | None, rng: random.Random | None) -> Cluster:
         config = self.config
@@ -235,13 +246,53 @@ class Node:
         self._connections[conn.session.id] = conn
 
     def unregister(self, conn: RespConnection) -> None:
-        if conn.session is not None:
-            self._connections.pop(conn.session.id, None)
+        session = conn.session
+        if session is not None:
+            self._connections.pop(session.id, None)
+            if session.handshake is not None and self.cluster is not None:
+                # The peer got this node's proof and left without proving itself: it may
+                # have refused that proof (another secret), so this side logs it too.
+                self.cluster.trust.handshake_refused(
+                    session.addr,
+                    session.handshake.client_id,
+                    "closed before proving itself (did it refuse this node's proof?)",
+                )
 
     @property
     def ready(self) -> bool:
-        """Serving, not stopping, and (in a cluster) warmed up or past warm-up's time bound."""
-        return self._listening and (self.cluster is None or self.cluster.ready)
+        """Serving, not stopping, and (in a cluster) warmed up or past warm-up's time
+        bound, and trusted by a seed (or allowed to serve alone)."""
+        return not self.not_ready_reason()
+
+    def not_ready_reason(self) -> str:
+        """Why /readyz says not ready; "" when ready."""
+        if not self._listening:
+            return "starting or stopping"
+        return self.cluster.not_ready_reason() if self.cluster is not None else ""
+
+    def serving_alone_reason(self) -> str:
+        """Why this node serves alone although it was given seeds (allow_solo), or ""."""
+        return self.cluster.trust.failure() if self.cluster is not None else ""
+
+    # -- failed authentication -------------------------------------------------------------
+
+    def auth_failed(self, session: Session) -> None:
+        """A wrong password on RESP (AUTH, HELLO AUTH): counted, logged (rate-limited)."""
+        self.stats.auth_failures += 1
+        if session.closing:
+            self.stats.auth_disconnects += 1
+        self._log.warning(
+            "authentication failed",
+            kind="auth",
+            client=session.addr,
+            in_a_row=session.auth_failures,
+            closing=session.closing,
+        )
+
+    def http_auth_failed(self, client: str) -> None:
+        """A missing or wrong bearer token over HTTP: counted, logged (rate-limited)."""
+        self.stats.http_auth_failures += 1
+        self._log.warning("http authentication failed", kind="http auth", client=client)
 
     def uptime_s(self) -> int:
         return (self.clock.mono_ms() - self._started_mono_ms) // 1000
@@ -269,6 +320,8 @@ class Node:
         self._tasks.append(asyncio.create_task(self._expire_loop()))
         if self.config.idle_timeout_s:
             self._tasks.append(asyncio.create_task(self._idle_loop()))
+        if self.cluster is not None and self.config.seed_list:
+            self._tasks.append(asyncio.create_task(self._join_watch()))
         # Entries are untracked tuples; freezing what startup allocated keeps full GC
         # passes short (they would otherwise walk every long-lived object).
         gc.freeze()
@@ -334,6 +387,26 @@ class Node:
                     break
         return total
 
+    async def _join_watch(self) -> None:
+        """Once the join timeout has passed: a node no seed trusts stops (exit 1), or
+        with allow_solo serves alone, and says so either way."""
+        cluster = self.cluster
+        assert cluster is not None
+        while not cluster.repairer.ready:  # warmed up, or the join timeout passed
+            await asyncio.sleep(JOIN_WATCH_S)
+        failure = cluster.trust.failure()
+        if not failure:
+            return
+        if self.config.allow_solo:
+            log.warning("serving alone (allow_solo)", extra={"reason": failure})
+            return
+        log.error(
+            "cannot join the cluster: stopping (allow_solo would serve alone)",
+            extra={"reason": failure},
+        )
+        self.exit_code = 1
+        self.request_stop()
+
     async def _idle_loop(self) -> None:
         while True:
             await asyncio.sleep(IDLE_CHECK_S)
@@ -357,6 +430,7 @@ def _make_store(config: NodeConfig, clock: Clock) -> Store:
         max_keys=config.max_keys,
         node_id=config.effective_node_id,
         tombstones=Tombstones() if config.clustered else None,
+        hlc=HLC(clock, config.max_clock_skew_ms),
     )
 
 

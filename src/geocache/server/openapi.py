@@ -46,9 +46,17 @@ def _object(properties: dict[str, Schema]) -> Schema:
 SCHEMAS: dict[str, Schema] = {
     "Error": _object({"error": _STR}),
     "Health": _object({"status": {"type": "string", "enum": ["ok"]}, "node_id": _STR}),
-    "Ready": _object(
-        {"status": {"type": "string", "enum": ["ready", "not ready"]}, "node_id": _STR}
-    ),
+    "Ready": {
+        **_object({"status": {"type": "string", "enum": ["ready", "not ready"]}, "node_id": _STR}),
+        # Not ready: why (warming up, or no seed accepted this node's proof of the secret);
+        # ready but alone although given seeds (allow_solo): a warning saying so.
+        "properties": {
+            "status": {"type": "string", "enum": ["ready", "not ready"]},
+            "node_id": _STR,
+            "reason": _STR,
+            "warning": _STR,
+        },
+    },
     "Stats": _object(
         {
             "node_id": _STR,
@@ -201,6 +209,7 @@ _VALUE = {"application/octet-stream": {"schema": {"type": "string", "format": "b
 
 def _key_operations(config: NodeConfig) -> dict[str, Schema]:
     key_errors = {
+        "400": _error("The key has a % not followed by two hex digits (or a bad ttl on PUT)"),
         "414": _error(f"The key is longer than max_key_bytes ({config.max_key_bytes})"),
     }
     if_none_match = {
@@ -269,7 +278,6 @@ def _key_operations(config: NodeConfig) -> dict[str, Schema]:
             "responses": {
                 "201": {"description": "Created", "headers": {"ETag": _ETAG}},
                 "204": {"description": "Replaced", "headers": {"ETag": _ETAG}},
-                "400": _error("Bad ttl"),
                 "412": failed,
                 "413": _error(
                     f"The value is over max_value_bytes ({config.max_value_bytes})"
@@ -334,7 +342,8 @@ def _paths(config: NodeConfig) -> dict[str, Schema]:
         ),
         "/readyz": _get(
             "readyz",
-            "Readiness: listening (later also warmed up and a member)",
+            "Readiness: listening, warmed up and, with seeds, trusted by one"
+            " (503 with the reason otherwise)",
             {"200": _json("Ready", "Ready"), "503": _json("Ready", "Not ready yet, or stopping")},
         ),
         "/metrics": _get(

@@ -145,6 +145,7 @@ class NodeCollector:
             if name.startswith("repair_"):
                 repair.add_metric((name.removeprefix("repair_"),), value)
         yield repair
+        yield from _trust(status)
         yield from _regions(cluster.streams.status())
         yield _lag_histogram(cluster.streams.streams)
 
@@ -181,6 +182,46 @@ class NodeCollector:
             "geocache_idle_disconnects", "Clients closed for idling", stats.idle_disconnects
         )
         yield _counter("geocache_expire_cycles", "Active expiry cycles run", stats.expire_cycles)
+        failures = CounterMetricFamily(
+            "geocache_auth_failures",
+            "Wrong passwords: AUTH and HELLO AUTH (resp), bearer tokens (http)",
+            labels=("interface",),
+        )
+        failures.add_metric(("resp",), stats.auth_failures)
+        failures.add_metric(("http",), stats.http_auth_failures)
+        yield failures
+        yield _counter(
+            "geocache_auth_disconnects",
+            "Connections closed after auth_max_failures wrong passwords in a row",
+            stats.auth_disconnects,
+        )
+
+
+def _trust(status: dict[str, int]) -> Iterator[Metric]:
+    """Peer handshakes, refused versions and clock skew (cluster/trust.py)."""
+    handshakes = CounterMetricFamily(
+        "geocache_peer_handshakes",
+        "Peer handshakes: proven and failed as the dialing side, refused as the answering side",
+        labels=("outcome",),
+    )
+    for outcome in ("proven", "failed", "refused"):
+        handshakes.add_metric((outcome,), status[f"peer_handshakes_{outcome}"])
+    yield handshakes
+    yield _counter(
+        "geocache_versions_refused",
+        "Received versions refused: out of range or over max_clock_skew_ms ahead",
+        status["versions_refused"],
+    )
+    yield _gauge(
+        "geocache_clock_skew_seconds",
+        "This node's wall clock less its alive peers' (median; from membership messages)",
+        status["clock_skew_ms"] / 1000,
+    )
+    yield _gauge(
+        "geocache_clock_skewed",
+        "1 when the wall clock is off from the peers' by more than half max_clock_skew_ms",
+        status["clock_skewed"],
+    )
 
 
 def _regions(streams: dict[str, dict[str, float | int]]) -> Iterator[Metric]:

@@ -11,7 +11,9 @@ Limits (DESIGN.md section 10), each cutting off only the offending client:
   resuming on the next loop iteration (fairness, and it bounds one batch's replies);
 - replies queued beyond `max_output_buffer_bytes` (a client that sends but does not
   read) close the connection;
-- `max_concurrent_commands` caps client commands in progress node-wide (CommandGate).
+- `max_concurrent_commands` caps client commands in progress node-wide (CommandGate);
+- a reply the command asked to hold (`session.hold_ms`: a wrong password) is sent that
+  much later, and the connection reads nothing more meanwhile (the AUTH tarpit).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from functools import partial
 from time import perf_counter_ns
 from typing import TYPE_CHECKING, cast
 
+from geocache import auth
 from geocache.commands.context import Deferred, Session
 from geocache.observability.metrics import LATENCY_BOUNDS_NS as BOUNDS_NS
 from geocache.observability.metrics import SUM_INDEX
@@ -122,6 +125,7 @@ class RespConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.session = Session(node, node.next_client_id(), _addr(peer), _addr(local))
+        self.session.channel_binding = auth.channel_binding(transport.get_extra_info("ssl_object"))
         node.register(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -166,6 +170,7 @@ class RespConnection(asyncio.Protocol):
         gated = gate.limit and not session.peer_id
         pending = self._pending
         argv_held, self._held = self._held, None
+        held_back = False
         try:
             while done < budget:
                 argv = reader.gets() if argv_held is None else argv_held
@@ -183,6 +188,14 @@ class RespConnection(asyncio.Protocol):
                     break
                 done += 1
                 reply = dispatch(table, session, argv)
+                if session.hold_ms:  # a wrong password: answered late, nothing read meanwhile
+                    node.auth_failed(session)
+                    reply = Deferred(_later(session.hold_ms / 1000, reply))
+                    session.hold_ms = 0
+                    if not pending:
+                        waiting = reply
+                        break
+                    held_back = True  # behind deferred replies: queued in order below
                 if type(reply) is Deferred:  # waits on other nodes: replies stay in order
                     if gated:  # one command in progress per connection, holding a slot
                         waiting = reply
@@ -198,7 +211,7 @@ class RespConnection(asyncio.Protocol):
                     pending.append(place)
                     task = asyncio.ensure_future(reply.awaitable)
                     task.add_done_callback(partial(self._pending_done, place=place))
-                    if len(pending) >= MAX_PENDING:
+                    if len(pending) >= MAX_PENDING or held_back:
                         break
                     start = perf_counter_ns()
                     continue
@@ -249,7 +262,7 @@ class RespConnection(asyncio.Protocol):
         self._release_slot()
         if self._held is not None:
             self._pause()  # until the gate admits it
-        elif len(pending) >= MAX_PENDING:
+        elif len(pending) >= MAX_PENDING or held_back:
             self._pause()  # until the oldest deferred reply is sent
         elif session.closing:
             if not pending:
@@ -291,6 +304,9 @@ class RespConnection(asyncio.Protocol):
         out: list[bytes] = []
         _encode_late(out, _outcome(task), session)
         self._flush(out)
+        if session.closing:  # the reply was the last (AUTH failed too often in a row)
+            self._transport.close()
+            return
         self._run()
 
     def _pending_done(self, task: asyncio.Future[object], place: list[object]) -> None:
@@ -360,6 +376,11 @@ class RespConnection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+async def _later(delay_s: float, reply: object) -> object:
+    await asyncio.sleep(delay_s)
+    return reply
 
 
 def _encode_late(out: list[bytes], reply: object, session: Session) -> None:

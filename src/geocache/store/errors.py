@@ -34,3 +34,16 @@ class TooLarge(StoreError):
         super().__init__(f"ERR {what} of {size} bytes is larger than the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+
+
+class VersionRefused(StoreError):
+    """A received version out of range, or too far ahead of this node's clock to trust."""
+
+    def __init__(self, version: int, ahead_ms: int, max_ahead_ms: int) -> None:
+        if version < 0:
+            reason = "is out of range"
+        else:
+            reason = f"is {ahead_ms} ms ahead of this node's clock (max {max_ahead_ms} ms)"
+        super().__init__(f"ERR version {version} {reason}")
+        self.version = version
+        self.ahead_ms = ahead_ms

@@ -13,7 +13,10 @@ Theory of operation:
   a tombstone.
 - Every write carries a version. Local writes take one from the HLC; replicated writes
   (`apply`, `apply_delete`) bring their own and keep whichever of the two has the larger
-  (version, origin), so replicas converge whatever order writes arrive in.
+  (version, origin), so replicas converge whatever order writes arrive in. A received
+  version the HLC does not admit (out of range, or more than its `max_ahead_ms` ahead of
+  this node's wall clock) is refused with VersionRefused before anything changes, so
+  no record can carry a forged far-future version into this store or its clock.
 - In cluster mode deletes and expirations leave tombstones (tombstones.py); a standalone
   store uses `NoTombstones`, which remembers nothing.
 
@@ -40,7 +43,7 @@ from geocache.store.entry import (
     entry_size,
     newer,
 )
-from geocache.store.errors import TooLarge
+from geocache.store.errors import TooLarge, VersionRefused
 from geocache.store.expiry import ExpiryWheel
 
 # RANDOMKEY's tries at a random entry before it filters every key: an expired pick is
@@ -115,6 +118,7 @@ class Store:
         "on_change",
         "tombstones",
         "used_bytes",
+        "versions_refused",
     )
 
     def __init__(
@@ -139,6 +143,7 @@ class Store:
         self.hlc = hlc if hlc is not None else HLC(clock)
         self.used_bytes = 0
         self.hits = self.misses = self.evictions = self.expirations = 0
+        self.versions_refused = 0
         # Told of every change a read-through must know of (origin/readthrough.py):
         # `(key, value, purge)`: key None for all; value the new value of a write, else
         # None; purge True for writes, deletes and flushes (the old value is dead), False
@@ -309,6 +314,7 @@ class Store:
         cannot be held here; the other replicas keep it).
         """
         _value, expires_at_ms, version, origin = entry
+        self._admit(version)
         self.hlc.update(version)
         now = self._clock.wall_ms()
         if expires_at_ms and expires_at_ms <= now:
@@ -335,6 +341,7 @@ class Store:
 
     def apply_delete(self, key: bytes, version: int, origin: str) -> bool:
         """Apply a delete from another node if newer than what is held; True if applied."""
+        self._admit(version)
         self.hlc.update(version)
         current = self._data.get(key)
         if current is not None:
@@ -356,6 +363,13 @@ class Store:
             return entry[2], entry[3], False
         tomb = self.tombstones.get(key)
         return (tomb[0], tomb[1], True) if tomb is not None else None
+
+    def _admit(self, version: int) -> None:
+        """Refuse a received version the clock does not admit (VersionRefused)."""
+        hlc = self.hlc
+        if not hlc.admits(version):
+            self.versions_refused += 1
+            raise VersionRefused(version, hlc.ahead_ms(version), hlc.max_ahead_ms)
 
     # -- background ------------------------------------------------------------------
 
