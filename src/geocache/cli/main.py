@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import ssl
 import sys
 from collections.abc import Coroutine, Sequence
 from importlib.util import find_spec
@@ -41,7 +42,10 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for name, (default, help_text, kind) in setting_help().items():
         flag = "--" + name.replace("_", "-")
         shown = f"{help_text} (default: {default!r})"
-        if isinstance(default, bool):
+        if kind == "yesno":  # Redis's spelling (`--tls-cluster yes`); the value may be left out
+            shown = f"{help_text} (default: {'yes' if default else 'no'})"
+            group.add_argument(flag, nargs="?", const="yes", metavar="yes|no", help=shown)
+        elif isinstance(default, bool):
             group.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=shown
             )
@@ -120,6 +124,8 @@ def serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, node.request_stop)
+        # SIGHUP: new certificates for new handshakes; open connections stay (as nginx).
+        loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
         await node.run()
 
     try:
@@ -129,6 +135,9 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     except ValueError as exc:  # e.g. an origin's module:function that cannot be loaded
         print(f"geocache serve: {exc}", file=sys.stderr)
+        return 2
+    except ssl.SSLError as exc:  # a certificate or key file that does not load
+        print(f"geocache serve: TLS: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -10,23 +10,25 @@ future, not a stalled caller.
 On connect the client proves the cluster secret (GC.CHALLENGE, then GC.AUTH; see
 auth.py) before any request is sent.
 
-Seams: how a connection is opened is a `Dial` function (TCP to the peer, or to the
-relay `peer_map` names, by default), and every time the client measures (timeouts,
-backoff, `failed_recently`) is the event loop's clock, so the cluster simulator runs
-this very client over its simulated network in virtual time. Fire-and-forget messages
-(membership) leave as requests on the connection whose replies are read and dropped,
-unless a `SendDatagram` is given: then, once the connection is up, each leaves through
-it with no reply expected. The simulator passes one that sends a datagram beside the
-connection, which its network may lose one by one, as SWIM must see loss; it is a
-parameter of the client rather than a trait of the simulated transport because a lost
-write on a connection would leave a request without its reply and put every later
-reply out of step, and because membership shares the data channel with replication
-and repair, whose writes must never be lost.
+Seams: how a connection is opened is a `Dial` function (TCP to the peer, or to the relay
+`peer_map` names, by default; `tls_dial` with `--tls-cluster`: mutual TLS, the peer's
+certificate checked for the host of its own address even through a relay), and every
+time the client measures (timeouts, backoff, `failed_recently`) is the event loop's
+clock, so the cluster simulator runs this very client over its simulated network in
+virtual time. Fire-and-forget messages (membership) leave as requests on the connection
+whose replies are read and dropped, unless a `SendDatagram` is given: then, once the
+connection is up, each leaves through it with no reply expected. The simulator passes
+one that sends a datagram beside the connection, which its network may lose one by one,
+as SWIM must see loss; it is a parameter of the client rather than a trait of the
+simulated transport because a lost write on a connection would leave a request without
+its reply and put every later reply out of step, and because membership shares the data
+channel with replication and repair, whose writes must never be lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -34,6 +36,7 @@ from geocache import auth
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
+from geocache.tls import LogLimiter, channel_binding, describe
 
 Arg = bytes | str | int | float
 
@@ -67,6 +70,37 @@ def tcp_dial(addr: str) -> Dial:
     async def dial(factory: ProtocolFactory) -> tuple[asyncio.Transport, asyncio.Protocol]:
         loop = asyncio.get_running_loop()
         return await loop.create_connection(factory, host, port)
+
+    return dial
+
+
+def tls_dial(
+    addr: str, context: ssl.SSLContext, name_addr: str, log: LogLimiter | None = None
+) -> Dial:
+    """Dial `addr` over TLS with `context`, expecting the certificate of the node at
+    `name_addr` (its own address: `addr` may be a relay in front of it). A handshake
+    that fails (a certificate expired, from another CA, for another name) raises
+    `ssl.SSLError` and is logged on one line, at most every 10 s per peer and reason."""
+    host, _, port_text = addr.rpartition(":")
+    host, port = host.strip("[]"), int(port_text)
+    name = name_addr.rpartition(":")[0].strip("[]")
+
+    async def dial(factory: ProtocolFactory) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.create_connection(
+                factory, host, port, ssl=context, server_hostname=name
+            )
+        except ssl.SSLError as exc:
+            if log is not None:
+                reason = describe(exc)
+                log.warning(
+                    f"peer:{name_addr}:{reason}",
+                    "TLS to peer failed",
+                    peer=name_addr,
+                    reason=reason,
+                )
+            raise
 
     return dial
 
@@ -134,6 +168,12 @@ class PeerClient:
         self._authed = False
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
+
+    def channel_binding(self) -> bytes:
+        """The TLS channel binding of the current connection (tls.py: "tls-unique"), b""
+        when plaintext or not connected. Set from the moment the dial returns, so a proof
+        made in `_authenticate` can cover it."""
+        return channel_binding(self._transport)
 
     @property
     def connected(self) -> bool:
@@ -309,21 +349,30 @@ class Peers:
         routes: dict[str, str] | None = None,
         dial: Callable[[str], Dial] = tcp_dial,
         datagram: SendDatagram | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_log: LogLimiter | None = None,
     ) -> None:
         """`routes`: peer address -> address to dial instead (config.peer_map); `dial`:
         the dial function for an address (TCP by default; the simulator's network in a
-        simulation); `datagram`: see PeerClient."""
+        simulation); `datagram`: see PeerClient; `tls`: dial every peer over TLS with
+        this context instead (`tls_dial`), logging failed handshakes to `tls_log`."""
         self._node_id = node_id
         self._secret = secret
         self._routes = routes or {}
         self._dial = dial
         self._datagram = datagram
+        self._tls = tls
+        self._tls_log = tls_log
         self._clients: dict[tuple[str, str], PeerClient] = {}
 
     def get(self, addr: str, channel: str = DATA) -> PeerClient:
         client = self._clients.get((addr, channel))
         if client is None:
-            dial = self._dial(self._routes.get(addr, addr))
+            via = self._routes.get(addr, addr)
+            if self._tls is not None:
+                dial = tls_dial(via, self._tls, addr, self._tls_log)
+            else:
+                dial = self._dial(via)
             client = PeerClient(addr, self._node_id, self._secret, dial, self._datagram)
             self._clients[addr, channel] = client
         return client
