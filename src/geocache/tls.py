@@ -110,6 +110,22 @@ def client_context(
     return context
 
 
+def client_tls(
+    use_tls: bool, context: ssl.SSLContext | None, seeds_tls: bool = False
+) -> ssl.SSLContext | None:
+    """What a client dials nodes with: `context` if given, else a verifying default
+    context when `use_tls` or the seeds say rediss://, else None (plaintext)."""
+    if context is not None:
+        return context
+    return client_context() if use_tls or seeds_tls else None
+
+
+def host_of(addr: str) -> str:
+    """The host of "host:port" (an IPv6 host without its brackets): the name a node's
+    certificate must carry."""
+    return addr.rpartition(":")[0].strip("[]")
+
+
 def reload(contexts: list[ssl.SSLContext], config: NodeConfig) -> None:
     """Load the certificate, key and CA files again into live contexts.
 

@@ -54,6 +54,24 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, default=None, metavar=metavar, help=shown)
 
 
+def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """redis-cli's TLS flags, for commands that talk to a node."""
+    parser.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument("--cacert", help="CA certificate file to verify the node with")
+    parser.add_argument("--cacertdir", help="directory of CA certificates")
+    parser.add_argument("--cert", help="client certificate (for --tls-auth-clients yes)")
+    parser.add_argument("--key", help="the client certificate's private key")
+
+
+def tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """A client TLS context from redis-cli style flags; None without --tls."""
+    if not args.tls:
+        return None
+    from geocache.tls import client_context
+
+    return client_context(args.cacert, args.cacertdir, args.cert, args.key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="geocache", description="A geo-distributed in-memory cache that speaks Redis."
@@ -85,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--host", default="127.0.0.1")
     status.add_argument("--port", type=int, default=7379)
     status.add_argument("--password", default=None)
+    _add_tls_flags(status)
 
     relay = commands.add_parser(
         "relay", help="a TCP relay that delays each chunk (a slow link on 127.0.0.1)"
@@ -196,7 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "status":
         from geocache.cli.status import run_status
 
-        return run_status(args.host, args.port, args.password)
+        try:
+            tls = tls_from_args(args)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"geocache status: TLS: {exc}", file=sys.stderr)
+            return 2
+        return run_status(args.host, args.port, args.password, tls)
     if args.command == "relay":
         return run_relay(args)
     return 2  # pragma: no cover - argparse requires a command

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+
 from rich.console import Console
 from rich.table import Table
 
@@ -21,8 +23,10 @@ def parse_info(text: str) -> dict[str, dict[str, str]]:
     return sections
 
 
-def fetch_info(host: str, port: int, password: str | None = None) -> dict[str, dict[str, str]]:
-    with Connection(host, port) as conn:
+def fetch_info(
+    host: str, port: int, password: str | None = None, tls: ssl.SSLContext | None = None
+) -> dict[str, dict[str, str]]:
+    with Connection(host, port, tls=tls) as conn:
         if password:
             conn.execute("AUTH", password)
         raw = conn.execute("INFO", "all")
@@ -30,10 +34,12 @@ def fetch_info(host: str, port: int, password: str | None = None) -> dict[str, d
     return parse_info(text)
 
 
-def run_status(host: str, port: int, password: str | None) -> int:
+def run_status(
+    host: str, port: int, password: str | None, tls: ssl.SSLContext | None = None
+) -> int:
     console = Console()
     try:
-        info = fetch_info(host, port, password)
+        info = fetch_info(host, port, password, tls)
     except (OSError, ReplyError) as exc:
         console.print(f"[red]cannot read {host}:{port}: {exc}[/red]")
         return 1
