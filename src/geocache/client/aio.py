@@ -59,6 +59,9 @@ log = logging.getLogger("geocache.client")
 # The background task sleeps at most this long (seconds) before looking at its work
 # again: a bound on an infinite wake-up, and how soon a dropped client's task ends.
 _MAX_SLEEP_S = 5.0
+# How long close() waits for connections to finish closing (seconds): a TLS close is a
+# round trip on loopback or LAN; a node that does not answer is not waited for longer.
+CLOSE_WAIT_S = 1.0
 
 
 class AsyncClient:
@@ -261,9 +264,12 @@ class AsyncClient:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        for conn in self._conns.values():
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
             conn.close()
-        self._conns.clear()
+        closing = [c.lost for c in conns if c.lost is not None and not c.lost.done()]
+        if closing:  # TLS: the close handshake, so no transport outlives the client
+            await asyncio.wait(closing, timeout=CLOSE_WAIT_S)
 
     async def __aenter__(self) -> AsyncClient:
         return self
