@@ -149,12 +149,17 @@ class PeerClient:
         secret: str,
         dial: Dial | None = None,
         datagram: SendDatagram | None = None,
+        tls_log: LogLimiter | None = None,
     ) -> None:
         """`dial`: opens a connection to `addr` (TCP to it by default); `datagram`: how
-        fire-and-forget messages leave (default: as requests, replies dropped)."""
+        fire-and-forget messages leave (default: as requests, replies dropped);
+        `tls_log`: where a connection ended by a TLS alert is logged (under TLS 1.3 a
+        peer refuses our certificate after our side of the handshake is done, so the
+        refusal arrives on the open connection, not from the dial)."""
         self.addr = addr
         self._dial_fn = dial or tcp_dial(addr)
         self._datagram = datagram
+        self._tls_log = tls_log
         self._node_id = node_id
         self._secret = secret
         self._transport: asyncio.Transport | None = None
@@ -315,6 +320,16 @@ class PeerClient:
     def _lost(self, exc: Exception | None, protocol: _Protocol) -> None:
         if protocol is not self._protocol:
             return  # an earlier connection, aborted and replaced already
+        if self._tls_log is not None and not self._authed and self.channel_binding():
+            # Lost before it proved anything: the peer refused our certificate after the
+            # handshake (TLS 1.3). Its alert, or a reset that overtook it, says so.
+            reason = describe(exc) if exc is not None else "closed by the peer"
+            self._tls_log.warning(
+                f"peer:{self.addr}:{reason}",
+                "TLS to peer failed",
+                peer=self.addr,
+                reason=f"{reason} (our certificate refused?)",
+            )
         self._protocol = None
         self._transport = None
         self._outbox = []
@@ -373,7 +388,9 @@ class Peers:
                 dial = tls_dial(via, self._tls, addr, self._tls_log)
             else:
                 dial = self._dial(via)
-            client = PeerClient(addr, self._node_id, self._secret, dial, self._datagram)
+            client = PeerClient(
+                addr, self._node_id, self._secret, dial, self._datagram, self._tls_log
+            )
             self._clients[addr, channel] = client
         return client
 
