@@ -24,7 +24,8 @@ from geocache.config import NodeConfig, load, setting_help
 # uvloop is left out: without it the node runs on asyncio's own loop.
 SERVER_MODULES: dict[str, tuple[str, ...]] = {
     "serve": ("aiohttp", "prometheus_client"),
-    "demo": ("aiohttp", "prometheus_client", "rich"),
+    "demo": ("aiohttp", "prometheus_client", "rich", "cryptography"),
+    "certs": ("cryptography",),
     "status": ("rich",),
 }
 SERVER_EXTRA_HINT = "pip install 'geocache[server]'"
@@ -104,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--port", type=int, default=7379)
     status.add_argument("--password", default=None)
     _add_tls_flags(status)
+
+    certs = commands.add_parser(
+        "certs",
+        help="write a CA, a node certificate and a client certificate (PEM) for a test"
+        " cluster: ca.crt, node.crt, node.key, client.crt, client.key",
+    )
+    certs.add_argument("--dir", required=True, help="directory to write them to")
+    certs.add_argument(
+        "--hosts",
+        default="127.0.0.1,localhost",
+        help="comma-separated names and IP addresses the node certificate is for",
+    )
+    certs.add_argument("--days", type=int, default=90, help="validity of the leaves (90)")
 
     relay = commands.add_parser(
         "relay", help="a TCP relay that delays each chunk (a slow link on 127.0.0.1)"
@@ -189,6 +203,19 @@ def run_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_certs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from geocache.cli.certs import make_certs
+
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    files = make_certs(Path(args.dir), hosts, args.days)
+    print(f"wrote {files.ca_cert.name}, {files.node_cert.name}, {files.node_key.name},", end=" ")
+    print(f"{files.client_cert.name}, {files.client_key.name} in {files.directory}")
+    print(f"the node certificate is for {', '.join(hosts)}; keep ca.key off the nodes")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     missing = missing_modules(args.command)
@@ -223,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_status(args.host, args.port, args.password, tls)
     if args.command == "relay":
         return run_relay(args)
+    if args.command == "certs":
+        return run_certs(args)
     return 2  # pragma: no cover - argparse requires a command
 
 
