@@ -219,7 +219,7 @@ def test_plaintext_to_the_tls_port_gets_an_error_reply(node: TlsNode) -> None:
         5,
         "one log line",
     )
-    _still_serving(node)
+    _still_serving(node, "tls_plaintext_refused")
 
 
 def test_tls_to_the_plaintext_port_is_refused(node: TlsNode) -> None:
@@ -231,12 +231,14 @@ def test_tls_to_the_plaintext_port_is_refused(node: TlsNode) -> None:
         5,
         "one log line",
     )
-    _still_serving(node)
+    _still_serving(node, "tls_on_plaintext_port")
 
 
-def _still_serving(node: TlsNode) -> None:
+def _still_serving(node: TlsNode, counted: str = "tls_handshake_failures") -> None:
+    """Everyone else is served, the refusal was counted, and nothing was a traceback."""
     with node.redis() as r:
         assert r.ping()
+        assert r.info("stats")[counted] >= 1
     assert "Traceback" not in node.server.log_text()
 
 
