@@ -11,6 +11,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -312,3 +313,19 @@ def _env() -> dict[str, str]:
     from support.procs import geocache_env
 
     return geocache_env()
+
+
+def test_tls_files_that_do_not_load_stop_serve_with_a_clear_message(tmp_path: Path) -> None:
+    (tmp_path / "bad.crt").write_text("not a certificate\n")
+    argv = ["--tls-port", str(free_port()), "--tls-auth-clients", "no", "--http-port", "0"]
+    for cert in ("/nonexistent.crt", str(tmp_path / "bad.crt")):
+        files = ["--tls-cert-file", cert, "--tls-key-file", cert, "--port", str(free_port())]
+        done = subprocess.run(
+            [sys.executable, "-m", "geocache", "serve", *argv, *files],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env=_env(),
+        )
+        assert done.returncode == 2
+        assert "TLS files" in done.stderr and "Traceback" not in done.stderr

@@ -150,6 +150,14 @@ def serve(args: argparse.Namespace) -> int:
         print(f"geocache serve: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.effective_node_id, config.region, config.log_level, config.log_json)
+    if config.tls:  # certificate and key files that do not load: say so before starting
+        from geocache.tls import server_context
+
+        try:
+            server_context(config)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"geocache serve: TLS files: {exc}", file=sys.stderr)
+            return 2
 
     async def main() -> None:
         node = Node(config)
