@@ -255,7 +255,7 @@ class Node:
         log.info(
             "node ready",
             extra={
-                "resp": f"{self.config.bind}:{self.resp_port}" if config.port else "off",
+                "resp": f"{self.config.bind}:{self.resp_port}" if self._servers else "off",
                 "tls": f"{self.config.bind}:{self.tls_port}" if self.tls_context else "off",
                 "http": f"{self.config.bind}:{self.http_port}" if self._http else "off",
                 "pid": os.getpid(),
