@@ -146,3 +146,27 @@ def test_a_node_with_a_certificate_from_another_ca_cannot_join(
             assert r.ping()
     finally:
         intruder.server.stop()
+
+
+def test_a_peer_whose_certificate_names_another_host_is_refused_by_whoever_dials_it(
+    members: dict[str, TlsMember], certs: Certs, tmp_path: Path
+) -> None:
+    """Client certificates carry no name check, so the node gets in; but a member that
+    dials it back (membership probes it) finds the certificate is not for its address."""
+    elsewhere = certs.issue("elsewhere", "other.example")
+    seed = members["a1"]
+    odd = start_member(tmp_path, certs, "y1", "A", seed.tls_addr, node=elsewhere)
+    try:
+        poll(
+            lambda: any(
+                "TLS to peer failed" in line and "mismatch" in line
+                for m in members.values()
+                for line in m.server.log_text().splitlines()
+            ),
+            15,
+            "a member's log line about the name",
+        )
+        with tls_redis(seed, certs) as r:
+            assert r.ping()
+    finally:
+        odd.server.stop()
