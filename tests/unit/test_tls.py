@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from geocache.cli.main import build_parser
+from geocache.cli.main import build_parser, main
 from geocache.client.topology import parse_seeds
 from geocache.cluster.peers import tls_dial
 from geocache.config import NodeConfig, coerce
@@ -18,6 +18,7 @@ from geocache.server.tls import RESP_REFUSAL, TlsCounters, TlsListener
 from geocache.tls import (
     LogLimiter,
     channel_binding,
+    client_context,
     parse_protocols,
     peer_context,
     server_context,
@@ -138,3 +139,41 @@ async def test_both_ends_agree_on_the_channel_binding_and_it_differs_per_connect
     finally:
         listener.close()
     assert channel_binding(None) == b""
+
+
+async def test_geocache_certs_makes_a_chain_both_ends_of_mutual_tls_accept(
+    tmp_path: Path,
+) -> None:
+    assert main(["certs", "--dir", str(tmp_path), "--hosts", "127.0.0.1,node.example"]) == 0
+    config = NodeConfig(
+        tls_port=1,
+        tls_cert_file=str(tmp_path / "node.crt"),
+        tls_key_file=str(tmp_path / "node.key"),
+        tls_ca_cert_file=str(tmp_path / "ca.crt"),
+        tls_cluster=True,
+        cluster_secret="s",
+    )
+    limiter = LogLimiter(logging.getLogger("geocache.test"))
+    listener = TlsListener(
+        "resp", asyncio.Protocol, server_context(config), RESP_REFUSAL, TlsCounters(), limiter
+    )
+    port = listener.listen("127.0.0.1", 0)
+    try:
+        for name in ("127.0.0.1", "node.example"):  # the node certificate names both
+            dial = tls_dial(f"127.0.0.1:{port}", peer_context(config), f"{name}:1")
+            transport, _ = await dial(asyncio.Protocol)
+            transport.close()
+        # A client certificate made with it is accepted where one is required.
+        client = client_context(
+            ca_file=str(tmp_path / "ca.crt"),
+            cert_file=str(tmp_path / "client.crt"),
+            key_file=str(tmp_path / "client.key"),
+        )
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_connection(
+            asyncio.Protocol, "127.0.0.1", port, ssl=client, server_hostname="127.0.0.1"
+        )
+        transport.close()
+        await asyncio.sleep(0.05)
+    finally:
+        listener.close()
