@@ -188,7 +188,7 @@ def test_bad_client_certificates_are_refused_once_logged(
 
 
 def test_a_node_certificate_for_another_name_or_expired_is_refused_by_the_client(
-    tmp_path: Path, certs: Certs
+    tmp_path: Path, certs: Certs, caplog: pytest.LogCaptureFixture
 ) -> None:
     wrong = certs.issue("wrong-name", "other.example")
     expired = certs.issue("expired-node", "127.0.0.1", expired=True)
@@ -207,6 +207,11 @@ def test_a_node_certificate_for_another_name_or_expired_is_refused_by_the_client
                 )
                 with c:
                     c.get("k")
+            # The client says why in its log (a failed call only says "unavailable").
+            assert any(
+                "TLS to node failed" in r.getMessage() and why in str(r.__dict__["reason"])
+                for r in caplog.records
+            )
 
 
 def test_plaintext_to_the_tls_port_gets_an_error_reply(node: TlsNode) -> None:

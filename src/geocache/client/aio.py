@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import ssl
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -41,6 +42,7 @@ from geocache.client.errors import CacheError, OnError
 from geocache.client.health import HealthPolicy
 from geocache.client.multiplex import Connection, expire
 from geocache.client.ops import Key, Op, make_ops, misses
+from geocache.client.pool import log_tls_failure
 from geocache.client.topology import check_routes, parse_seeds, split_addr
 from geocache.memoize import MISSING, AsyncMemoize, AsyncMemoStore, KeyBuilder, memoize_async
 from geocache.protocol.writer import encode_command
@@ -358,9 +360,17 @@ class AsyncClient:
         if self._tls is None:
             _, conn = await loop.create_connection(lambda: Connection(addr), host, port)
         else:
-            _, conn = await loop.create_connection(
-                lambda: Connection(addr), host, port, ssl=self._tls, server_hostname=host_of(addr)
-            )
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: Connection(addr),
+                    host,
+                    port,
+                    ssl=self._tls,
+                    server_hostname=host_of(addr),
+                )
+            except ssl.SSLError as exc:
+                log_tls_failure(addr, exc)
+                raise
         return conn
 
     async def _connect(self, addr: str, timeout_s: float) -> Connection:

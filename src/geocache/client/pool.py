@@ -11,6 +11,7 @@ reply is dropped: a wrong password shows as that command's NOAUTH error reply.
 
 from __future__ import annotations
 
+import logging
 import select
 import socket
 import ssl
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from geocache.client.topology import split_addr
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.writer import encode_command
-from geocache.tls import host_of
+from geocache.tls import LogLimiter, describe, host_of
 
 Clock = Callable[[], float]
 
@@ -29,6 +30,15 @@ _RECV_BYTES = 1 << 16
 # Idle sockets kept per node: enough for a few threads' calls in flight at once; a
 # busier burst opens more and closes the extras when they come back.
 DEFAULT_POOL_SIZE = 8
+# A refused TLS handshake reaches the caller as a node that could not be reached; the
+# reason (a certificate expired, for another name, from an unknown CA) goes to the log,
+# once per node and reason every 10 s.
+TLS_LOG = LogLimiter(logging.getLogger("geocache.client"))
+
+
+def log_tls_failure(addr: str, exc: ssl.SSLError) -> None:
+    reason = describe(exc)
+    TLS_LOG.warning(f"{addr}:{reason}", "TLS to node failed", node=addr, reason=reason)
 
 
 class Conn:
@@ -50,8 +60,10 @@ class Conn:
         if tls is not None:  # the node's own name, even through a relay (`via`)
             try:
                 sock = tls.wrap_socket(sock, server_hostname=host_of(addr))
-            except BaseException:
+            except BaseException as exc:
                 sock.close()
+                if isinstance(exc, ssl.SSLError):
+                    log_tls_failure(addr, exc)
                 raise
         self.sock: socket.socket = sock
         self.reader = ReplyReader(incomplete=_INCOMPLETE)
