@@ -48,6 +48,12 @@ generator, and waits for it (the 5 ms switch interval) would show up as lag that
 network had. The nodes, the relays and the load still share the machine's cores, so a
 busy moment of the machine shows up too: read a single bad step with that in mind.
 
+`--tls`: the nodes' links to each other are mutual TLS (`--tls-cluster yes`, each node
+on a TLS port beside its plaintext one; certificates made here), so the streams between
+the regions, replication and membership all run over TLS through the relays; the load
+and the probes still talk plaintext to the nodes' plaintext ports, so what changes is
+the links between nodes alone. Results go to geo-tls.json.
+
 The issue's target, p99 lag <= delay + 20 ms at 5,000 writes/s, is shown with each
 run; a miss is never fatal. Exit status 1 means the run broke (a process did not start,
 the regions did not converge, error replies, a lost connection), not that it was slow.
@@ -100,6 +106,7 @@ from _common import (
 )
 from cluster import member_states, node_argv, run_async
 from geocache import auth
+from geocache.cli.certs import CertFiles, make_certs
 from geocache.cluster import placement
 from geocache.relay import RelaySet
 from resp import fmt
@@ -246,9 +253,19 @@ def addr(port: int) -> str:
     return f"127.0.0.1:{port}"
 
 
+def tls_flags(certs: CertFiles, tls_port: int) -> list[str]:
+    """Mutual TLS between the nodes, on `tls_port`; clients may stay plaintext."""
+    return [
+        *("--tls-port", str(tls_port), "--tls-cluster", "yes", "--tls-auth-clients", "no"),
+        *("--tls-cert-file", str(certs.node_cert), "--tls-key-file", str(certs.node_key)),
+        *("--tls-ca-cert-file", str(certs.ca_cert)),
+    ]
+
+
 def node_flags(
     node_id: str, region: str, seed: int | None, routes: dict[str, str], coalesce: bool
 ) -> list[str]:
+    """`seed`: the seed's peer port (its TLS port with --tls)."""
     flags = ["--node-id", node_id, "--region", region, "--cluster-secret", SECRET]
     flags += ["--peer-map", ",".join(f"{t}={via}" for t, via in routes.items())]
     flags += ["--seeds", addr(seed)] if seed is not None else []
@@ -264,8 +281,11 @@ def regions_running(
     here is stopped by its PID on the way out, whatever happened."""
     n, logs = args.nodes_per_region, args.json.parent
     ports = {"A": [free_port() for _ in range(n)], "B": [free_port() for _ in range(n)]}
+    # Where peers reach each node: its TLS port with --tls, else its plaintext port.
+    peer = {p: free_port() if args.tls else p for r in ports.values() for p in r}
+    certs = make_certs(logs / "geo-tls-certs", ["127.0.0.1"]) if args.tls else None
     # Group = the region that dials: A's nodes reach each B node through its own relay.
-    pairs = [(src, addr(p)) for src, dst in (("A", "B"), ("B", "A")) for p in ports[dst]]
+    pairs = [(src, addr(peer[p])) for src, dst in (("A", "B"), ("B", "A")) for p in ports[dst]]
     with contextlib.ExitStack() as stack:
         relay_pid, routes = stack.enter_context(
             relay_process(pairs, args.delay_ms, logs / f"geo-{label}-relays.log")
@@ -277,8 +297,10 @@ def regions_running(
             for i, port in enumerate(region_ports):
                 name = f"{region.lower()}{i + 1}"
                 flags = node_flags(
-                    name, region, None if port == seed else seed, routes[region], coalesce
+                    name, region, None if port == seed else peer[seed], routes[region], coalesce
                 )
+                if certs is not None:
+                    flags += tls_flags(certs, peer[port])
                 spec = ServerSpec(
                     f"{label}/{name}",
                     node_argv(port, *flags),
@@ -907,11 +929,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--hot-keys", type=int, default=HOT_KEYS, help="keys of the bytes part")
     p.add_argument("--hot-rate", type=int, default=HOT_RATE, help="writes/s of the bytes part")
     p.add_argument("--json", type=Path, help="results (default bench/results/geo.json)")
+    p.add_argument("--tls", action="store_true", help="mutual TLS between the nodes")
     p.add_argument("--relay-child", help=argparse.SUPPRESS)  # internal: the relay process
     args = p.parse_args(argv)
     args.rates = args.rates or (QUICK_RATES if args.quick else DEFAULT_RATES)
     args.seconds = args.seconds or (QUICK_SECONDS if args.quick else DEFAULT_SECONDS)
-    args.json = args.json or results_path("geo", args.quick)
+    args.json = args.json or results_path("geo-tls" if args.tls else "geo", args.quick)
     if min(args.nodes_per_region, args.connections, args.hot_keys, args.hot_rate) < 1:
         p.error("--nodes-per-region, --connections, --hot-keys and --hot-rate are at least 1")
     return args
@@ -961,7 +984,10 @@ def main(argv: list[str]) -> int:
     load = {"before": load_before, "after": os.getloadavg()}
     report(found, args, console)
     duration_s = round(time.time() - started, 1)
-    settings = ("delay_ms", "nodes_per_region", "connections", "seconds", "hot_keys", "hot_rate")
+    settings = (
+        *("delay_ms", "nodes_per_region", "connections", "seconds", "hot_keys", "hot_rate"),
+        "tls",
+    )
     out = {
         **cpu_info(),
         "command": reproduce_command(),

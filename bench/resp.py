@@ -15,6 +15,13 @@ fatal. `--target-cmd 'redis-server --port {port} --save "" --appendonly no'` com
 redis with itself: the spread of those ratios around 1.0 is this machine's noise floor,
 and smaller differences mean nothing. Exit status 1 means a run broke (server did not
 start, timeout, error reply), not that geocache was slow.
+
+`--tls`: each server also listens on a TLS port (certificates made here: a CA, the
+servers' certificate, a client certificate that redis-benchmark presents, since both
+require one by default), and every load runs four ways, interleaved: redis and geocache,
+plaintext and TLS. The second table is what TLS costs each (TLS ops/s over plaintext
+ops/s) and the ratio of ratios: geocache's TLS cost over redis-server's (1.0: TLS costs
+geocache what it costs Redis; the issue's target is >= 0.9).
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ from _common import (
     start_all,
     taskset_prefix,
 )
+from geocache.cli.certs import CertFiles, make_certs
 
 DEFAULT_REQUESTS = 100_000  # per command per run: ~1 s at redis speed with 50 clients
 QUICK_REQUESTS = 10_000  # --quick: a smoke test of the whole pipeline, not a measurement
@@ -78,6 +86,10 @@ SCENARIOS = (
 )
 
 
+TLS_TARGET = 0.9  # ratio of ratios: geocache's TLS cost over redis-server's (the issue)
+# Sides: the plaintext pair, and with --tls the TLS pair, compared the same way.
+PAIRS = (("redis", "geocache"), ("redis+tls", "geocache+tls"))
+
 METRICS = ("rps", "p50_ms", "p99_ms")
 Runs = list[list[float]]  # one [rps, p50_ms, p99_ms] per round, for one side and command
 
@@ -97,10 +109,13 @@ def parse_csv(text: str) -> Found:
     return {row["test"].split()[0].lower(): [float(row[c]) for c in cols] for row in rows}
 
 
-def run_benchmark(port: int, scenario: Scenario, args: argparse.Namespace) -> Found:
+def run_benchmark(
+    port: int, scenario: Scenario, args: argparse.Namespace, tls: list[str] | None = None
+) -> Found:
     argv = [
         *taskset_prefix(1 if args.taskset else None),
         *("redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "--csv"),
+        *(tls or []),
         *("-n", str(args.requests), "-r", str(KEYSPACE), "-d", str(VALUE_BYTES)),
         *scenario.flags.split(),
         *("-t", scenario.tests),
@@ -118,7 +133,11 @@ def run_benchmark(port: int, scenario: Scenario, args: argparse.Namespace) -> Fo
 
 
 def measure(
-    ports: dict[str, int], label: str, args: argparse.Namespace, console: Console
+    ports: dict[str, int],
+    label: str,
+    args: argparse.Namespace,
+    console: Console,
+    tls: list[str] | None = None,
 ) -> tuple[dict[str, dict[str, dict[str, Runs]]], list[str]]:
     """Interleaved runs; returns results[scenario][command][side] and a list of errors."""
     results: dict[str, dict[str, dict[str, Runs]]] = {}
@@ -130,10 +149,10 @@ def measure(
         results[scenario.name] = per_cmd
         for rnd in range(1, args.rounds + 1):
             for side, port in ports.items():
-                who = label if side == "geocache" else side
+                who = side.replace("geocache", label)
                 console.print(f"[dim]{scenario.name} ({scenario.tests}) round {rnd}: {who}[/]")
                 try:
-                    found = run_benchmark(port, scenario, args)
+                    found = run_benchmark(port, scenario, args, tls if "+tls" in side else None)
                 except RuntimeError as exc:
                     errors.append(f"{scenario.name} round {rnd} {who}: {exc}")
                     console.print(f"[red]  failed: {exc}[/]")
@@ -148,13 +167,16 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num is not None and den else None
 
 
-def summarize(results: dict[str, dict[str, dict[str, Runs]]]) -> list[dict[str, object]]:
-    """One row per scenario and command: medians, ratios, and pass/miss against targets."""
+def summarize(
+    results: dict[str, dict[str, dict[str, Runs]]], pair: tuple[str, str] = PAIRS[0]
+) -> list[dict[str, object]]:
+    """One row per scenario and command: medians, ratios, and pass/miss against targets,
+    for one pair of sides (the plaintext pair by default, or the TLS pair)."""
     targets = {s.name: s.ratio_target for s in SCENARIOS}
     rows: list[dict[str, object]] = []
     for name, per_cmd in results.items():
         for cmd, sides in per_cmd.items():
-            redis, geo = medians(sides["redis"]), medians(sides["geocache"])
+            redis, geo = medians(sides[pair[0]]), medians(sides[pair[1]])
             rps_ratio = ratio(geo["rps"], redis["rps"])
             p99_ratio = ratio(geo["p99_ms"], redis["p99_ms"])
             rows.append(
@@ -163,8 +185,11 @@ def summarize(results: dict[str, dict[str, dict[str, Runs]]]) -> list[dict[str, 
                     "command": cmd,
                     "redis": redis,
                     "geocache": geo,
+                    "tls": "+tls" in pair[0],
                     "rounds": {
-                        k: [dict(zip(METRICS, r, strict=True)) for r in v] for k, v in sides.items()
+                        k: [dict(zip(METRICS, r, strict=True)) for r in v]
+                        for k, v in sides.items()
+                        if k in pair
                     },
                     "ratio": rps_ratio,
                     "ratio_target": targets[name],
@@ -177,6 +202,54 @@ def summarize(results: dict[str, dict[str, dict[str, Runs]]]) -> list[dict[str, 
     return rows
 
 
+def tls_costs(plain: list[dict[str, object]], tls: list[dict[str, object]]) -> list[Row]:
+    """Per scenario and command: what TLS costs each server (TLS ops/s over plaintext
+    ops/s) and the ratio of ratios, geocache's cost over redis-server's (>= 0.9 the
+    target: TLS may cost geocache no more than a tenth more than it costs Redis)."""
+    rows: list[Row] = []
+    for p, t in zip(plain, tls, strict=True):
+        redis_p, geo_p, redis_t, geo_t = p["redis"], p["geocache"], t["redis"], t["geocache"]
+        assert isinstance(redis_p, dict) and isinstance(geo_p, dict)
+        assert isinstance(redis_t, dict) and isinstance(geo_t, dict)
+        redis_cost, geo_cost = (
+            ratio(redis_t["rps"], redis_p["rps"]),
+            ratio(geo_t["rps"], geo_p["rps"]),
+        )
+        both = ratio(geo_cost, redis_cost)
+        rows.append(
+            {
+                "scenario": p["scenario"],
+                "command": p["command"],
+                "redis_tls_cost": redis_cost,
+                "geocache_tls_cost": geo_cost,
+                "ratio_of_ratios": both,
+                "target": TLS_TARGET,
+                "pass": None if both is None else both >= TLS_TARGET,
+            }
+        )
+    return rows
+
+
+Row = dict[str, object]
+
+
+def print_tls_table(rows: list[Row], label: str, console: Console) -> None:
+    table = Table(title="what TLS costs: TLS ops/s over plaintext ops/s, median of rounds")
+    table.add_column("scenario")
+    table.add_column("cmd")
+    for col in ("redis", label, f"ratio of ratios (>={TLS_TARGET})"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["scenario"]),
+            str(row["command"]).upper(),
+            fmt(row["redis_tls_cost"], ".2f"),
+            fmt(row["geocache_tls_cost"], ".2f"),
+            verdict(row["ratio_of_ratios"], row["pass"]),
+        )
+    console.print(table)
+
+
 def fmt(x: object, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
@@ -187,7 +260,8 @@ def verdict(value: object, ok: object) -> str:
 
 
 def print_table(rows: list[dict[str, object]], label: str, console: Console) -> None:
-    table = Table(title=f"redis vs {label}: median of rounds; latency p50/p99 in ms")
+    tls = " over TLS" if rows and rows[0].get("tls") else ""
+    table = Table(title=f"redis vs {label}{tls}: median of rounds; latency p50/p99 in ms")
     table.add_column("scenario")
     table.add_column("cmd")
     for col in ("redis ops/s", f"{label} ops/s", "ratio", "target", "redis lat", f"{label} lat"):
@@ -226,12 +300,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="results (default bench/results/resp.json)")
     p.add_argument("--target-cmd", help="run this instead of geocache; {port} is replaced")
     p.add_argument("--taskset", action="store_true", help="servers on cpu 0, client on cpu 1")
+    p.add_argument(
+        "--tls", action="store_true", help="also a TLS port on each server: plaintext and TLS"
+    )
     # 300 s: 1 client at a slow 1,000 ops/s needs 200 s for 100,000 SETs and GETs.
     p.add_argument("--run-timeout-s", type=float, default=300.0, help="per redis-benchmark run")
     args = p.parse_args(argv)
     args.requests = args.requests or (QUICK_REQUESTS if args.quick else DEFAULT_REQUESTS)
     args.rounds = args.rounds or (1 if args.quick else 3)
-    args.json = args.json or results_path("resp", args.quick)
+    args.json = args.json or results_path("resp-tls" if args.tls else "resp", args.quick)
+    if args.tls and args.target_cmd:
+        p.error("--tls runs geocache and redis-server; it takes no --target-cmd")
     return args
 
 
@@ -242,13 +321,40 @@ def reproduce_command() -> str:
     return f"cd {shlex.quote(str(REPO))} && {argv}"
 
 
-def servers(args: argparse.Namespace, label: str) -> tuple[ServerSpec, ServerSpec]:
-    """redis-server and the server under test, not started yet; logs go next to the JSON."""
+def tls_files(args: argparse.Namespace) -> CertFiles:
+    """A CA, the servers' certificate and the client's, next to the JSON."""
+    return make_certs(args.json.parent / "tls", ["127.0.0.1", "localhost"])
+
+
+def server_tls(certs: CertFiles, port: int) -> list[str]:
+    """The same flags for redis-server and geocache (geocache took Redis's names)."""
+    return [
+        *("--tls-port", str(port), "--tls-cert-file", str(certs.node_cert)),
+        *("--tls-key-file", str(certs.node_key), "--tls-ca-cert-file", str(certs.ca_cert)),
+    ]
+
+
+def client_tls(certs: CertFiles) -> list[str]:
+    return [
+        *("--tls", "--cacert", str(certs.ca_cert)),
+        *("--cert", str(certs.client_cert), "--key", str(certs.client_key)),
+    ]
+
+
+def servers(
+    args: argparse.Namespace, label: str, certs: CertFiles | None = None
+) -> tuple[ServerSpec, ServerSpec]:
+    """redis-server and the server under test, not started yet; logs go next to the JSON.
+    With `certs`, each also listens on a TLS port (`tls_ports`)."""
     pin = taskset_prefix(0 if args.taskset else None)
     port, target_port = free_port(), free_port()
     redis_cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port)]
     redis_cmd += ["--save", "", "--appendonly", "no"]
     target_cmd = [*pin, *target_argv(args, str(target_port))]
+    if certs is not None:
+        args.tls_ports = {"redis+tls": free_port(), "geocache+tls": free_port()}
+        redis_cmd += server_tls(certs, args.tls_ports["redis+tls"])
+        target_cmd += server_tls(certs, args.tls_ports["geocache+tls"])
     logs = args.json.parent
     return (
         ServerSpec("redis-server", [*pin, *redis_cmd], port, logs / "resp-redis.log"),
@@ -267,7 +373,7 @@ def report(
         "command": reproduce_command(),
         "target_cmd": shlex.join(target_argv(args, "{port}")).replace("'{port}'", "{port}"),
         "redis_version": version.stdout.strip(),
-        **{k: vars(args)[k] for k in ("requests", "rounds", "taskset", "run_timeout_s")},
+        **{k: vars(args)[k] for k in ("requests", "rounds", "taskset", "run_timeout_s", "tls")},
         "keyspace": KEYSPACE,
         "value_bytes": VALUE_BYTES,
         **extra,
@@ -285,18 +391,28 @@ def main(argv: list[str]) -> int:
     if args.taskset and not taskset_prefix(0):
         console.print("[yellow]taskset not found: running unpinned[/]")
     started = time.time()
+    certs = tls_files(args) if args.tls else None
     with contextlib.ExitStack() as stack:
-        redis, target = start_all(stack, servers(args, label))
+        redis, target = start_all(stack, servers(args, label, certs))
         console.print(f"redis pid {redis.pid}, {label} pid {target.pid}: {shlex.join(target.argv)}")
         ports = {"redis": redis.port, "geocache": target.port}
         differs = replies_differ(ports, PREFLIGHT)
         if differs:
             console.print(f"[yellow]warning: {label} replies differ from redis: {differs}[/]")
-        results, errors = measure(ports, label, args, console)
+        if certs is not None:
+            ports.update(args.tls_ports)
+        tls = client_tls(certs) if certs is not None else None
+        results, errors = measure(ports, label, args, console, tls)
     rows = summarize(results)
     print_table(rows, label, console)
+    extra: dict[str, object] = {}
+    if certs is not None:
+        extra["tls_rows"] = tls_rows = summarize(results, PAIRS[1])
+        print_table(tls_rows, label, console)
+        extra["tls_costs"] = costs = tls_costs(rows, tls_rows)
+        print_tls_table(costs, label, console)
     duration_s = round(time.time() - started, 1)
-    out = report(args, rows, duration_s=duration_s, replies_differ=differs, errors=errors)
+    out = report(args, rows, duration_s=duration_s, replies_differ=differs, errors=errors, **extra)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n")
     console.print(

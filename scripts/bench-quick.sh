@@ -12,19 +12,28 @@ PER_BENCH_TIMEOUT_S="${PER_BENCH_TIMEOUT_S:-120}"
 logs=bench/results/quick
 mkdir -p "$logs"
 failed=()
-for bench in bench/*.py; do
-    name="$(basename "$bench" .py)"
-    [ "$name" = _common ] && continue
-    started=$SECONDS
-    if timeout --kill-after=10 "$PER_BENCH_TIMEOUT_S" "$PYTHON" "$bench" --quick \
+# run NAME SCRIPT [ARGS...]: one smoke run, its output in $logs/NAME.out.
+run() {
+    local name="$1"
+    shift
+    local started=$SECONDS
+    if timeout --kill-after=10 "$PER_BENCH_TIMEOUT_S" "$PYTHON" "$@" --quick \
         >"$logs/$name.out" 2>&1; then
-        echo "bench/$name.py --quick: ok in $((SECONDS - started)) s"
+        echo "$* --quick: ok in $((SECONDS - started)) s"
     else
-        echo "bench/$name.py --quick: FAILED (exit $?) after $((SECONDS - started)) s; its output:"
+        echo "$* --quick: FAILED (exit $?) after $((SECONDS - started)) s; its output:"
         tail -n 40 "$logs/$name.out"
         failed+=("$name")
     fi
+}
+for bench in bench/*.py; do
+    name="$(basename "$bench" .py)"
+    [ "$name" = _common ] && continue
+    run "$name" "$bench"
 done
+# The TLS variants (issue 14): TLS costs against redis-server's, and regions on mutual TLS.
+run resp-tls bench/resp.py --tls
+run geo-tls bench/geo.py --tls
 if [ "${#failed[@]}" -gt 0 ]; then
     echo "benchmarks that failed: ${failed[*]}" >&2
     exit 1

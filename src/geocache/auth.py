@@ -103,6 +103,12 @@ def channel_binding(ssl_object: object | None) -> bytes:
 
     The one place where TLS channel binding is wired: the server passes its side of the
     connection (`transport.get_extra_info("ssl_object")`), the dialing client its own.
-    Until peer links run TLS this is always empty.
+    On TLS it is "tls-unique" (the only binding Python's ssl offers; both ends of a
+    TLS 1.3 connection agree on it, and it differs per connection), so a proof made on
+    one connection is worthless on another.
     """
-    return b""
+    get = getattr(ssl_object, "get_channel_binding", None)
+    if get is None:
+        return b""
+    binding = get("tls-unique")
+    return binding if isinstance(binding, bytes) else b""

@@ -46,7 +46,11 @@ def _setting(default: Any, help: str, kind: str = "") -> Any:
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     bind: str = _setting("127.0.0.1", "address to listen on (RESP and HTTP); loopback by default")
-    port: int = _setting(7379, "RESP port (7379, so a local Redis on 6379 is not in the way)")
+    port: int = _setting(
+        7379,
+        "RESP port (7379, so a local Redis on 6379 is not in the way); 0 with a tls_port:"
+        " no plaintext port",
+    )
     http_port: int = _setting(7380, "HTTP API port; 0 turns HTTP off")
     node_id: str = _setting("", "this node's id in the cluster (default: bind:port)")
     region: str = _setting("local", "the region this node belongs to")
@@ -172,11 +176,42 @@ class NodeConfig:
     max_concurrent_commands: int = _setting(
         0, "client commands in progress at once, node-wide (1: one at a time); 0 = no cap"
     )
+    tls_port: int = _setting(0, "RESP over TLS on this port; 0 = no TLS port (as Redis)")
+    tls_cert_file: str = _setting("", "this node's certificate (PEM, chain included)")
+    tls_key_file: str = _setting("", "the certificate's private key (PEM)")
+    tls_ca_cert_file: str = _setting(
+        "", "CA certificates (PEM) that client and peer certificates are verified against"
+    )
+    tls_ca_cert_dir: str = _setting("", "a directory of CA certificates (c_rehash layout)")
+    tls_auth_clients: str = _setting(
+        "yes", "client certificates on the TLS port: no, optional (verified if sent), yes"
+    )
+    tls_cluster: bool = _setting(
+        False,
+        "peer links use TLS (mutual: the peer's certificate is verified against the CA,"
+        " this node's is presented); peers and clients reach this node at its TLS port",
+        "yesno",
+    )
+    tls_cluster_check_name: bool = _setting(
+        True,
+        "with tls_cluster, a peer's certificate must name the host of its address (DNS or"
+        " IP); no: any certificate from the CA will do (certificates without the address)",
+        "yesno",
+    )
+    tls_http: bool = _setting(
+        True, "HTTPS on http_port, with the same certificate, when TLS is configured", "yesno"
+    )
+    tls_protocols: str = _setting(
+        "", "TLS versions allowed, as Redis: 'TLSv1.2 TLSv1.3' (empty: both)"
+    )
+    tls_ciphers: str = _setting(
+        "", "TLS 1.2 cipher suites (OpenSSL syntax); empty: OpenSSL's defaults"
+    )
     log_level: str = _setting("info", "debug, info, warning or error")
     log_json: bool = _setting(False, "log one JSON object per line")
 
     def __post_init__(self) -> None:
-        for name in ("port", "http_port"):
+        for name in ("port", "http_port", "tls_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ValueError(f"{name} must be 0..65535, not {value}")
@@ -208,6 +243,7 @@ class NodeConfig:
             raise ValueError("joining a cluster (seeds) needs cluster_secret")
         self._check_discovery()
         self._check_origin()
+        self._check_tls()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ValueError(
                 f"log_level must be debug, info, warning or error, not {self.log_level}"
@@ -243,6 +279,36 @@ class NodeConfig:
         if self.refresh_keys and not (self.origin and self.origin_ttl_s > 0):
             raise ValueError("refresh_keys needs an origin and an origin_ttl_s above 0")
 
+    def _check_tls(self) -> None:
+        from geocache.tls import parse_protocols
+
+        if self.tls_port and not (self.tls_cert_file and self.tls_key_file):
+            raise ValueError("tls_port needs tls_cert_file and tls_key_file")
+        if self.tls_auth_clients not in ("no", "optional", "yes"):
+            raise ValueError(
+                f"tls_auth_clients is no, optional or yes, not {self.tls_auth_clients}"
+            )
+        ca = self.tls_ca_cert_file or self.tls_ca_cert_dir
+        if self.tls_port and self.tls_auth_clients != "no" and not ca:
+            raise ValueError(
+                f"tls_auth_clients {self.tls_auth_clients} needs tls_ca_cert_file or"
+                " tls_ca_cert_dir (the CA client certificates are verified against)"
+            )
+        if self.tls_cluster and not (self.tls_port and ca):
+            raise ValueError("tls_cluster needs a tls_port and tls_ca_cert_file or _dir")
+        if self.clustered and self.tls_port and not self.port and not self.tls_cluster:
+            raise ValueError("with port 0, peers can only reach this node with tls_cluster yes")
+        parse_protocols(self.tls_protocols)
+
+    @property
+    def tls(self) -> bool:
+        """A TLS port is configured (and so certificate files)."""
+        return bool(self.tls_port)
+
+    @property
+    def https(self) -> bool:
+        return self.tls and self.tls_http and bool(self.http_port)
+
     @property
     def clustered(self) -> bool:
         return bool(self.cluster_secret)
@@ -266,7 +332,14 @@ class NodeConfig:
 
     @property
     def effective_node_id(self) -> str:
-        return self.node_id or f"{self.bind}:{self.port}"
+        return self.node_id or f"{self.bind}:{self.port or self.tls_port}"
+
+    @property
+    def peer_addr(self) -> str:
+        """Where peers reach this node: the advertised address, else the TLS port with
+        tls_cluster, else the plaintext port."""
+        port = self.tls_port if self.tls_cluster else self.port
+        return self.advertise_addr or f"{self.bind}:{port}"
 
     def replace(self, **changes: Any) -> NodeConfig:
         return dataclasses.replace(self, **changes)

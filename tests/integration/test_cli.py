@@ -86,6 +86,7 @@ def test_demo_runs_three_regions_kills_a_node_and_leaves_nothing_behind() -> Non
     assert not [pid for pid in pids if node_running(pid)]
     assert set(children_of(os.getpid())) <= before
     assert "12 relays" in out  # one per (remote node, source region)
+    assert "TLS on every link" in out  # and it worked: the nodes were ready, 0 errors
     assert "killed (SIGKILL)" in out and "restarted" in out
     assert "0 errors" in out
     assert "exit codes [0, 0, 0, 0, 0, 0]; relays stopped" in out

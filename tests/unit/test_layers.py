@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "geocache.serializers",
             "geocache.singleflight",
             "geocache.slots",
+            "geocache.tls",
         ),
     ),
     ("protocol", ("geocache.protocol",)),

@@ -72,4 +72,12 @@ def test_the_base_install_needs_only_the_clients_dependencies() -> None:
     base = {req.split(">")[0].split(";")[0].strip() for req in project["dependencies"]}
     assert base == {"hiredis", "xxhash"}
     server = {r.split(">")[0].strip() for r in project["optional-dependencies"]["server"]}
-    assert server == {"aiohttp", "prometheus-client", "uvloop", "rich", "dnspython", "zeroconf"}
+    assert server == {
+        "aiohttp",
+        "prometheus-client",
+        "uvloop",
+        "rich",
+        "dnspython",
+        "zeroconf",
+        "cryptography",
+    }

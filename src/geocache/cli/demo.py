@@ -15,6 +15,12 @@ to the other regions, whose reads then hit. A third of the way in, the last node
 first region is killed with SIGKILL: its region's workload moves on to the other nodes
 and reads go on. Two thirds in, it is restarted on its port and rejoins.
 
+Every link is TLS, as a deployment should be: at start the demo makes a CA, a node
+certificate for 127.0.0.1 and a client certificate in the log directory (certs.py); the
+nodes listen only on their TLS port (`--port 0`), dial each other over mutual TLS
+(`--tls-cluster yes`, through the relays, which forward bytes), and the workload and the
+table's INFO calls present the client certificate.
+
 A live table shows each region's nodes up, keys, hit ratio, commands a second and
 replication lag to each other region (the worst `lag_p99_ms` of its nodes in INFO's
 `# Regions` section, "-" where a node does not report it). At the end, or on Ctrl-C,
@@ -22,8 +28,10 @@ every node gets SIGTERM and must exit 0, the relays stop, and a summary is print
 commands, errors, and lag p99 per region pair. Nothing is left running.
 
 The first node serves HTTP, and with it the live dashboard, whose URL is printed once
-the nodes are ready. With `keep`, the nodes (and relays) keep running after the
-workload until Ctrl-C or SIGTERM, so a person can look at the dashboard at leisure.
+the nodes are ready: plain HTTP on 127.0.0.1 (`--tls-http no`), since a browser has no
+client certificate to show the demo's nodes. With `keep`, the nodes (and relays) keep
+running after the workload until Ctrl-C or SIGTERM, so a person can look at the
+dashboard at leisure.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import os
 import random
 import secrets
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -39,16 +48,19 @@ import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from geocache.cli.certs import CertFiles, make_certs
 from geocache.cli.status import parse_info
 from geocache.client.connection import Connection, ReplyError
 from geocache.ports import free_port
 from geocache.protocol.types import Error
 from geocache.relay import RelaySet
+from geocache.tls import client_context
 
 REGIONS = ("us-east", "eu-west", "ap-south")
 # One-way delays between regions (ms), about what the internet gives between them; the
@@ -126,8 +138,30 @@ def one_way_ms(a: str, b: str) -> float:
     return ONE_WAY_MS[frozenset({a, b})]
 
 
+def tls_flags(certs: CertFiles) -> list[str]:
+    """TLS only (no plaintext port), mutual TLS between nodes, client certificates."""
+    return [
+        "--port",
+        "0",
+        "--tls-cluster",
+        "yes",
+        "--tls-cert-file",
+        str(certs.node_cert),
+        "--tls-key-file",
+        str(certs.node_key),
+        "--tls-ca-cert-file",
+        str(certs.ca_cert),
+    ]
+
+
+def demo_client_tls(certs: CertFiles) -> ssl.SSLContext:
+    return client_context(
+        ca_file=str(certs.ca_cert), cert_file=str(certs.client_cert), key_file=str(certs.client_key)
+    )
+
+
 def make_nodes(
-    regions: list[str], per_region: int, logdir: str, relays: RelaySet
+    regions: list[str], per_region: int, logdir: str, relays: RelaySet, certs: CertFiles
 ) -> list[DemoNode]:
     """Every node's command line; relays for every (remote node, source region)."""
     secret = secrets.token_hex(16)
@@ -146,8 +180,9 @@ def make_nodes(
         for i, port in enumerate(ports[region], 1):
             node_id = f"{region}-{i}"
             http_port = dashboard_port if not nodes else 0
-            argv = [sys.executable, "-m", "geocache", "serve", "--port", str(port)]
-            argv += ["--http-port", str(http_port), "--max-bytes", "64mb", "--node-id", node_id]
+            argv = [sys.executable, "-m", "geocache", "serve", "--tls-port", str(port)]
+            argv += [*tls_flags(certs), "--http-port", str(http_port), "--tls-http", "no"]
+            argv += ["--max-bytes", "64mb", "--node-id", node_id]
             argv += ["--region", region, "--cluster-secret", secret, "--seeds", seeds]
             argv += ["--replicas", str(REPLICAS), "--log-level", "warning"]
             argv += ["--peer-map", peer_map] if peer_map else []
@@ -168,6 +203,7 @@ class Workload:
     keys: int
     rate: float  # commands a second
     seed: int
+    tls: ssl.SSLContext | None = None
     sent: int = 0  # commands answered
     issued: int = 0  # commands sent or attempted: what the pace counts
     errors: int = 0
@@ -199,7 +235,8 @@ class Workload:
         try:
             conn = self._conns.get(node.node_id)
             if conn is None:
-                conn = self._conns[node.node_id] = Connection("127.0.0.1", node.port, 2.0)
+                conn = Connection("127.0.0.1", node.port, 2.0, self.tls)
+                self._conns[node.node_id] = conn
             replies = conn.pipeline(batch)
         except OSError:
             self._conns.pop(node.node_id, None)
@@ -275,12 +312,12 @@ def _number_field(text: str) -> tuple[str, float]:
         return key.strip(), -1.0
 
 
-def sample(node: DemoNode) -> Sample | None:
+def sample(node: DemoNode, tls: ssl.SSLContext | None = None) -> Sample | None:
     """The node's INFO, or None if it does not answer (down, or still starting)."""
     if not node.running():
         return None
     try:
-        with Connection("127.0.0.1", node.port, INFO_TIMEOUT_S) as conn:
+        with Connection("127.0.0.1", node.port, INFO_TIMEOUT_S, tls) as conn:
             raw = conn.execute("INFO", "stats", "keyspace", "geocache", "regions")
     except (OSError, ReplyError):
         return None
@@ -318,6 +355,7 @@ class View:
     regions: list[str]
     nodes: list[DemoNode]
     work: dict[str, Workload]
+    tls: ssl.SSLContext | None = None
     note: str = ""
     samples: dict[str, Sample | None] = field(default_factory=dict)
     _sent: dict[str, int] = field(default_factory=dict)
@@ -329,7 +367,7 @@ class View:
         own counts would include their replication and membership traffic)."""
         now = time.monotonic()
         dt, self._last_t = max(now - self._last_t, 1e-6), now
-        self.samples = {n.node_id: sample(n) for n in self.nodes}
+        self.samples = {n.node_id: sample(n, self.tls) for n in self.nodes}
         for region, work in self.work.items():
             sent = work.sent
             self._ops[region] = (sent - self._sent.get(region, 0)) / dt
@@ -383,14 +421,14 @@ class View:
 # -- running it -------------------------------------------------------------------------------
 
 
-def _wait_ready(nodes: list[DemoNode]) -> None:
+def _wait_ready(nodes: list[DemoNode], tls: ssl.SSLContext | None = None) -> None:
     """Until every node answers, says it is ready, and sees every member alive."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         for node in nodes:
             if not node.running():
                 raise RuntimeError(f"{node.node_id} exited (log: {node.log_path})")
-        samples = [sample(n) for n in nodes]
+        samples = [sample(n, tls) for n in nodes]
         if all(s is not None and s.ready and s.alive == len(nodes) for s in samples):
             return
         time.sleep(0.2)
@@ -422,20 +460,28 @@ def run_demo(
     try:
         relays.start()
         logdir = tempfile.mkdtemp(prefix="geocache-demo-")
-        nodes = make_nodes(names, nodes_per_region, logdir, relays)
+        certs = make_certs(Path(logdir) / "tls", ["127.0.0.1", "localhost"])
+        tls = demo_client_tls(certs)
+        nodes = make_nodes(names, nodes_per_region, logdir, relays, certs)
         pids = " ".join(f"{n.node_id}={n.start()}" for n in nodes)
         console.print(
             f"started {len(nodes)} nodes (logs: {logdir}); pids: {pids}",
             soft_wrap=True,  # one line whatever the width: scripts and tests read the PIDs
         )
         _describe(console, names, relays)
-        _wait_ready(nodes)
+        console.print(
+            f"TLS on every link: clients and the table (client certificate), node to node"
+            f" (mutual TLS, through the relays); certificates in {certs.directory}",
+            soft_wrap=True,
+        )
+        _wait_ready(nodes, tls)
         console.print(f"all {len(nodes)} nodes ready; workload for {duration_s:g} s")
         url = dashboard_url(nodes)
         console.print(f"dashboard: {url}", soft_wrap=True)
         for w in work.values():
             w.nodes = [n for n in nodes if n.region == w.region]
-        view = View(names, nodes, work)
+            w.tls = tls
+        view = View(names, nodes, work, tls)
         _play(console, view, duration_s, live)
         _summary(console, view)
         if keep:

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Coroutine, Sequence
 from importlib.util import find_spec
@@ -25,7 +26,8 @@ from geocache.config import NodeConfig, load, setting_help
 # uvloop is left out: without it the node runs on asyncio's own loop.
 SERVER_MODULES: dict[str, tuple[str, ...]] = {
     "serve": ("aiohttp", "prometheus_client", "dns", "zeroconf"),
-    "demo": ("aiohttp", "prometheus_client", "dns", "zeroconf", "rich"),
+    "demo": ("aiohttp", "prometheus_client", "dns", "zeroconf", "rich", "cryptography"),
+    "certs": ("cryptography",),
     "status": ("rich",),
 }
 SERVER_EXTRA_HINT = "pip install 'geocache[server]'"
@@ -43,13 +45,34 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for name, (default, help_text, kind) in setting_help().items():
         flag = "--" + name.replace("_", "-")
         shown = f"{help_text} (default: {default!r})"
-        if isinstance(default, bool):
+        if kind == "yesno":  # Redis's spelling (`--tls-cluster yes`); the value may be left out
+            shown = f"{help_text} (default: {'yes' if default else 'no'})"
+            group.add_argument(flag, nargs="?", const="yes", metavar="yes|no", help=shown)
+        elif isinstance(default, bool):
             group.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=shown
             )
         else:
             metavar = "SIZE" if kind == "size" else name.upper()
             group.add_argument(flag, default=None, metavar=metavar, help=shown)
+
+
+def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    """redis-cli's TLS flags, for commands that talk to a node."""
+    parser.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument("--cacert", help="CA certificate file to verify the node with")
+    parser.add_argument("--cacertdir", help="directory of CA certificates")
+    parser.add_argument("--cert", help="client certificate (for --tls-auth-clients yes)")
+    parser.add_argument("--key", help="the client certificate's private key")
+
+
+def tls_from_args(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """A client TLS context from redis-cli style flags; None without --tls."""
+    if not args.tls:
+        return None
+    from geocache.tls import client_context
+
+    return client_context(args.cacert, args.cacertdir, args.cert, args.key)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="seconds between the two samples ops/s is measured over, and between refreshes (1)",
     )
+    _add_tls_flags(status)
+
+    certs = commands.add_parser(
+        "certs",
+        help="write a CA, a node certificate and a client certificate (PEM) for a test"
+        " cluster: ca.crt, node.crt, node.key, client.crt, client.key",
+    )
+    certs.add_argument("--dir", required=True, help="directory to write them to")
+    certs.add_argument(
+        "--hosts",
+        default="127.0.0.1,localhost",
+        help="comma-separated names and IP addresses the node certificate is for",
+    )
+    certs.add_argument("--days", type=int, default=90, help="validity of the leaves (90)")
 
     relay = commands.add_parser(
         "relay", help="a TCP relay that delays each chunk (a slow link on 127.0.0.1)"
@@ -144,6 +181,14 @@ def serve(args: argparse.Namespace) -> int:
         log.info("advertising", extra={"addr": config.advertise_addr, "chosen_by": why})
 
     exit_code = 0
+    if config.tls:  # certificate and key files that do not load: say so before starting
+        from geocache.tls import server_context
+
+        try:
+            server_context(config)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"geocache serve: TLS files: {exc}", file=sys.stderr)
+            return 2
 
     async def main() -> None:
         nonlocal exit_code
@@ -152,6 +197,8 @@ def serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, node.request_stop)
+        # SIGHUP: new certificates for new handshakes; open connections stay (as nginx).
+        loop.add_signal_handler(signal.SIGHUP, node.reload_tls)
         await node.run()
         exit_code = node.exit_code  # 1: no seed accepted this node's proof (allow_solo off)
 
@@ -162,6 +209,9 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     except ValueError as exc:  # e.g. an origin's module:function that cannot be loaded
         print(f"geocache serve: {exc}", file=sys.stderr)
+        return 2
+    except ssl.SSLError as exc:  # a certificate or key file that does not load
+        print(f"geocache serve: TLS: {exc}", file=sys.stderr)
         return 2
     return exit_code
 
@@ -191,6 +241,19 @@ def run_relay(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"geocache relay: cannot listen: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_certs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from geocache.cli.certs import make_certs
+
+    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
+    files = make_certs(Path(args.dir), hosts, args.days)
+    print(f"wrote {files.ca_cert.name}, {files.node_cert.name}, {files.node_key.name},", end=" ")
+    print(f"{files.client_cert.name}, {files.client_key.name} in {files.directory}")
+    print(f"the node certificate is for {', '.join(hosts)}; keep ca.key off the nodes")
     return 0
 
 
@@ -224,9 +287,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.interval <= 0:
             print("geocache status: --interval must be more than 0", file=sys.stderr)
             return 2
-        return run_status(args.host, args.port, args.password, args.json, args.watch, args.interval)
+        try:
+            tls = tls_from_args(args)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"geocache status: TLS: {exc}", file=sys.stderr)
+            return 2
+        return run_status(
+            args.host, args.port, args.password, args.json, args.watch, args.interval, tls
+        )
     if args.command == "relay":
         return run_relay(args)
+    if args.command == "certs":
+        return run_certs(args)
     return 2  # pragma: no cover - argparse requires a command
 
 

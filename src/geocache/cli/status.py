@@ -12,6 +12,7 @@ object `/v1/dashboard` answers, less the events); `--watch` refreshes until Ctrl
 from __future__ import annotations
 
 import json
+import ssl
 import sys
 import time
 from typing import Any
@@ -37,8 +38,10 @@ INFO_SECTIONS = ("stats", "memory", "keyspace", "geocache", "regions", "origin")
 MEMBER_TIMEOUT_S = 1.0
 
 
-def fetch_info(host: str, port: int, password: str | None = None) -> Info:
-    with Connection(host, port, MEMBER_TIMEOUT_S) as conn:
+def fetch_info(
+    host: str, port: int, password: str | None = None, tls: ssl.SSLContext | None = None
+) -> Info:
+    with Connection(host, port, MEMBER_TIMEOUT_S, tls=tls) as conn:
         if password:
             conn.execute("AUTH", password)
         raw = conn.execute("INFO", *INFO_SECTIONS)
@@ -46,10 +49,12 @@ def fetch_info(host: str, port: int, password: str | None = None) -> Info:
     return parse_info(text)
 
 
-def fetch_members(host: str, port: int, password: str | None) -> list[Member]:
+def fetch_members(
+    host: str, port: int, password: str | None, tls: ssl.SSLContext | None = None
+) -> list[Member]:
     """The membership as the node at host:port sees it (itself marked); just that node
     when it has no GC.TOPOLOGY (a Redis server)."""
-    with Connection(host, port, MEMBER_TIMEOUT_S) as conn:
+    with Connection(host, port, MEMBER_TIMEOUT_S, tls=tls) as conn:
         if password:
             conn.execute("AUTH", password)
         try:
@@ -76,22 +81,30 @@ def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _infos(members: list[Member], password: str | None) -> dict[str, Info | None]:
+def _infos(
+    members: list[Member], password: str | None, tls: ssl.SSLContext | None = None
+) -> dict[str, Info | None]:
     infos: dict[str, Info | None] = {}
     for member in members:
         if member.state not in ("up", "suspect"):
             continue
         host, _, port = member.addr.rpartition(":")
         try:
-            infos[member.node_id] = fetch_info(host.strip("[]"), int(port), password)
+            infos[member.node_id] = fetch_info(host.strip("[]"), int(port), password, tls)
         except (OSError, ReplyError, ValueError):
             infos[member.node_id] = None
     return infos
 
 
-def sample(view: ClusterView, host: str, port: int, password: str | None) -> Snapshot:
-    members = fetch_members(host, port, password)
-    snapshot = view.update(members, _infos(members, password), time.monotonic())
+def sample(
+    view: ClusterView,
+    host: str,
+    port: int,
+    password: str | None,
+    tls: ssl.SSLContext | None = None,
+) -> Snapshot:
+    members = fetch_members(host, port, password, tls)
+    snapshot = view.update(members, _infos(members, password, tls), time.monotonic())
     me = next((m for m in members if m.is_self), None)
     snapshot.update(
         {
@@ -180,15 +193,16 @@ def run_status(
     as_json: bool = False,
     watch: bool = False,
     interval_s: float = 1.0,
+    tls: ssl.SSLContext | None = None,
 ) -> int:
     """Print the cluster once (two samples `interval_s` apart), or every `interval_s`
     with `watch` until Ctrl-C; 1 if the node cannot be read."""
     console = Console()
     view = ClusterView()
     try:
-        sample(view, host, port, password)  # the first sample: rates need two
+        sample(view, host, port, password, tls)  # the first sample: rates need two
         time.sleep(interval_s)
-        snapshot = sample(view, host, port, password)
+        snapshot = sample(view, host, port, password, tls)
         if not watch:
             _show(console, snapshot, as_json)
             return 0
@@ -196,11 +210,11 @@ def run_status(
             while True:
                 _show(console, snapshot, as_json)
                 time.sleep(interval_s)
-                snapshot = sample(view, host, port, password)
+                snapshot = sample(view, host, port, password, tls)
         with Live(render(snapshot), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval_s)
-                live.update(render(sample(view, host, port, password)), refresh=True)
+                live.update(render(sample(view, host, port, password, tls)), refresh=True)
     except (OSError, ReplyError) as exc:
         print(f"geocache status: cannot read {host}:{port}: {exc}", file=sys.stderr)
         return 1

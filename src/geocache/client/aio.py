@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import ssl
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -40,12 +42,14 @@ from geocache.client.errors import CacheError, OnError
 from geocache.client.health import HealthPolicy
 from geocache.client.multiplex import Connection, expire
 from geocache.client.ops import Key, Op, make_ops, misses
-from geocache.client.topology import check_routes, split_addr
+from geocache.client.pool import log_tls_failure
+from geocache.client.topology import check_routes, parse_seeds, split_addr
 from geocache.memoize import MISSING, AsyncMemoize, AsyncMemoStore, KeyBuilder, memoize_async
 from geocache.protocol.writer import encode_command
 from geocache.serializers import Serializer, SerializerName
 from geocache.singleflight import AsyncFlights
 from geocache.store.local import check_ttl_s, to_key
+from geocache.tls import client_tls, host_of
 
 K = TypeVar("K", bound=str | bytes)
 Clock = Callable[[], float]
@@ -57,6 +61,9 @@ log = logging.getLogger("geocache.client")
 # The background task sleeps at most this long (seconds) before looking at its work
 # again: a bound on an infinite wake-up, and how soon a dropped client's task ends.
 _MAX_SLEEP_S = 5.0
+# How long close() waits for connections to finish closing (seconds): a TLS close is a
+# round trip on loopback or LAN; a node that does not answer is not waited for longer.
+CLOSE_WAIT_S = 1.0
 
 
 class AsyncClient:
@@ -79,14 +86,15 @@ class AsyncClient:
         topology_refresh_s: float = 5.0,
         health: HealthPolicy | None = None,
         routes: Mapping[str, str] | None = None,
+        ssl: bool = False,
+        ssl_context: SSLContext | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._miss = misses(on_error)
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
-        seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
-        for seed in seed_list:
-            split_addr(seed)
+        seed_list, seeds_tls = parse_seeds(seeds)
+        self._tls = client_tls(ssl, ssl_context, seeds_tls)
         self._core = Core(seed_list, region=region, policy=health, refresh_s=topology_refresh_s)
         self._ops = make_ops(serializer, key_prefix, version, decode, typed)
         self._timeout_s = timeout_s
@@ -258,9 +266,12 @@ class AsyncClient:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-        for conn in self._conns.values():
+        conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
             conn.close()
-        self._conns.clear()
+        closing = [c.lost for c in conns if c.lost is not None and not c.lost.done()]
+        if closing:  # TLS: the close handshake, so no transport outlives the client
+            await asyncio.wait(closing, timeout=CLOSE_WAIT_S)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -341,12 +352,29 @@ class AsyncClient:
             pending.add_done_callback(lambda _: self._connecting.pop(addr, None))
         return await asyncio.shield(pending)
 
-    async def _connect(self, addr: str, timeout_s: float) -> Connection:
+    async def _open(self, addr: str) -> Connection:
+        """A connection to the node at `addr` (through its route), over TLS if asked:
+        the certificate must name the node's own host, whatever the route."""
         host, port = split_addr(self._routes.get(addr, addr))
         loop = asyncio.get_running_loop()
-        _, conn = await asyncio.wait_for(
-            loop.create_connection(lambda: Connection(addr), host, port), timeout_s
-        )
+        if self._tls is None:
+            _, conn = await loop.create_connection(lambda: Connection(addr), host, port)
+        else:
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: Connection(addr),
+                    host,
+                    port,
+                    ssl=self._tls,
+                    server_hostname=host_of(addr),
+                )
+            except ssl.SSLError as exc:
+                log_tls_failure(addr, exc)
+                raise
+        return conn
+
+    async def _connect(self, addr: str, timeout_s: float) -> Connection:
+        conn = await asyncio.wait_for(self._open(addr), timeout_s)
         if self._auth:
             conn.send_ignored(self._auth)  # a wrong password shows as NOAUTH replies
         self._conns[addr] = conn
@@ -417,9 +445,7 @@ class AsyncClient:
             self._core.probed(addr, latency, self._clock())
 
     async def _connect_probe(self, addr: str) -> Connection:
-        host, port = split_addr(self._routes.get(addr, addr))
-        loop = asyncio.get_running_loop()
-        _, conn = await loop.create_connection(lambda: Connection(addr), host, port)
+        conn = await self._open(addr)
         if self._auth:
             conn.send_ignored(self._auth)
         return conn

@@ -7,6 +7,7 @@ module only moves bytes over a socket, with a timeout on every read and write.
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Sequence
 
 from geocache.protocol.replies import ReplyReader
@@ -21,9 +22,25 @@ class ReplyError(Exception):
 
 
 class Connection:
-    def __init__(self, host: str, port: int, timeout_s: float = 5.0) -> None:
-        self._sock = socket.create_connection((host, port), timeout=timeout_s)
-        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout_s: float = 5.0,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
+        """`tls`: TLS with this context, the certificate checked for `server_hostname`
+        (default: `host`)."""
+        sock = socket.create_connection((host, port), timeout=timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            try:
+                sock = tls.wrap_socket(sock, server_hostname=server_hostname or host)
+            except BaseException:
+                sock.close()
+                raise
+        self._sock: socket.socket = sock
         self._reader = ReplyReader()
 
     def close(self) -> None:

@@ -39,10 +39,14 @@ class Connection(asyncio.Protocol):
         self._reader = ReplyReader(incomplete=_INCOMPLETE)
         self._waiting: deque[_Waiter] = deque()
         self._transport: asyncio.Transport | None = None
+        # Done once the connection is gone: a TLS connection's close takes a round trip
+        # (close_notify), which `AsyncClient.close` waits for.
+        self.lost: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        self.lost = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         reader, waiting = self._reader, self._waiting
@@ -63,6 +67,8 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
         error = ConnectionError(f"connection to {self.addr} lost: {exc or 'closed by the node'}")
         while self._waiting:
             future = self._waiting.popleft().future

@@ -23,6 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from ssl import SSLContext
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -42,12 +43,13 @@ from geocache.client.errors import CacheError, OnError
 from geocache.client.health import HealthPolicy
 from geocache.client.ops import Key, Op, make_ops, misses
 from geocache.client.pool import DEFAULT_POOL_SIZE, Conn, Pool
-from geocache.client.topology import check_routes, split_addr
+from geocache.client.topology import check_routes, parse_seeds
 from geocache.memoize import MISSING, KeyBuilder, Memoize, MemoStore, memoize_sync
 from geocache.protocol.errors import ProtocolError
 from geocache.serializers import Serializer, SerializerName
 from geocache.singleflight import Flights
 from geocache.store.local import check_ttl_s, to_key
+from geocache.tls import client_tls
 
 K = TypeVar("K", bound=str | bytes)
 Clock = Callable[[], float]
@@ -80,6 +82,10 @@ class Client:
     -> address to dial instead (a delay relay standing for a far region in tests and
     the demo); nodes keep their own addresses in the map and in `stats()`, but latency
     is measured on the routed path, so regions are ranked by the path actually used.
+    `ssl`: TLS to every node, verifying its certificate against the system's CAs and its
+    name against the host of its address (seeds written `rediss://host:port` ask for
+    the same); `ssl_context`: TLS with this context instead (your CA, a client
+    certificate: `geocache.tls.client_context(ca_file=..., cert_file=..., key_file=...)`).
     """
 
     def __init__(
@@ -99,19 +105,20 @@ class Client:
         pool_size: int = DEFAULT_POOL_SIZE,
         health: HealthPolicy | None = None,
         routes: Mapping[str, str] | None = None,
+        ssl: bool = False,
+        ssl_context: SSLContext | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         self._miss = misses(on_error)
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
-        seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
-        for seed in seed_list:
-            split_addr(seed)
+        seed_list, seeds_tls = parse_seeds(seeds)
         self._core = Core(seed_list, region=region, policy=health, refresh_s=topology_refresh_s)
         self._ops = make_ops(serializer, key_prefix, version, decode, typed)
         self._timeout_s = timeout_s
         self._clock = clock
-        self._pool = Pool(password, pool_size, check_routes(routes))
+        tls = client_tls(ssl, ssl_context, seeds_tls)
+        self._pool = Pool(password, pool_size, check_routes(routes), tls)
         self._lock = threading.Lock()  # the core's health and topology
         self._boot_lock = threading.Lock()
         self._flights: Flights[Any] = Flights()

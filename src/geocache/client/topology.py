@@ -65,6 +65,26 @@ def check_routes(routes: Mapping[str, str] | None) -> dict[str, str]:
     return checked
 
 
+SCHEMES = {"redis://": False, "rediss://": True}
+
+
+def parse_seeds(seeds: Sequence[str] | str) -> tuple[list[str], bool]:
+    """Seed addresses without their scheme, and whether they ask for TLS: "host:port",
+    "redis://host:port" (plaintext) or "rediss://host:port" (TLS), never mixed."""
+    listed = [seeds] if isinstance(seeds, str) else list(seeds)
+    addrs: list[str] = []
+    tls: set[bool | None] = set()
+    for seed in listed:
+        scheme = next((s for s in SCHEMES if seed.lower().startswith(s)), "")
+        addr = seed[len(scheme) :].rstrip("/")
+        split_addr(addr)
+        addrs.append(addr)
+        tls.add(SCHEMES.get(scheme, False) if scheme else None)
+    if True in tls and len(tls) > 1:
+        raise ValueError("seeds mix rediss:// (TLS) with plaintext addresses")
+    return addrs, True in tls
+
+
 def split_addr(addr: str) -> tuple[str, int]:
     """("host", port) from "host:port" (an IPv6 host may be bracketed)."""
     host, sep, port = addr.rpartition(":")

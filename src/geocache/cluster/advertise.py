@@ -105,8 +105,10 @@ def advertise_addr(config: NodeConfig, route: Route = local_address_toward) -> t
     (or none that resolves) to look toward."""
     if config.advertise_addr:
         return config.advertise_addr, "--advertise-addr"
+    # Peers dial the TLS port when peer links run TLS (--tls-cluster).
+    port = config.tls_port if config.tls_cluster else config.port
     if not is_wildcard(config.bind):
-        return join_host_port(config.bind.strip("[]"), config.port), "the bind address"
+        return join_host_port(config.bind.strip("[]"), port), "the bind address"
     host = first_seed_host(config)
     if host is None:
         raise ValueError(
@@ -121,7 +123,7 @@ def advertise_addr(config: NodeConfig, route: Route = local_address_toward) -> t
         ) from exc
     if ipaddress.ip_address(local).is_unspecified:
         raise ValueError(f"no address toward {host}; set --advertise-addr")
-    return join_host_port(local, config.port), f"the interface toward the first seed {host}"
+    return join_host_port(local, port), f"the interface toward the first seed {host}"
 
 
 def with_advertise_addr(

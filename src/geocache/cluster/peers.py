@@ -15,24 +15,26 @@ A handshake that fails is a `HandshakeError`: counted in `HandshakeStats`, logge
 failure in a row (RECONNECT_BACKOFF_MS up to AUTH_BACKOFF_MAX_MS), so a peer with
 another secret costs a handshake every few seconds, not a busy loop.
 
-Seams: how a connection is opened is a `Dial` function (TCP to the peer, or to the
-relay `peer_map` names, by default), and every time the client measures (timeouts,
-backoff, `failed_recently`) is the event loop's clock, so the cluster simulator runs
-this very client over its simulated network in virtual time. Fire-and-forget messages
-(membership) leave as requests on the connection whose replies are read and dropped,
-unless a `SendDatagram` is given: then, once the connection is up, each leaves through
-it with no reply expected. The simulator passes one that sends a datagram beside the
-connection, which its network may lose one by one, as SWIM must see loss; it is a
-parameter of the client rather than a trait of the simulated transport because a lost
-write on a connection would leave a request without its reply and put every later
-reply out of step, and because membership shares the data channel with replication
-and repair, whose writes must never be lost.
+Seams: how a connection is opened is a `Dial` function (TCP to the peer, or to the relay
+`peer_map` names, by default; `tls_dial` with `--tls-cluster`: mutual TLS, the peer's
+certificate checked for the host of its own address even through a relay), and every
+time the client measures (timeouts, backoff, `failed_recently`) is the event loop's
+clock, so the cluster simulator runs this very client over its simulated network in
+virtual time. Fire-and-forget messages (membership) leave as requests on the connection
+whose replies are read and dropped, unless a `SendDatagram` is given: then, once the
+connection is up, each leaves through it with no reply expected. The simulator passes
+one that sends a datagram beside the connection, which its network may lose one by one,
+as SWIM must see loss; it is a parameter of the client rather than a trait of the
+simulated transport because a lost write on a connection would leave a request without
+its reply and put every later reply out of step, and because membership shares the data
+channel with replication and repair, whose writes must never be lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from geocache.observability.throttle import LogThrottle
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
+from geocache.tls import LogLimiter, channel_binding, describe
 
 Arg = bytes | str | int | float
 log = logging.getLogger("geocache.peers")
@@ -111,6 +114,37 @@ def tcp_dial(addr: str) -> Dial:
     return dial
 
 
+def tls_dial(
+    addr: str, context: ssl.SSLContext, name_addr: str, log: LogLimiter | None = None
+) -> Dial:
+    """Dial `addr` over TLS with `context`, expecting the certificate of the node at
+    `name_addr` (its own address: `addr` may be a relay in front of it). A handshake
+    that fails (a certificate expired, from another CA, for another name) raises
+    `ssl.SSLError` and is logged on one line, at most every 10 s per peer and reason."""
+    host, _, port_text = addr.rpartition(":")
+    host, port = host.strip("[]"), int(port_text)
+    name = name_addr.rpartition(":")[0].strip("[]")
+
+    async def dial(factory: ProtocolFactory) -> tuple[asyncio.Transport, asyncio.Protocol]:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.create_connection(
+                factory, host, port, ssl=context, server_hostname=name
+            )
+        except ssl.SSLError as exc:
+            if log is not None:
+                reason = describe(exc)
+                log.warning(
+                    f"peer:{name_addr}:{reason}",
+                    "TLS to peer failed",
+                    peer=name_addr,
+                    reason=reason,
+                )
+            raise
+
+    return dial
+
+
 def _now() -> float:
     """The event loop's clock (s): virtual time in a simulation, monotonic otherwise."""
     return asyncio.get_running_loop().time()
@@ -157,14 +191,19 @@ class PeerClient:
         datagram: SendDatagram | None = None,
         expect: Callable[[], str | None] | None = None,
         handshakes: HandshakeStats | None = None,
+        tls_log: LogLimiter | None = None,
     ) -> None:
         """`dial`: opens a connection to `addr` (TCP to it by default); `datagram`: how
         fire-and-forget messages leave (default: as requests, replies dropped);
         `expect`: the node id membership knows at `addr` (None: anyone who proves the
-        secret, as a seed); `handshakes`: where handshake outcomes are counted."""
+        secret, as a seed); `handshakes`: where handshake outcomes are counted;
+        `tls_log`: where a connection ended by a TLS alert is logged (under TLS 1.3 a
+        peer refuses our certificate after our side of the handshake is done, so the
+        refusal arrives on the open connection, not from the dial)."""
         self.addr = addr
         self._dial_fn = dial or tcp_dial(addr)
         self._datagram = datagram
+        self._tls_log = tls_log
         self._node_id = node_id
         self._secret = secret
         self._expect = expect or (lambda: None)
@@ -182,6 +221,12 @@ class PeerClient:
         self._authed = False
         self._outbox: list[bytes] = []
         self._flush_scheduled = False
+
+    def channel_binding(self) -> bytes:
+        """The TLS channel binding of the current connection (tls.py: "tls-unique"), b""
+        when plaintext or not connected. Set from the moment the dial returns, so a proof
+        made in `_authenticate` can cover it."""
+        return channel_binding(self._transport)
 
     @property
     def connected(self) -> bool:
@@ -376,6 +421,16 @@ class PeerClient:
     def _lost(self, exc: Exception | None, protocol: _Protocol) -> None:
         if protocol is not self._protocol:
             return  # an earlier connection, aborted and replaced already
+        if self._tls_log is not None and not self._authed and self.channel_binding():
+            # Lost before it proved anything: the peer refused our certificate after the
+            # handshake (TLS 1.3). Its alert, or a reset that overtook it, says so.
+            reason = describe(exc) if exc is not None else "closed by the peer"
+            self._tls_log.warning(
+                f"peer:{self.addr}:{reason}",
+                "TLS to peer failed",
+                peer=self.addr,
+                reason=f"{reason} (our certificate refused?)",
+            )
         self._protocol = None
         self._transport = None
         self._outbox = []
@@ -411,15 +466,20 @@ class Peers:
         routes: dict[str, str] | None = None,
         dial: Callable[[str], Dial] = tcp_dial,
         datagram: SendDatagram | None = None,
+        tls: ssl.SSLContext | None = None,
+        tls_log: LogLimiter | None = None,
     ) -> None:
         """`routes`: peer address -> address to dial instead (config.peer_map); `dial`:
         the dial function for an address (TCP by default; the simulator's network in a
-        simulation); `datagram`: see PeerClient."""
+        simulation); `datagram`: see PeerClient; `tls`: dial every peer over TLS with
+        this context instead (`tls_dial`), logging failed handshakes to `tls_log`."""
         self._node_id = node_id
         self._secret = secret
         self._routes = routes or {}
         self._dial = dial
         self._datagram = datagram
+        self._tls = tls
+        self._tls_log = tls_log
         self._clients: dict[tuple[str, str], PeerClient] = {}
         # Peer address -> the node id membership knows there: a dial to it must reach
         # that node (a fake member relaying another node's handshake names another id).
@@ -433,7 +493,11 @@ class Peers:
     def get(self, addr: str, channel: str = DATA) -> PeerClient:
         client = self._clients.get((addr, channel))
         if client is None:
-            dial = self._dial(self._routes.get(addr, addr))
+            via = self._routes.get(addr, addr)
+            if self._tls is not None:
+                dial = tls_dial(via, self._tls, addr, self._tls_log)
+            else:
+                dial = self._dial(via)
             client = PeerClient(
                 addr,
                 self._node_id,
@@ -442,6 +506,7 @@ class Peers:
                 self._datagram,
                 expect=lambda: self._expected.get(addr),
                 handshakes=self.handshakes,
+                tls_log=self._tls_log,
             )
             self._clients[addr, channel] = client
         return client

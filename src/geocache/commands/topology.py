@@ -30,7 +30,9 @@ def cmd_gc_topology(session: Session, argv: list[bytes]) -> object:
             }
             for m in topology.members()
         ]
-    addr = config.advertise_addr or f"{config.bind}:{session.node.resp_port}"
+    # The port this client came in on: a TLS client must be sent back to the TLS port.
+    port = session.laddr.rpartition(":")[2] or session.node.resp_port
+    addr = config.advertise_addr or f"{config.bind}:{port}"
     return [
         {
             b"id": config.effective_node_id.encode(),

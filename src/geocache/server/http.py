@@ -50,6 +50,7 @@ from geocache.server.conditional import Preconditions, etag_of
 from geocache.server.dashboard import ASSETS, Dashboard
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
 from geocache.server.prometheus import NodeCollector
+from geocache.server.tls import HTTP_REFUSAL, TlsListener
 from geocache.store.entry import Entry
 from geocache.store.errors import TooLarge
 
@@ -82,12 +83,17 @@ _STATES = {"a": "up", "s": "suspect", "d": "down", "l": "left"}
 class HttpServer:
     """The running HTTP listener; `close()` stops it (the node calls it on stop)."""
 
-    def __init__(self, runner: web.AppRunner, port: int, api: HttpApi) -> None:
+    def __init__(
+        self, runner: web.AppRunner, port: int, api: HttpApi, tls: TlsListener | None = None
+    ) -> None:
         self._runner = runner
         self._api = api
         self.port = port
+        self._tls = tls
 
     async def close(self) -> None:
+        if self._tls is not None:
+            self._tls.close()
         await self._runner.cleanup()
         await self._api.close()
 
@@ -554,6 +560,12 @@ async def start_http(node: Node) -> HttpServer:
     )
     await runner.setup()
     api.server = runner.server
+    if config.https and runner.server is not None:
+        # HTTPS: the node's TLS listener (server/tls.py) runs aiohttp's protocol once
+        # the handshake is done, so a refused handshake is logged like the RESP port's.
+        listener = node.tls_listener("https", runner.server, HTTP_REFUSAL)
+        port = listener.listen(config.bind, config.http_port)
+        return HttpServer(runner, port, api, listener)
     site = web.TCPSite(runner, config.bind, config.http_port, reuse_address=True)
     await site.start()
     port = config.http_port

@@ -102,6 +102,21 @@ def _stats(node: Node) -> Section:
         "keyspace_misses": sum(store.misses for store in stores),
         "total_error_replies": stats.protocol_errors,
         "http_requests": sum(node.metrics.http_statuses.values()),
+        **_tls(node),
+    }
+
+
+def _tls(node: Node) -> Section:
+    """TLS listeners' counts (server/tls.py): handshakes begun and refused, plaintext
+    sent to a TLS port, TLS sent to the plaintext port; none without a TLS port."""
+    if node.tls_context is None:
+        return {}
+    tls = node.tls_counters
+    return {
+        "tls_handshakes": tls.handshakes,
+        "tls_handshake_failures": tls.handshake_failures,
+        "tls_plaintext_refused": tls.plaintext_refused,
+        "tls_on_plaintext_port": tls.tls_on_plaintext,
     }
 
 

@@ -20,8 +20,9 @@ import logging
 import os
 import platform
 import random
+import ssl
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
 
 from geocache._version import __version__
@@ -44,10 +45,12 @@ from geocache.origin.service import Dispatch, StandaloneMisses, open_origin
 from geocache.server.http import HttpServer, start_http
 from geocache.server.pause import ClientPause
 from geocache.server.resp import CommandGate, RespConnection
+from geocache.server.tls import RESP_REFUSAL, TlsCounters, TlsListener
 from geocache.store.databases import DATABASES, Databases
 from geocache.store.keyspace import Store
 from geocache.store.scan import Scanner
 from geocache.store.tombstones import Tombstones
+from geocache.tls import LogLimiter, peer_context, reload, server_context
 
 log = logging.getLogger("geocache.node")
 
@@ -100,7 +103,7 @@ class Node:
         """Parts not given are made from `config`: `store` (a `JournaledStore` in cluster
         mode), `peers` (the connections to other nodes) and `rng` (membership's and
         repair's random choices)."""
-        if config.clustered and not config.port and not config.advertise_addr:
+        if config.clustered and not (config.port or config.tls_port) and not config.advertise_addr:
             raise ValueError("cluster mode needs a fixed --port or an --advertise-addr")
         if config.clustered and not config.advertise_addr:
             # Where peers reach this node, chosen once (a wildcard bind looks toward
@@ -115,6 +118,13 @@ class Node:
                 clock = OffsetClock(clock, config.clock_offset_ms)
         self.clock: Clock = clock
         self.node_id = config.effective_node_id
+        # TLS (tls.py): the server context (TLS port, HTTPS) and the one peers are
+        # dialled with; SIGHUP loads new certificates into both (reload_tls).
+        self.tls_context: ssl.SSLContext | None = server_context(config) if config.tls else None
+        self.peer_tls: ssl.SSLContext | None = peer_context(config) if config.tls_cluster else None
+        self.tls_counters = TlsCounters()
+        self.tls_log = LogLimiter(logging.getLogger("geocache.tls"))
+        self._tls_listeners: list[TlsListener] = []
         main = store if store is not None else _make_store(config, clock)
         # SELECT's databases: 0 is `main`; a cluster has no others (commands/databases.py).
         self.databases = Databases(main, self.clock, 1 if config.clustered else DATABASES)
@@ -152,7 +162,9 @@ class Node:
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
-        self.resp_port = config.port
+        # The plaintext RESP port once listening (the TLS one with --port 0), and the TLS one.
+        self.resp_port = config.port or config.tls_port
+        self.tls_port = config.tls_port
         self.http_port = config.http_port
         self._http: HttpServer | None = None
         # What `geocache serve` exits with: 1 when a clustered node could not join
@@ -164,13 +176,21 @@ class Node:
         config = self.config
         if not isinstance(self.store, JournaledStore):
             raise TypeError("a clustered node needs a JournaledStore")
+        if peers is None:
+            peers = Peers(
+                self.node_id,
+                config.cluster_secret,
+                config.peer_routes,
+                tls=self.peer_tls,
+                tls_log=self.tls_log,
+            )
         return Cluster(
             self,
             self.store,
             self.clock,
-            peers or Peers(self.node_id, config.cluster_secret, config.peer_routes),
+            peers,
             rng or random.Random(),
-            config.advertise_addr or f"{config.bind}:{config.port}",
+            config.peer_addr,
             self.events,
         )
 
@@ -301,15 +321,22 @@ class Node:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            lambda: RespConnection(self),
-            self.config.bind,
-            self.config.port,
-            reuse_address=True,
-            backlog=1024,
-        )
-        self._servers.append(server)
-        self.resp_port = server.sockets[0].getsockname()[1]
+        config = self.config
+        if config.port or not config.tls_port:  # port 0 alone: any free port (tests)
+            server = await loop.create_server(
+                lambda: RespConnection(self),
+                config.bind,
+                config.port,
+                reuse_address=True,
+                backlog=1024,
+            )
+            self._servers.append(server)
+            self.resp_port = server.sockets[0].getsockname()[1]
+        if self.tls_context is not None:
+            listener = self.tls_listener("resp", lambda: RespConnection(self), RESP_REFUSAL)
+            self.tls_port = listener.listen(config.bind, config.tls_port)
+            if not config.port:
+                self.resp_port = self.tls_port
         if self.cluster is not None:
             await self.cluster.start()
         if isinstance(self.origin, ReadThrough) and self.origin.refresher is not None:
@@ -329,11 +356,37 @@ class Node:
         log.info(
             "node ready",
             extra={
-                "resp": f"{self.config.bind}:{self.resp_port}",
+                "resp": f"{self.config.bind}:{self.resp_port}" if self._servers else "off",
+                "tls": f"{self.config.bind}:{self.tls_port}" if self.tls_context else "off",
                 "http": f"{self.config.bind}:{self.http_port}" if self._http else "off",
                 "pid": os.getpid(),
             },
         )
+
+    def tls_listener(
+        self, name: str, factory: Callable[[], asyncio.BaseProtocol], refusal: bytes
+    ) -> TlsListener:
+        """A TLS listener of this node (RESP, or HTTPS), closed when the node stops."""
+        assert self.tls_context is not None
+        listener = TlsListener(
+            name, factory, self.tls_context, refusal, self.tls_counters, self.tls_log
+        )
+        self._tls_listeners.append(listener)
+        return listener
+
+    def reload_tls(self) -> None:
+        """SIGHUP: load the certificate, key and CA files again. New handshakes use them;
+        open connections keep going. Files that do not load change nothing."""
+        contexts = [c for c in (self.tls_context, self.peer_tls) if c is not None]
+        if not contexts:
+            log.info("SIGHUP: no TLS configured, nothing to reload")
+            return
+        try:
+            reload(contexts, self.config)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            log.error("TLS reload failed; the old certificates stay", extra={"error": str(exc)})
+            return
+        log.info("TLS certificates reloaded", extra={"cert": self.config.tls_cert_file})
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -348,6 +401,8 @@ class Node:
         log.info("node stopping", extra={"clients": len(self._connections)})
         for server in self._servers:
             server.close()
+        for listener in self._tls_listeners:
+            listener.close()
         if self.cluster is not None:
             await self.cluster.stop()
         if isinstance(self.origin, ReadThrough):

@@ -34,6 +34,7 @@ from geocache.observability.metrics import SUM_INDEX
 from geocache.protocol.reader import ProtocolError, RequestReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_into
+from geocache.tls import HANDSHAKE_RECORD, channel_binding
 
 if TYPE_CHECKING:
     from geocache.server.node import Node
@@ -41,6 +42,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("geocache.resp")
 
 MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+# A TLS ClientHello on the plaintext port: the client expects TLS, so any answer reads
+# to it as a bad record; this one at least says it to whoever captures the traffic.
+TLS_ON_PLAINTEXT = b"-ERR this port speaks plaintext RESP, not TLS\r\n"
 # Deferred replies one connection may wait on at once (its pipeline runs on meanwhile);
 # past this it stops reading until the oldest is sent.
 MAX_PENDING = 256
@@ -78,6 +82,7 @@ class CommandGate:
 
 class RespConnection(asyncio.Protocol):
     __slots__ = (
+        "_fresh",
         "_held",
         "_node",
         "_paused",
@@ -101,6 +106,9 @@ class RespConnection(asyncio.Protocol):
         )
         self._transport: asyncio.Transport | None = None
         self._paused = False
+        # No byte read yet: the first is checked for a TLS handshake (a client that
+        # took the plaintext port for the TLS one).
+        self._fresh = True
         # CommandGate: whether this connection holds a slot, and the command it read
         # but could not start for want of one.
         self._slot = False
@@ -137,6 +145,11 @@ class RespConnection(asyncio.Protocol):
         if self.session is None:
             return
         self._node.stats.net_input_bytes += len(data)
+        if self._fresh:
+            self._fresh = False
+            if data[0] == HANDSHAKE_RECORD and self._transport is not None:
+                self._refuse_tls()
+                return
         try:
             self._reader.feed(data)
         except ProtocolError as exc:
@@ -367,6 +380,25 @@ class RespConnection(asyncio.Protocol):
             message = str(exc).replace("\r", " ").replace("\n", " ")
             transport.write(b"-ERR " + message.encode("utf-8", "surrogateescape") + b"\r\n")
             transport.close()
+
+    def _refuse_tls(self) -> None:
+        """TLS sent to the plaintext port: one log line (rate-limited), then close."""
+        node, transport = self._node, self._transport
+        assert transport is not None and self.session is not None
+        node.tls_counters.tls_on_plaintext += 1
+        node.tls_log.warning(
+            "tls-on-plaintext",
+            "TLS handshake on the plaintext port refused",
+            client=self.session.addr,
+            tls_port=node.tls_port or "none",
+        )
+        transport.write(TLS_ON_PLAINTEXT)
+        transport.close()
+
+    def channel_binding(self) -> bytes:
+        """This connection's TLS channel binding (tls.py: "tls-unique"); b"" if plaintext.
+        What a peer's proof binds to, so it is worthless on any other connection."""
+        return channel_binding(self._transport)
 
     def close(self) -> None:
         """Close after the replies already queued are sent (graceful shutdown)."""
