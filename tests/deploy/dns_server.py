@@ -56,6 +56,10 @@ class Zone(BaseResolver):  # type: ignore[misc]
         return reply
 
 
+# Tries to find a port free for both UDP and TCP.
+ATTEMPTS = 20
+
+
 class TestDnsServer:
     """`Zone` served on `address:port` (port 0: a free one) until `stop()`."""
 
@@ -65,9 +69,19 @@ class TestDnsServer:
         self.zone = zone
         self.address = address
         quiet = _Quiet()
-        self._udp = DNSServer(zone, address=address, port=port, tcp=False, logger=quiet)
-        self.port = int(self._udp.server.server_address[1])
-        self._tcp = DNSServer(zone, address=address, port=self.port, tcp=True, logger=quiet)
+        # UDP and TCP on one port: a free UDP port may be taken for TCP (an outgoing
+        # connection's ephemeral port), so try again, closing what was opened.
+        for attempt in range(ATTEMPTS):
+            self._udp = DNSServer(zone, address=address, port=port, tcp=False, logger=quiet)
+            self.port = int(self._udp.server.server_address[1])
+            try:
+                self._tcp = DNSServer(zone, address=address, port=self.port, tcp=True, logger=quiet)
+            except OSError:
+                self._udp.server.server_close()
+                if port or attempt == ATTEMPTS - 1:
+                    raise
+                continue
+            break
         for server in (self._udp, self._tcp):
             server.start_thread()
 
