@@ -105,7 +105,7 @@ def test_any_order_with_duplicates_converges_to_the_largest_version(
         else:
             assert live[key] == (winner.value, winner.expires_at_ms, *winner.rank())
             assert key not in tombs
-        assert first.version_of(key) == (*winner.rank(), winner.value is None)
+        assert first.version_of(key) == (*winner.rank(), winner.value is None, *winner.rank())
 
 
 @settings(max_examples=300, deadline=None)
@@ -164,14 +164,14 @@ def test_expiry_is_a_delete_at_the_entry_version() -> None:
     assert store.active_expire(100) == 1  # active expiry, at most one slot late
     assert len(store) == 0
     for key in (b"lazy", b"active"):
-        assert store.version_of(key) == (v + 5, "eu-1", True)
+        assert store.version_of(key) == (v + 5, "eu-1", True, v + 5, "eu-1")
         # An older write replayed late (no expiry of its own) cannot bring the key back...
         assert not store.apply(key, (b"older", 0, v + 4, "eu-1"))
         assert not store.apply(key, (b"same", 0, v + 5, "eu-1"))
         # ...a newer one can.
         assert store.apply(key, (b"newer", 0, v + 6, "eu-1"))
         assert store.get(key) == b"newer"
-        assert store.version_of(key) == (v + 6, "eu-1", False)
+        assert store.version_of(key) == (v + 6, "eu-1", False, v + 6, "eu-1")
     assert store.stats().expirations == 2
 
 
@@ -198,7 +198,7 @@ def test_a_write_already_expired_on_arrival_is_held_as_a_delete() -> None:
     v = make_version(NOW_MS)
     assert store.apply(b"k", (b"old", 0, v - 10, "eu-1"))
     assert store.apply(b"k", (b"x", NOW_MS, v, "eu-1"))  # expired now: applied as a delete
-    assert len(store) == 0 and store.version_of(b"k") == (v, "eu-1", True)
+    assert len(store) == 0 and store.version_of(b"k") == (v, "eu-1", True, v, "eu-1")
     assert not store.apply(b"k", (b"older", 0, v - 5, "eu-1"))
     assert store.get(b"k") is None
     assert not store.apply(b"k", (b"x", NOW_MS - 1, v - 1, "eu-1"))  # older still: dropped

@@ -2,7 +2,10 @@
 
 In cluster mode the command handlers run unchanged against a `JournaledStore`: every
 local write (set, delete, and what is built on them: EXPIRE, INCR, APPEND...) is
-appended to `journal` as (key, entry) or (key, tombstone). After a command, the router
+appended to `journal` as (key, entry) or (key, tombstone): the key's whole state after
+the write, both registers with their versions (store/entry.py), so a replica merges it
+register by register and an EXPIRE shipped with the value it saw never undoes a newer
+value there. After a command, the router
 takes the journal and ships it to the key's other owners. Writes that arrive from peers
 go through `apply`/`apply_delete`, which are not journaled: only the coordinator
 replicates.
@@ -18,8 +21,9 @@ standalone `Store` pays nothing for them.
 from __future__ import annotations
 
 from geocache.clock import HLC, Clock
-from geocache.cluster.digest import Digest
-from geocache.store.entry import ENTRY_OVERHEAD_BYTES, EXPIRY_OVERHEAD_BYTES, Entry, Tombstone
+from geocache.cluster.digest import Digest, entry_hash, tombstone_hash
+from geocache.store.entry import Entry, Tombstone, stored_size
+from geocache.store.entry import is_tombstone as is_tombstone
 from geocache.store.keyspace import Store
 from geocache.store.tombstones import DEFAULT_MAX_TOMBSTONES, DEFAULT_TOMBSTONE_TTL_MS, Tombstones
 
@@ -40,22 +44,22 @@ class DigestedTombstones(Tombstones):
         super().__init__(max_tombstones, ttl_ms)
         self.digest = digest
 
-    def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None:
+    def keep(self, key: bytes, tomb: Tombstone) -> None:
         old = self._tombs.get(key)
         if old is None:
-            self.digest.add(key, version, origin, True)
+            self.digest.add(key, tombstone_hash(key, tomb))
         else:
-            self.digest.replace(key, old[0], old[1], version, origin, True)
-        super().put(key, version, origin, now_ms)  # may drop the oldest: _drop_oldest
+            self.digest.replace(key, tombstone_hash(key, old), tombstone_hash(key, tomb))
+        super().keep(key, tomb)  # may drop the oldest: _drop_oldest
 
     def discard(self, key: bytes) -> None:
         old = self._tombs.pop(key, None)
         if old is not None:
-            self.digest.remove(key, old[0], old[1], True)
+            self.digest.remove(key, tombstone_hash(key, old))
 
     def _drop_oldest(self) -> None:
-        key, (version, origin, _created) = next(iter(self._tombs.items()))
-        self.digest.remove(key, version, origin, True)
+        key, tomb = next(iter(self._tombs.items()))
+        self.digest.remove(key, tombstone_hash(key, tomb))
         super()._drop_oldest()
 
 
@@ -91,8 +95,9 @@ class JournaledStore(Store):
 
     # -- journal -------------------------------------------------------------------------
 
-    def set(self, key: bytes, value: bytes, expires_at_ms: int = 0) -> Entry:
-        entry = super().set(key, value, expires_at_ms)
+    def _write(self, key: bytes, entry: Entry) -> Entry:
+        """Every local write of an entry (set, set_value, expire_at...) passes here."""
+        super()._write(key, entry)
         self.journal.append((key, entry))
         return entry
 
@@ -111,7 +116,7 @@ class JournaledStore(Store):
         """Forget every record of `bucket`, locally and without tombstones (as eviction
         does): for a bucket this node no longer owns, once its owners hold the same."""
         records = self.digest.keys_in_bucket(bucket)
-        for key, _version, _origin, tombstone in records:
+        for key, _version, _origin, tombstone, _x_version, _x_origin in records:
             if tombstone:
                 self.tombstones.discard(key)
             else:
@@ -128,13 +133,13 @@ class JournaledStore(Store):
         old = self._data.get(key)
         super()._put(key, entry)  # raises TooLarge before changing anything
         if old is None:
-            self.digest.add(key, entry[2], entry[3], False)
+            self.digest.add(key, entry_hash(key, entry))
         else:
-            self.digest.replace(key, old[2], old[3], entry[2], entry[3], False)
+            self.digest.replace(key, entry_hash(key, old), entry_hash(key, entry))
 
     def _remove(self, key: bytes) -> Entry:
         entry = super()._remove(key)
-        self.digest.remove(key, entry[2], entry[3], False)
+        self.digest.remove(key, entry_hash(key, entry))
         return entry
 
     def _evict(self) -> None:
@@ -145,13 +150,8 @@ class JournaledStore(Store):
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
         while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
             old_key, old = data.popitem(last=False)
-            self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
+            self.used_bytes -= stored_size(old_key, old)
             self.evictions += 1
             if old[1]:
-                self.used_bytes -= EXPIRY_OVERHEAD_BYTES
                 self._wheel.discard(old_key, old[1])
-            self.digest.remove(old_key, old[2], old[3], False)
-
-
-def is_tombstone(record: Entry | Tombstone) -> bool:
-    return len(record) == 3
+            self.digest.remove(old_key, entry_hash(old_key, old))

@@ -15,6 +15,7 @@ from __future__ import annotations
 from geocache.commands.context import Session
 from geocache.commands.table import command
 from geocache.protocol.types import NULL_ARRAY, OK, QUEUED, Error
+from geocache.store.entry import latest_version
 
 _NO_KEYS = (0, 0, 0)
 # Bounds what one client can make the node hold for a transaction.
@@ -24,7 +25,7 @@ MAX_WATCHED_KEYS = 10_000
 
 def _version(session: Session, key: bytes) -> int | None:
     entry = session.store.peek(key)
-    return None if entry is None else entry[2]
+    return None if entry is None else latest_version(entry)
 
 
 @command("multi", 1, "fast", keys=_NO_KEYS, group="transactions", summary="Start a transaction")

@@ -42,7 +42,7 @@ from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error, Raw
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
 from geocache.server.prometheus import NodeCollector
-from geocache.store.entry import Entry
+from geocache.store.entry import Entry, latest_version
 from geocache.store.errors import TooLarge
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class HttpApi:
         entry = self._store.lookup(key)
         if entry is None:
             return error(404, "no such key")
-        etag = f'"{entry[2]}"'
+        etag = f'"{latest_version(entry)}"'
         if _matches(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=self._entry_headers(entry, etag))
         return web.Response(
