@@ -646,8 +646,8 @@ ROWS = [
     Row(
         "keepttl-after-del",
         (("eu-1", (b"DEL", b"k")), ("us-1", (b"SET", b"k", b"v3", b"KEEPTTL"))),
-        None,
-        None,
+        b"v3",
+        -1,
     ),
     Row(
         "expire0-after-set",

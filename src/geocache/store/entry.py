@@ -28,13 +28,13 @@ object. Entries are immutable: every write makes a new one.
 
 A tombstone (a delete, or an expiry, in cluster mode) holds no value:
 
-- `(version, origin, created_wall_ms)`: the value deleted at (version, origin), and the
-  expiry "expired" at the same version: a delete writes both registers.
+- `(version, origin, created_wall_ms)`: a delete. It writes both registers at its
+  version: the value deleted, the expiry none.
 - `(version, origin, created_wall_ms, expires_at_ms, expiry_version, expiry_origin)`:
-  the value deleted (or expired and forgotten) at (version, origin), and an expiry
-  register written apart: an EXPIRE newer than the delete, or the expiry that ran out
-  on an entry whose expiry was written apart. Rare; kept so that every replica merges
-  the later writes of the key alike.
+  the value deleted, or expired and forgotten, at (version, origin), and the expiry
+  register: the one that ran out (an expired entry, reclaimed), or an EXPIRE newer
+  than the delete. Kept so that every replica merges the later writes of the key alike
+  (the expires_at_ms int is the entry's own object: the shape costs three tuple slots).
 
 Tombstones live in their own bounded space (tombstones.py).
 """
@@ -55,9 +55,6 @@ VERSION: Final = 2
 ORIGIN: Final = 3
 EXPIRY_VERSION: Final = 4
 EXPIRY_ORIGIN: Final = 5
-
-# The expiry a delete writes: 1 ms after the epoch, a time always past.
-EXPIRED_MS: Final = 1
 
 # Bytes a stored entry costs beyond len(key) + len(value), as tracemalloc counts them:
 # the key's and the value's bytes headers (33 each), the entry tuple (72), its version
@@ -119,7 +116,7 @@ def tombstone_expiry(tomb: Tombstone) -> tuple[int, int, str]:
     """The tombstone's expiry register: (expires_at_ms, version, origin)."""
     if len(tomb) == 6:
         return tomb[3], tomb[4], tomb[5]
-    return EXPIRED_MS, tomb[0], tomb[1]
+    return 0, tomb[0], tomb[1]
 
 
 def make_entry(
@@ -134,8 +131,8 @@ def make_entry(
 def make_tombstone(
     stamp: tuple[int, str], created_wall_ms: int, expires_at_ms: int, x: tuple[int, str]
 ) -> Tombstone:
-    """A tombstone from its registers, in the three-field shape when the expiry shares
-    the tombstone's version (a delete, or an entry expired with one version)."""
-    if x == stamp:
+    """A tombstone from its registers, in the three-field shape for a delete (no expiry,
+    at the tombstone's version)."""
+    if x == stamp and not expires_at_ms:
         return (stamp[0], stamp[1], created_wall_ms)
     return (stamp[0], stamp[1], created_wall_ms, expires_at_ms, x[0], x[1])

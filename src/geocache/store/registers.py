@@ -11,10 +11,14 @@ replicas that merged the same records hold the same registers.
 Three rules beside the plain maximum:
 
 - A tombstone's value is "nothing" at its version. A value at exactly that (version,
-  origin) fills it back in: the tombstone is then an entry that expired and was
-  reclaimed, and the record re-supplies the value it forgot (a version is minted once
-  per key, so no deleted value can share it). Without this, a TTL extended on another
-  replica just before it ran out would bring the key back there and not here.
+  origin) fills in a six-field tombstone (a delete's has three): that one is an entry
+  that expired and was reclaimed, and the record re-supplies the value it forgot (a
+  version is minted once per key, so no deleted value can share it). Without this, a TTL extended on another
+  replica just before it ran out would bring the key back there and not here. What
+  cannot be re-supplied: an expiry write made on an older value (concurrently with the
+  newer one), arriving after the newer value's expiry ran out and was reclaimed here.
+  The key then stays gone here while a replica that had the expiry write in time keeps
+  the value until that expiry passes (docs/architecture.md).
 - The resurrection floor (tombstones.py): for a key not held live here, a register at
   or below the floor is not taken (a delete newer than it may have been forgotten).
   With no tombstone to carry it either, the record's expiry is dropped with its value.
@@ -60,7 +64,7 @@ def merge(
         return _compose((in_value, in_stamp), in_expiry, now_ms)
     (held_value, held_stamp), held_expiry = registers(held)
     take_value = in_stamp > held_stamp or (
-        in_stamp == held_stamp and held_value is None and in_value is not None
+        in_stamp == held_stamp and held_value is None and in_value is not None and len(held) == 6
     )
     if take_value and in_value is not None and held_value is None and in_stamp[0] <= floor:
         take_value = False
