@@ -13,8 +13,9 @@ Three rules beside the plain maximum:
 - A tombstone's value is "nothing" at its version. A value at exactly that (version,
   origin) fills in a six-field tombstone (a delete's has three): that one is an entry
   that expired and was reclaimed, and the record re-supplies the value it forgot (a
-  version is minted once per key, so no deleted value can share it). Without this, a TTL extended on another
-  replica just before it ran out would bring the key back there and not here. What
+  version is minted once per key, so no deleted value can share it). Without this, a
+  TTL extended on another replica just before it ran out would bring the key back
+  there and not here. What
   cannot be re-supplied: an expiry write made on an older value (concurrently with the
   newer one), arriving after the newer value's expiry ran out and was reclaimed here.
   The key then stays gone here while a replica that had the expiry write in time keeps
