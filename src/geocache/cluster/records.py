@@ -109,12 +109,12 @@ def from_geo_fields(fields: list[bytes]) -> tuple[bytes, Entry | Tombstone]:
     """One record's GC.GEO fields as (key, record)."""
     key, version, origin, expires, value, expiry = fields
     stamp = (int(version), _text(origin))
-    exp = int(expires)
-    x = stamp
+    deleted = int(expires) < 0
+    exp, x = (0 if deleted else int(expires)), stamp
     if expiry:
         raw_exp, raw_version, raw_origin = expiry.split(b" ", 2)
         exp, x = int(raw_exp), (int(raw_version), _text(raw_origin))
-    if int(expires) < 0:
+    if deleted:
         return key, make_tombstone(stamp, 0, exp, x)
     return key, make_entry(value, exp, stamp, x)
 
