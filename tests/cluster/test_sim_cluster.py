@@ -744,3 +744,28 @@ def test_an_expire_reaching_a_region_before_the_key_brings_the_value_it_saw() ->
         assert len(seen) == 1 and next(iter(seen))[0] == b"v1", seen
 
     run(scenario, 0, SimSpec(regions=(("eu", 2), ("us", 2), ("ap", 2)), replicas=2))
+
+
+def test_a_ttl_extended_in_one_region_after_it_ran_out_in_another_comes_back_there() -> None:
+    """us extends the TTL just before it runs out; eu, cut off, reclaims the key (its
+    tombstone keeps the value's version and the expiry that ran out); after the heal,
+    us's record re-supplies the value and every region holds it with the new expiry."""
+    eu, us = ["eu-1", "eu-2"], ["us-1", "us-2"]
+
+    async def scenario(sim: SimCluster) -> None:
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(12_000)
+        assert await sim.command("eu-1", b"SET", b"k", b"v", b"PX", b"2000") == b"OK"
+        await sim.wait_for(lambda: agreed(sim, b"k"), 1_000)
+        sim.partition(eu, us)
+        await sim.sleep(1_500)
+        assert await sim.command("us-1", b"EXPIRE", b"k", b"1000") == 1
+        await sim.sleep(2_000)  # eu's copy ran out and was reclaimed meanwhile
+        assert all(sim.held(n)[b"k"].value is None for n in eu)
+        sim.heal()
+        await sim.wait_for(lambda: agreed(sim, b"k"), SETTLE_MS)
+        seen = await reads(sim, b"k")
+        assert {value for value, _ttl in seen} == {b"v"}, seen
+        assert all(isinstance(ttl, int) and 990 <= ttl <= 1000 for _value, ttl in seen), seen
+
+    run(scenario, 0, SimSpec(regions=(("eu", 2), ("us", 2)), replicas=2))
