@@ -16,7 +16,11 @@ What it measures, in one run, on `--keys` keys (default 1,000,000; `--quick` 20,
   counts: `tracemalloc` (the bytes Python asked for: keys, values, entries and the
   structure, made one at a time inside the measured region, as a server makes them),
   and the growth of the process's resident memory (RSS: adds the allocator's
-  rounding). Beside them, a redis-server started here on a free port of 127.0.0.1
+  rounding). `Store (TTL)` holds the same keys with a one-hour TTL written with the
+  value (one version per entry), `Store (TTL changed)` the same with each TTL set again
+  after the write (an EXPIRE: the entry keeps the expiry's own version too); the
+  difference between the two is reported as the bytes a TTL change costs. Beside them,
+  a redis-server started here on a free port of 127.0.0.1
   (`--save "" --appendonly no`), loaded with the same keys and values through redis-py
   pipelines: the growth of `INFO memory` used_memory per key. It is stopped by PID.
 
@@ -70,6 +74,8 @@ SPEED_VS_LRU_DICT = 0.6
 MEMORY_VS_REDIS = 1.5
 
 OPS = ("get", "set", "mix")
+# Structures whose bytes per entry are measured, each in a fresh process.
+MEMORY_KINDS = ("Store", "Store (TTL)", "Store (TTL changed)", "TTLCache", "lru-dict")
 
 
 def make_key(i: int) -> bytes:
@@ -263,10 +269,17 @@ def measure_speed(count: int, rounds: int, console: Console) -> dict[str, dict[s
 
 def fill(kind: str, count: int) -> Any:
     """A structure of `kind` holding `count` fresh keys and values."""
-    if kind == "Store":
+    if kind.startswith("Store"):
         store = Store(SystemClock(), max_keys=count)
+        ttl, changed = kind != "Store", kind == "Store (TTL changed)"
+        base_ms = time.time_ns() // 1_000_000 + TTL_S * 1000
         for i in range(count):
-            store.set(make_key(i), make_value(i))
+            key = make_key(i)
+            # An expiry int per key, as a server computing now + TTL per request makes.
+            expires_at_ms = base_ms + i if ttl else 0
+            store.set(key, make_value(i), expires_at_ms)
+            if changed:
+                store.expire_at(key, expires_at_ms + 1000)
         return store
     mapping: Any
     if kind == "TTLCache":
@@ -333,7 +346,7 @@ def measure_memory(
     count: int, with_redis: bool, logs: Path, console: Console
 ) -> dict[str, dict[str, float]]:
     memory: dict[str, dict[str, float]] = {}
-    for kind in ("Store", "TTLCache", "lru-dict"):
+    for kind in MEMORY_KINDS:
         memory[kind] = {
             how: memory_in_fresh_process(kind, count, how) for how in ("tracemalloc", "rss")
         }
@@ -345,7 +358,18 @@ def measure_memory(
         per_key, version = redis_bytes_per_key(count, logs, console)
         memory["redis-server"] = {"used_memory": per_key}
         console.print(f"memory redis-server {version}: {per_key:.1f} B/key used_memory")
+    extra = ttl_change_extra(memory)
+    console.print(
+        f"a TTL changed after the write costs {extra['tracemalloc']:+.1f} B/entry traced, "
+        f"{extra['rss']:+.1f} B/entry resident"
+    )
     return memory
+
+
+def ttl_change_extra(memory: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Bytes per entry an expiry written apart from the value adds (traced, resident)."""
+    changed, once = memory["Store (TTL changed)"], memory["Store (TTL)"]
+    return {how: changed[how] - once[how] for how in ("tracemalloc", "rss")}
 
 
 # -- report --------------------------------------------------------------------------------
@@ -388,6 +412,7 @@ def summarize(
         "ratios": ratios,
         "memory_bytes_per_entry": memory,
         "memory_vs_redis": memory_ratio,
+        "ttl_changed_extra_bytes_per_entry": ttl_change_extra(memory),
         "targets": {
             name: {
                 "value": value,

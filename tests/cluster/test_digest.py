@@ -17,10 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from geocache.clock import ManualClock, make_version
-from geocache.cluster import digest
+from geocache.cluster import digest, records
 from geocache.cluster.journal import JournaledStore
 from geocache.cluster.repair import Repairer
 from geocache.store import Tombstones
+from geocache.store.entry import expiry_stamp, tombstone_expiry
 from geocache.store.errors import StoreError
 
 NOW_MS = 1_700_000_000_000
@@ -31,8 +32,8 @@ ORIGINS = ["n1", "n2", "n3"]
 def held_records(store: JournaledStore) -> list[digest.Record]:
     """What the store holds, read from its internals, for a from-scratch recomputation."""
     assert isinstance(store.tombstones, Tombstones)
-    entries = [(k, e[2], e[3], False) for k, e in store._data.items()]
-    tombs = [(k, t[0], t[1], True) for k, t in store.tombstones.items()]
+    entries = [(k, e[2], e[3], False, *expiry_stamp(e)) for k, e in store._data.items()]
+    tombs = [(k, t[0], t[1], True, *tombstone_expiry(t)[1:]) for k, t in store.tombstones.items()]
     return entries + tombs
 
 
@@ -44,6 +45,11 @@ def assert_digest_matches(store: JournaledStore) -> None:
     assert len(store.digest) == len(records)  # no key left behind in the bucket sets
     for b in range(digest.BUCKETS):
         assert all(digest.bucket_of(r[0]) == b for r in store.digest.keys_in_bucket(b))
+
+
+def rec(key: bytes, version: int, origin: str, tombstone: bool) -> digest.Record:
+    """A record whose registers share one version."""
+    return (key, version, origin, tombstone, version, origin)
 
 
 def new_store(clock: ManualClock, node_id: str = "n1", **limits: int) -> JournaledStore:
@@ -188,7 +194,7 @@ def test_wire_encodings_round_trip() -> None:
     assert digest.decode_buckets(digest.encode_buckets(buckets)) == buckets
     with pytest.raises(ValueError):
         digest.decode_buckets(b"\x00" * 100)
-    records = [(b"k\x00", 5, "n1", False), (b"", (1 << 64) - 1, "n\xe9", True)]
+    records = [(b"k\x00", 5, "n1", False, 5, "n1"), (b"", (1 << 64) - 1, "n\xe9", True, 7, "x y")]
     assert digest.decode_records(digest.encode_records(records)) == records
     with pytest.raises(ValueError):
         digest.decode_records([b"k", 1, b"n1"])
@@ -221,11 +227,11 @@ def test_repair_pulls_newer_values_and_lost_deletes_only() -> None:
     store.apply(b"newer-here", (b"mine", 0, v[5], "n1"))
     repairer = repairer_for(store)
     peer_records = [
-        (b"stale", v[2], "n2", False),
-        (b"deleted-there", v[3], "n2", True),
-        (b"newer-here", v[4], "n2", False),
-        (b"missing", v[4], "n2", False),
-        (b"missing-deleted", v[4], "n2", True),
+        rec(b"stale", v[2], "n2", False),
+        rec(b"deleted-there", v[3], "n2", True),
+        rec(b"newer-here", v[4], "n2", False),
+        rec(b"missing", v[4], "n2", False),
+        rec(b"missing-deleted", v[4], "n2", True),
     ]
     fetch = repairer._plan("n2", peer_records, copy_missing=False)
     assert fetch == [b"stale"]
@@ -242,7 +248,7 @@ def test_repair_copies_missing_keys_only_when_copying_and_without_evicting() -> 
     store.set(b"held", b"1")
     repairer = repairer_for(store)
     version = make_version(NOW_MS, 1)
-    records = [(b"m1", version, "n2", False), (b"m2", version, "n2", False)]
+    records = [rec(b"m1", version, "n2", False), rec(b"m2", version, "n2", False)]
     assert repairer._plan("n2", records, copy_missing=False) == []
     fetch = repairer._plan("n2", records, copy_missing=True)
     assert fetch == [b"m1", b"m2"]
@@ -254,13 +260,30 @@ def test_repair_copies_missing_keys_only_when_copying_and_without_evicting() -> 
     assert repairer.stats.keys_pulled == 1 and repairer.stats.skipped_full == 1
 
 
+def test_the_digest_covers_the_expiry_register_and_repair_pulls_a_newer_one() -> None:
+    clock = ManualClock(wall_ms=NOW_MS)
+    a, b = new_store(clock), new_store(clock, node_id="n2")
+    b.apply(b"k", a.set(b"k", b"v", NOW_MS + 60_000))
+    assert a.digest.buckets == b.digest.buckets
+    assert a.expire_at(b"k", NOW_MS + 120_000)  # the expiry register alone
+    assert digest.differing(a.digest.buckets, b.digest.buckets) == [digest.bucket_of(b"k")]
+    repairer = repairer_for(b)
+    listed = a.digest.keys_in_bucket(digest.bucket_of(b"k"))
+    assert repairer._plan("n2", listed, copy_missing=False) == [b"k"]
+    repairer._apply_fetched(b"k", records.fetch_reply(a.peek(b"k")))
+    assert b.peek(b"k") == a.peek(b"k") and a.digest.buckets == b.digest.buckets
+    assert repairer.stats.keys_pulled == 1
+    assert_digest_matches(a)
+    assert_digest_matches(b)
+
+
 def test_repair_never_brings_back_a_deleted_key() -> None:
     clock = ManualClock(wall_ms=NOW_MS)
     store = new_store(clock)
     store.apply_delete(b"k", make_version(NOW_MS, 5), "n1")
     repairer = repairer_for(store)
     older = make_version(NOW_MS, 4)
-    assert repairer._plan("n2", [(b"k", older, "n2", False)], copy_missing=True) == []
+    assert repairer._plan("n2", [rec(b"k", older, "n2", False)], copy_missing=True) == []
     repairer._apply_fetched(b"k", [b"zombie", 0, older, b"n2"])
     assert store.peek(b"k") is None
 

@@ -24,15 +24,16 @@ ONE_WAY_MS = 10
 
 @contextmanager
 def regions_through_relays(
-    tmp: Path, *extra: str
+    tmp: Path, *extra: str, one_way_ms: int = ONE_WAY_MS
 ) -> Iterator[tuple[dict[str, ServerProcess], RelaySet]]:
-    """a1, a2 in A and b1, b2 in B; each region reaches the other's nodes through a relay."""
+    """a1, a2 in A and b1, b2 in B; each region reaches the other's nodes through a relay
+    that delays each way by `one_way_ms`."""
     ports = {name: free_port() for name in REGION}
     nodes: dict[str, ServerProcess] = {}
     with RelaySet() as relays:
         for name, port in ports.items():
             dialer = "B" if REGION[name] == "A" else "A"
-            relays.add(f"127.0.0.1:{port}", ONE_WAY_MS, group=dialer)
+            relays.add(f"127.0.0.1:{port}", one_way_ms, group=dialer)
         try:
             for name, port in ports.items():
                 routes = relays.routes(REGION[name])

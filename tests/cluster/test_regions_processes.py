@@ -61,7 +61,9 @@ def held(node: ServerProcess, key: bytes) -> list[object] | None:
 
 def all_hold(nodes: dict[str, ServerProcess], key: bytes, version: int) -> bool:
     records = [held(n, key) for n in nodes.values()]
-    return all(r is not None and int(r[2 if len(r) == 4 else 0]) == version for r in records)
+    return all(
+        r is not None and int(r[2 if isinstance(r[0], bytes) else 0]) == version for r in records
+    )
 
 
 def test_a_write_reaches_the_other_region_with_its_version_and_expiry(

@@ -50,7 +50,7 @@ def held(server: ServerProcess) -> Held:
         replies = pipe.execute()
     out: Held = {}
     for flat in replies:
-        for i in range(0, len(flat), 4):
+        for i in range(0, len(flat), 6):  # key, version, origin, tomb, expiry's version, origin
             key, version, origin, tomb = flat[i : i + 4]
             out[key.decode()] = (int(version), origin.decode(), bool(tomb))
     return out

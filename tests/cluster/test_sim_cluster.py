@@ -7,7 +7,8 @@ exactly, so a failing seed is a complete reproduction: `run_workload(seed, spec)
 Properties (issue 5, and issue 6's region convergence):
 - a crashed node is declared dead by every member within SwimConfig.detection_bound_ms;
 - at 10% packet loss no healthy node is declared dead;
-- under random writes (SET, DEL, EXPIRE, INCR through random nodes) with random
+- under random writes (SET, SET KEEPTTL, DEL, EXPIRE, PERSIST, INCR through random
+  nodes) with random
   partitions, one-way cuts, connection resets, packet loss, crashes and restarts: after
   the heal and a settle, every alive owner of a key holds the same record (tombstones
   included), every node answers GET with it, and every acknowledged write is present or
@@ -35,6 +36,7 @@ import pytest
 
 from geocache.cluster.swim import MemberState, SwimConfig
 from geocache.protocol.types import Error
+from geocache.store.entry import Entry, Tombstone, expiry_stamp, is_tombstone, tombstone_expiry
 from sim import cluster as simcluster
 from sim.cluster import ConnectionLost, Held, SimCluster, SimSpec, Written
 from sim.wire import CutMode
@@ -50,6 +52,8 @@ SETTLE_MS = 30_000
 # Virtual ms a converged state must then hold unchanged.
 STABLE_MS = 5_000
 MODES: tuple[CutMode, ...] = ("drop", "reject")
+# Commands that write the expiry register alone (and answer 0 when there is no key).
+EXPIRY_WRITES = (b"EXPIRE", b"PERSIST")
 
 
 def run(scenario: Callable[[SimCluster], Awaitable[object]], seed: int, spec: SimSpec) -> None:
@@ -117,7 +121,11 @@ class Op:
         nothing; EXPIRE answers 0 when there was no key, and wrote nothing)."""
         if self.end_ms < 0 or isinstance(self.reply, Error | ConnectionLost):
             return False
-        return self.argv[0] != b"EXPIRE" or self.reply == 1
+        return self.argv[0] not in EXPIRY_WRITES or self.reply == 1
+
+    @property
+    def writes_expiry_only(self) -> bool:
+        return self.argv[0] in EXPIRY_WRITES
 
     def made(self, w: Written) -> bool:
         """Whether `w` may be this op's write (ambiguity only ever adds candidates)."""
@@ -125,13 +133,15 @@ class Op:
             return False
         name, record = self.argv[0], w.record
         if name == b"DEL":
-            return len(record) == 3
-        if len(record) != 4:
+            return is_tombstone(record)
+        if is_tombstone(record):
             return False
         if name == b"SET":
             return record[0] == self.argv[2]
         if name == b"INCR":
             return isinstance(self.reply, int) and record[0] == b"%d" % self.reply
+        if name == b"PERSIST":
+            return len(record) == 6 and record[1] == 0
         return record[1] == w.wall_ms + int(self.argv[2]) * 1000  # EXPIRE
 
 
@@ -153,12 +163,19 @@ def random_op(rng: random.Random, i: int) -> tuple[bytes, ...]:
     kind = rng.random()
     if kind < 0.45:
         value = b"%d" % (i * 1000)  # unique, and a number so INCR applies
-        return (b"SET", key, value, b"EX", b"3600") if rng.random() < 0.2 else (b"SET", key, value)
+        option = rng.random()
+        if option < 0.2:
+            return (b"SET", key, value, b"EX", b"3600")
+        if option < 0.3:
+            return (b"SET", key, value, b"KEEPTTL")
+        return (b"SET", key, value)
     if kind < 0.7:
         return (b"DEL", key)
-    if kind < 0.85:
+    if kind < 0.82:
         return (b"INCR", key)
-    return (b"EXPIRE", key, rng.choice([b"1", b"2", b"3600"]))
+    if kind < 0.94:
+        return (b"EXPIRE", key, rng.choice([b"1", b"2", b"3600"]))
+    return (b"PERSIST", key)
 
 
 async def run_op(sim: SimCluster, op: Op) -> None:
@@ -174,7 +191,8 @@ def crash(sim: SimCluster, history: History, node: str) -> None:
     for other in sim.up():
         if other != node:
             for key, held in sim.held(other).items():
-                survivors[key] = max(survivors.get(key, (0, "")), (held.version, held.origin))
+                newest = max((held.version, held.origin), (held.expiry_version, held.expiry_origin))
+                survivors[key] = max(survivors.get(key, (0, "")), newest)
     history.crashes.append((sim.now_ms, survivors))
     sim.crash(node)
 
@@ -291,11 +309,11 @@ def check(sim: SimCluster, history: History) -> list[str]:
         if not writes:
             problems.append(f"acknowledged {op} made no write")
             continue
-        first = min((_version(w.record), _origin(w.record)) for w in writes)
+        first = min(_stamp(w.record, op.writes_expiry_only) for w in writes)
         got = final[first_region][op.key]
-        if (got is None or (got.version, got.origin) < first) and not lost_with_crashes(
-            op, first, writes, history
-        ):
+        if (
+            got is None or _held_stamp(got, op.writes_expiry_only) < first
+        ) and not lost_with_crashes(op, first, writes, history):
             what = "deleted key came back" if op.argv[0] == b"DEL" else "acknowledged write lost"
             problems.append(f"{what}: {op} wrote {first}, owners hold {got}")
     return problems
@@ -315,16 +333,15 @@ async def check_reads(sim: SimCluster) -> list[str]:
     return problems
 
 
-def _version(record: tuple[object, ...]) -> int:
-    version = record[2] if len(record) == 4 else record[0]
-    assert isinstance(version, int)
-    return version
+def _stamp(record: Entry | Tombstone, expiry: bool) -> tuple[int, str]:
+    """The (version, origin) of the record's value register, or of its expiry register."""
+    if is_tombstone(record):
+        return tombstone_expiry(record)[1:] if expiry else (record[0], record[1])
+    return expiry_stamp(record) if expiry else (record[2], record[3])
 
 
-def _origin(record: tuple[object, ...]) -> str:
-    origin = record[3] if len(record) == 4 else record[1]
-    assert isinstance(origin, str)
-    return origin
+def _held_stamp(held: Held, expiry: bool) -> tuple[int, str]:
+    return (held.expiry_version, held.expiry_origin) if expiry else (held.version, held.origin)
 
 
 def run_workload(seed: int, spec: SimSpec, max_down: int = 1, fault: Fault = random_fault) -> None:
@@ -544,3 +561,211 @@ def test_a_crash_resets_connections_and_a_restart_starts_empty() -> None:
         assert not sim.problems()
 
     run(scenario, 0, SimSpec(regions=(("eu", 3),), replicas=3))
+
+
+# -- the expiry outcome table (docs/architecture.md), one row at a time ------------------------
+
+Step = tuple[str, tuple[bytes, ...]]  # (node, command); a region's nodes all own every key
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """Concurrent writes made while the regions are cut apart, in order, GAP_MS apart (so
+    each has a larger version than the one before), and what every node reads after the
+    heal: the value, and the TTL as (low, high) seconds, -1 (none) or None (no key)."""
+
+    name: str
+    steps: tuple[Step, ...]
+    value: bytes | None
+    ttl_s: tuple[int, int] | int | None
+    regions: tuple[tuple[str, int], ...] = (("eu", 2), ("us", 2))
+    setup: tuple[bytes, ...] = (b"SET", b"k", b"v1")
+
+
+GAP_MS = 10
+ROWS = [
+    Row(
+        "expire-after-set",
+        (("eu-1", (b"SET", b"k", b"v2")), ("us-1", (b"EXPIRE", b"k", b"1000"))),
+        b"v2",
+        (990, 1000),
+    ),
+    Row(
+        "pexpire-after-set",
+        (("eu-1", (b"SET", b"k", b"v2")), ("us-1", (b"PEXPIRE", b"k", b"1000000"))),
+        b"v2",
+        (990, 1000),
+    ),
+    Row(
+        "getex-after-set",
+        (("eu-1", (b"SET", b"k", b"v2")), ("us-1", (b"GETEX", b"k", b"EX", b"1000"))),
+        b"v2",
+        (990, 1000),
+    ),
+    Row(
+        "persist-after-set",
+        (("eu-1", (b"SET", b"k", b"v2", b"EX", b"100")), ("us-1", (b"PERSIST", b"k"))),
+        b"v2",
+        -1,
+        setup=(b"SET", b"k", b"v1", b"EX", b"500"),
+    ),
+    Row(
+        "set-after-expire",
+        (("us-1", (b"EXPIRE", b"k", b"1000")), ("eu-1", (b"SET", b"k", b"v2"))),
+        b"v2",
+        -1,
+    ),
+    Row(
+        "keepttl-after-set",
+        (
+            ("eu-1", (b"SET", b"k", b"v2", b"EX", b"100")),
+            ("us-1", (b"SET", b"k", b"v3", b"KEEPTTL")),
+        ),
+        b"v3",
+        (90, 100),
+        setup=(b"SET", b"k", b"v1", b"EX", b"500"),
+    ),
+    Row(
+        "expire-after-expire",
+        (("eu-1", (b"EXPIRE", b"k", b"500")), ("us-1", (b"EXPIRE", b"k", b"1000"))),
+        b"v1",
+        (990, 1000),
+    ),
+    Row(
+        "expire-after-del",
+        (("eu-1", (b"DEL", b"k")), ("us-1", (b"EXPIRE", b"k", b"1000"))),
+        None,
+        None,
+    ),
+    Row(
+        "del-after-expire",
+        (("us-1", (b"EXPIRE", b"k", b"1000")), ("eu-1", (b"DEL", b"k"))),
+        None,
+        None,
+    ),
+    Row(
+        "keepttl-after-del",
+        (("eu-1", (b"DEL", b"k")), ("us-1", (b"SET", b"k", b"v3", b"KEEPTTL"))),
+        b"v3",
+        -1,
+    ),
+    Row(
+        "expire0-after-set",
+        (("eu-1", (b"SET", b"k", b"v2")), ("us-1", (b"EXPIRE", b"k", b"0"))),
+        None,
+        None,
+    ),
+    Row(
+        "set-after-expire0",
+        (("us-1", (b"EXPIRE", b"k", b"0")), ("eu-1", (b"SET", b"k", b"v2"))),
+        b"v2",
+        -1,
+    ),
+    Row(
+        "del-set-expire-in-three-regions",
+        (
+            ("eu-1", (b"DEL", b"k")),
+            ("ap-1", (b"SET", b"k", b"v3")),
+            ("us-1", (b"EXPIRE", b"k", b"1000")),
+        ),
+        b"v3",
+        (990, 1000),
+        regions=(("eu", 2), ("us", 2), ("ap", 2)),
+    ),
+]
+
+
+def agreed(sim: SimCluster, key: bytes) -> bool:
+    """Every node up holds the same record for `key` (something, once the setup is in)."""
+    seen = {sim.held(n).get(key) for n in sim.up()}
+    return len(seen) == 1 and None not in seen
+
+
+async def reads(sim: SimCluster, key: bytes) -> set[tuple[object, object]]:
+    out = set()
+    for node in sim.up():
+        value = await sim.command(node, b"GET", key)
+        ttl = await sim.command(node, b"TTL", key)
+        out.add((value, ttl))
+    return out
+
+
+def ttl_matches(ttl: object, expected: tuple[int, int] | int | None) -> bool:
+    if expected is None:
+        return ttl == -2
+    if isinstance(expected, int):
+        return ttl == expected
+    return isinstance(ttl, int) and expected[0] <= ttl <= expected[1]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[r.name for r in ROWS])
+def test_each_row_of_the_expiry_outcome_table(row: Row) -> None:
+    async def scenario(sim: SimCluster) -> None:
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(12_000)
+        assert await sim.command("eu-1", *row.setup) == b"OK"
+        await sim.wait_for(lambda: agreed(sim, b"k"), 10_000)
+        sim.partition(*[[f"{r}-{i}" for i in range(1, n + 1)] for r, n in row.regions])
+        for node, argv in row.steps:
+            reply = await sim.command(node, *argv)
+            assert not isinstance(reply, Error), (argv, reply)
+            await sim.sleep(GAP_MS)
+        sim.heal()
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.wait_for(lambda: agreed(sim, b"k"), SETTLE_MS)
+        seen = await reads(sim, b"k")
+        assert len(seen) == 1, seen  # every node reads the same
+        ((value, ttl),) = seen
+        assert value == row.value and ttl_matches(ttl, row.ttl_s), (value, ttl)
+
+    run(scenario, 0, SimSpec(regions=row.regions, replicas=2))
+
+
+def test_an_expire_reaching_a_region_before_the_key_brings_the_value_it_saw() -> None:
+    """ap is cut off from eu (not from us) when eu writes the key; us, which has it,
+    sets an expiry: ap gets the key with that value and expiry from us's stream before
+    eu's write arrives, and after the heal every region holds the same."""
+    eu, us, ap = ["eu-1", "eu-2"], ["us-1", "us-2"], ["ap-1", "ap-2"]
+
+    async def scenario(sim: SimCluster) -> None:
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(12_000)
+        sim.cut(eu, ap, mode="drop")
+        assert await sim.command("eu-1", b"SET", b"k", b"v1") == b"OK"
+        await sim.wait_for(lambda: all(sim.held(n).get(b"k") for n in us), 5_000)
+        assert all(sim.held(n).get(b"k") is None for n in ap)
+        assert await sim.command("us-1", b"EXPIRE", b"k", b"1000") == 1
+        await sim.wait_for(lambda: all(sim.held(n).get(b"k") for n in ap), 5_000)
+        assert await sim.command("ap-1", b"GET", b"k") == b"v1"
+        assert 990 <= int(await sim.command("ap-1", b"TTL", b"k")) <= 1000
+        sim.heal()
+        await sim.wait_for(lambda: agreed(sim, b"k"), SETTLE_MS)
+        seen = await reads(sim, b"k")
+        assert len(seen) == 1 and next(iter(seen))[0] == b"v1", seen
+
+    run(scenario, 0, SimSpec(regions=(("eu", 2), ("us", 2), ("ap", 2)), replicas=2))
+
+
+def test_a_ttl_extended_in_one_region_after_it_ran_out_in_another_comes_back_there() -> None:
+    """us extends the TTL just before it runs out; eu, cut off, reclaims the key (its
+    tombstone keeps the value's version and the expiry that ran out); after the heal,
+    us's record re-supplies the value and every region holds it with the new expiry."""
+    eu, us = ["eu-1", "eu-2"], ["us-1", "us-2"]
+
+    async def scenario(sim: SimCluster) -> None:
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(12_000)
+        assert await sim.command("eu-1", b"SET", b"k", b"v", b"PX", b"2000") == b"OK"
+        await sim.wait_for(lambda: agreed(sim, b"k"), 1_000)
+        sim.partition(eu, us)
+        await sim.sleep(1_500)
+        assert await sim.command("us-1", b"EXPIRE", b"k", b"1000") == 1
+        await sim.sleep(2_000)  # eu's copy ran out and was reclaimed meanwhile
+        assert all(sim.held(n)[b"k"].value is None for n in eu)
+        sim.heal()
+        await sim.wait_for(lambda: agreed(sim, b"k"), SETTLE_MS)
+        seen = await reads(sim, b"k")
+        assert {value for value, _ttl in seen} == {b"v"}, seen
+        assert all(isinstance(ttl, int) and 990 <= ttl <= 1000 for _value, ttl in seen), seen
+
+    run(scenario, 0, SimSpec(regions=(("eu", 2), ("us", 2)), replicas=2))

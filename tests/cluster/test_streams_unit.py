@@ -13,7 +13,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pytest
+
 from geocache.clock import ManualClock, make_version
+from geocache.cluster import records
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import Dial, Peers
 from geocache.cluster.streams import (
@@ -28,6 +31,7 @@ from geocache.cluster.swim_messages import Member, MemberState
 from geocache.config import NodeConfig
 from geocache.fill import Filler
 from geocache.protocol.types import OK, Error
+from geocache.store.entry import Entry, Tombstone, is_tombstone
 from geocache.store.tombstones import Tombstones
 from sim.fakes import FakePeer
 from sim.loop import WALL_EPOCH_MS, VirtualTimeLoop
@@ -330,3 +334,47 @@ def test_a_remote_read_asks_the_nearest_regions_owners_and_keeps_what_they_hold(
         for n in ("us-1", "ap-1")
     }
     assert fetches == {"us-1": [[b"GC.FETCH", b"k"]], "ap-1": []}
+
+
+# -- records on the wire (records.py) -----------------------------------------------------------
+
+SHAPES: list[Entry | Tombstone] = [
+    (b"v", 0, 7, "eu-1"),  # one version for both registers
+    (b"v", 1_700_000_060_000, 7, "eu-1", 9, "us 1"),  # an expiry written apart
+    (b"", 0, 7, "eu-1", 9, "us-1"),  # PERSIST after the write
+    (7, "eu-1", 0),  # a delete
+    (7, "eu-1", 0, 1_700_000_060_000, 9, "us-1"),  # a delete and a newer EXPIRE
+    (7, "eu-1", 0, 1_700_000_000_000, 7, "eu-1"),  # an entry expired and reclaimed
+]
+
+
+@pytest.mark.parametrize("record", SHAPES, ids=str)
+def test_every_record_shape_crosses_every_wire_form_unchanged(
+    record: Entry | Tombstone,
+) -> None:
+    key = b"k \x00"
+    argv = [_raw(a) for a in records.apply_command(key, record)]
+    assert argv[1] == key
+    parsed = (
+        records.from_applydel(argv[2:]) if is_tombstone(record) else records.from_apply(argv[2:])
+    )
+    assert parsed == record
+    assert records.from_fetch_reply(records.fetch_reply(record)) == record
+    geo = [_raw(f) for f in records.geo_fields(key, record)]
+    assert len(geo) == FIELDS_PER_RECORD
+    assert decode_batch(geo + geo) == [(key, record), (key, record)]
+
+
+def test_bad_records_are_refused() -> None:
+    with pytest.raises(ValueError):
+        decode_batch([b"k", b"1", b"o", b"0", b"v", b"not three fields"])
+    with pytest.raises(ValueError):
+        records.from_apply([b"v", b"0", b"1", b"o", b"2"])  # an expiry version alone
+    for reply in ([b"v", 0, 1], [1, b"o", 0, 5], "ERR nope"):
+        with pytest.raises(ValueError):
+            records.from_fetch_reply(reply)
+    assert records.from_fetch_reply(None) is None
+
+
+def _raw(arg: bytes | str | int) -> bytes:
+    return arg if isinstance(arg, bytes) else str(arg).encode()

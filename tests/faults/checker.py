@@ -14,10 +14,15 @@ returns violations, each naming its key, nodes and what was seen:
    certainly complete before this one began (an operation with an unknown outcome may
    take effect at any time, history.py).
 3. Reads after settling (`read-after-delete`, `stale-read`, `read-expired`,
-   `read-error`): a GET through any node never returns a value whose write certainly
-   completed before an acknowledged DEL of the key began (the deleted value is back),
+   `read-error`, `value-undone-by-expiry`): a GET through any node never returns a
+   value whose write certainly completed before an acknowledged DEL of the key began
+   (the deleted value is back),
    nor one certainly superseded by an acknowledged SET, nor one certainly expired; and
-   it does not fail.
+   it does not fail. An acknowledged SET followed only by expiry writes (EXPIRE,
+   PERSIST...: no other SET or DEL may have come after it) is read as its value until
+   it or a later expiry write may have run out: a read of an older value, or of
+   nothing, is `value-undone-by-expiry` (an expiry write replicated with the stale
+   value it saw, winning by version: issue 21).
 
 `missing`: every key a node lacks while the other owners hold it, and every
 acknowledged write that no owner holds live and nothing else explains (an eviction on
@@ -39,7 +44,7 @@ from dataclasses import dataclass, field
 
 from geocache.clock import version_ms
 
-from .history import DEL, SET, Op
+from .history import DEL, EXPIRE, SET, Op
 from .observe import Record, Snapshot
 
 # A snapshot takes a moment (a few hundred ms on a loaded machine) after taken_wall_ms.
@@ -100,6 +105,7 @@ def check(ops: list[Op], snap: Snapshot, rules: Rules) -> list[Violation]:
             key, records, by_key.get(key, []), writes_by_value, snap, rules, charges
         )
     out += _reads(snap, by_key, writes_by_value, rules)
+    out += _undone_by_expiry(snap, by_key, rules)
     out += _room(snap, charges)
     return out
 
@@ -203,7 +209,7 @@ def _acked_writes(
     acked = [op for op in ops if op.is_write and op.acked]
     if final is not None and final.value is not None:  # a live entry, or an expired one
         return _final_value(key, final, acked, writes_by_value, tuple(sorted(records)))
-    possible = [op for op in ops if op.is_write and op.may_have_happened]
+    possible = [op for op in ops if (op.is_write or op.kind == EXPIRE) and op.may_have_happened]
     # Evicted everywhere: nothing held, or (on nodes that evict) an older tombstone, which
     # repair pulls back from a former owner once the entry that replaced it is evicted.
     evictable = final is None or any(snap.room_losses(o) for o in records if o in snap.views)
@@ -304,6 +310,45 @@ def _read(
     if _certainly_expired(f, snap.taken_wall_ms, rules):
         return [("read-expired", f"{read}, expired", (f.op_id,))]
     return []
+
+
+def _undone_by_expiry(snap: Snapshot, by_key: dict[str, list[Op]], rules: Rules) -> list[Violation]:
+    """Reads that miss the value of an acknowledged SET only expiry writes followed."""
+    out = []
+    for key, ops in sorted(by_key.items()):
+        w = _last_value_write(ops)
+        if w is None:
+            continue
+        expiries = [o for o in ops if o.kind == EXPIRE and o.may_have_happened]
+        after = [o for o in expiries if not o.precedes(w)]
+        if not after or _may_have_run_out(w, after, snap, rules):
+            continue
+        for view in snap.views.values():
+            got = view.reads.get(key, w.value)
+            if got != w.value and key not in view.read_errors:
+                detail = (
+                    f"GET returned {got!r}, but {w.describe()} was followed only by expiry "
+                    f"writes, the last {after[-1].describe()}"
+                )
+                ids = (w.op_id, after[-1].op_id)
+                out.append(Violation("value-undone-by-expiry", key, detail, (view.node_id,), ids))
+    return out
+
+
+def _last_value_write(ops: list[Op]) -> Op | None:
+    """The acknowledged SET that every other SET and DEL of the key certainly preceded."""
+    writes = [o for o in ops if o.is_write and o.may_have_happened]
+    for w in writes:
+        if w.kind == SET and w.acked and all(o is w or o.precedes(w) for o in writes):
+            return w
+    return None
+
+
+def _may_have_run_out(w: Op, expiries: list[Op], snap: Snapshot, rules: Rules) -> bool:
+    """The SET's own TTL, or the TTL any expiry write may have set, may have passed."""
+    if _possibly_expired(w, snap, rules):
+        return True
+    return any(o.ttl_ms and _possibly_expired(o, snap, rules) for o in expiries)
 
 
 # -- eviction accounting -------------------------------------------------------------------------

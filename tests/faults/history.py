@@ -26,6 +26,9 @@ from pathlib import Path
 
 OK, FAIL, INFO = "ok", "fail", "info"
 SET, DEL, GET = "set", "del", "get"
+# Writes of the expiry alone (EXPIRE, PEXPIRE, PERSIST, GETEX EX...): `ttl_ms` the TTL
+# they set, 0 for PERSIST. They never change the value.
+EXPIRE = "expire"
 NEVER = float("inf")
 
 
@@ -33,7 +36,7 @@ NEVER = float("inf")
 class Op:
     op_id: int
     client: int
-    kind: str  # set, del or get
+    kind: str  # set, del, expire or get
     key: str
     value: str | None  # written (set) or read (get; None for nil)
     ttl_ms: int  # set: its TTL, 0 for none

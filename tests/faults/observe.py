@@ -137,19 +137,19 @@ def held(node: Node) -> dict[str, Record]:
     with wire.peer(node.addr, PORT, READ_TIMEOUT_S) as conn:
         replies = wire.pipeline(conn, [("GC.BUCKET", b) for b in range(BUCKETS)])
         records = [r for reply in replies for r in decode_records(reply)]
-        live = [key for key, _, _, tomb in records if not tomb]
+        live = [key for key, _, _, tomb, _, _ in records if not tomb]
         fetched = wire.pipeline(conn, [("GC.FETCH", k) for k in live])
     entries = dict(zip(live, fetched, strict=True))
     out = {}
-    for key, version, origin, tomb in records:
+    for key, version, origin, tomb, _x_version, _x_origin in records:
         entry = entries.get(key)
-        if isinstance(entry, list) and len(entry) == 4:
+        if isinstance(entry, list) and len(entry) in (4, 6) and isinstance(entry[0], bytes):
             # Fetched a moment after the listing: the entry's own fields are the newer.
-            value, expires, fetched_version, fetched_origin = entry
+            value, expires, fetched_version, fetched_origin = entry[:4]
             out[text(key)] = Record(
                 int(fetched_version), text(fetched_origin), False, text(value), int(expires)
             )
-        elif isinstance(entry, list) and len(entry) == 3:  # deleted meanwhile
+        elif isinstance(entry, list) and not isinstance(entry[0], bytes):  # deleted meanwhile
             out[text(key)] = Record(int(entry[0]), text(entry[1]), True)
         else:
             out[text(key)] = Record(version, origin, tomb, expired=not tomb)

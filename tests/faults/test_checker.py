@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from .checker import Rules, Violation, check
-from .history import DEL, FAIL, GET, INFO, OK, SET, Op
+from .history import DEL, EXPIRE, FAIL, GET, INFO, OK, SET, Op
 from .observe import NodeView, Record, Snapshot
 from .workload import is_ttl_key
 
@@ -226,6 +226,34 @@ def test_regions_are_compared_with_each_other() -> None:
     found = check(ops, snap(*eu, *us), RULES)
     assert "diverged" in kinds(found)
     assert {"u1", "n1"} <= set(next(v for v in found if v.kind == "diverged").nodes)
+
+
+def test_a_set_followed_only_by_expiry_writes_must_be_read_until_it_expires() -> None:
+    """Issue 21: an EXPIRE made where the newer SET had not arrived, replicated with the
+    stale value it saw, must not bring that value back."""
+    ops = [
+        op(SET, "k1", "v1", 0, 1),
+        op(SET, "k1", "v2", 2, 3),
+        op(EXPIRE, "k1", None, 3.01, 3.02, ttl_ms=1_000_000, node="n2"),
+        op(EXPIRE, "k1", None, 3.03, 3.04, node="n2"),  # PERSIST: no TTL
+    ]
+    kept = same({"k1": live("v2", 20, NOW_MS + 900_000)})
+    assert check(ops, kept, RULES) == []
+    undone = same({"k1": live("v1", 30, NOW_MS + 900_000)})
+    found = check(ops, undone, RULES)
+    assert "value-undone-by-expiry" in kinds(found)
+    assert found[-1].ops[0] == ops[1].op_id and "followed only by expiry" in str(found[-1])
+    # Gone altogether: undone as well, while no TTL set may have run out...
+    gone = snap(view("n1", {"k1": tomb(30)}), view("n2", {"k1": tomb(30)}))
+    assert "value-undone-by-expiry" in kinds(check(ops, gone, RULES))
+    # ...but an expiry write whose TTL may have passed explains it.
+    short = [*ops[:2], op(EXPIRE, "k1", None, 3.01, 3.02, ttl_ms=1_000)]
+    assert "value-undone-by-expiry" not in kinds(check(short, gone, RULES))
+
+
+def test_an_expiry_write_before_the_set_does_not_count() -> None:
+    ops = [op(EXPIRE, "k1", None, 0, 1, ttl_ms=1_000), op(SET, "k1", "v2", 2, 3)]
+    assert check(ops, same({"k1": live("v2", 20)}), RULES) == []
 
 
 # -- the property --------------------------------------------------------------------------------

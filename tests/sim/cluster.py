@@ -90,11 +90,18 @@ class Written:
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """What a node holds for a key; `value` None for a tombstone or an expired entry."""
+    """What a node holds for a key; `value` None for a tombstone or an expired entry.
+
+    (version, origin) is the value register's, (expiry_version, expiry_origin) the expiry
+    register's (equal to the first for a write of both); `expires_at_ms` 0 for never, and
+    for a tombstone whatever expiry register it holds apart (0 when it holds none)."""
 
     version: int
     origin: str
     value: bytes | None
+    expiry_version: int = 0
+    expiry_origin: str = ""
+    expires_at_ms: int = 0
 
 
 class ConnectionLost(Exception):
@@ -382,9 +389,12 @@ class SimCluster:
         live = dict(store.items())
         out = {}
         for bucket in range(BUCKETS):
-            for key, version, origin, tombstone in store.digest.keys_in_bucket(bucket):
-                entry = None if tombstone else live.get(key)
-                out[key] = Held(version, origin, None if entry is None else entry[0])
+            for key, version, origin, tomb, x_version, x_origin in store.digest.keys_in_bucket(
+                bucket
+            ):
+                entry = None if tomb else live.get(key)
+                value, expires = (None, 0) if entry is None else (entry[0], entry[1])
+                out[key] = Held(version, origin, value, x_version, x_origin, expires)
         return out
 
     def owners(self, key: bytes, region: str | None = None) -> list[str]:

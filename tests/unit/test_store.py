@@ -47,7 +47,7 @@ def test_local_writes_carry_increasing_versions_and_the_node_id(clock: ManualClo
     second = store.set(b"k", b"2")
     assert first[2] < second[2]
     assert second == (b"2", 0, second[2], "eu-1")
-    assert store.version_of(b"k") == (second[2], "eu-1", False)
+    assert store.version_of(b"k") == (second[2], "eu-1", False, second[2], "eu-1")
     assert store.lookup(b"k") == second
     assert store.version_of(b"missing") is None
 
@@ -102,17 +102,20 @@ def test_cluster_delete_and_past_expire_leave_tombstones(clock: ManualClock) -> 
     assert store.expire_at(b"b", NOW_MS) is True
     for key in (b"a", b"never-held", b"b"):
         version = store.version_of(key)
-        assert version is not None and version[1:] == ("eu-1", True)
+        assert version is not None and version[1:3] == ("eu-1", True)
+        assert version[3:] == version[:2]  # a delete writes both registers at its version
     assert store.stats().tombstones == 3
 
 
 def test_expire_at_zero_removes_the_expiry(clock: ManualClock) -> None:
-    """expire_at(key, 0) keeps the value and drops its expiry, as a new versioned write."""
+    """expire_at(key, 0) keeps the value and drops its expiry, as a new versioned write of
+    the expiry register alone: the value keeps its version."""
     store = Store(clock)
     first = store.set(b"k", b"v", NOW_MS + 1000)
     assert store.expire_at(b"k", 0) is True
     entry = store.peek(b"k")
-    assert entry is not None and entry[:2] == (b"v", 0) and entry[2] > first[2]
+    assert entry is not None and len(entry) == 6
+    assert entry[:4] == (b"v", 0, first[2], first[3]) and entry[4] > first[2]
     assert store.ttl_ms(b"k") == -1
 
 

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from geocache.clock import ManualClock, make_version
 from geocache.store import Store, Tombstones
+from geocache.store.entry import Entry, Tombstone, make_entry, make_tombstone
 
 NOW_MS = 1_700_000_000_000
 KEYS = [b"k1", b"k2", b"k3", b"\x00binary\xff"]
@@ -105,7 +106,7 @@ def test_any_order_with_duplicates_converges_to_the_largest_version(
         else:
             assert live[key] == (winner.value, winner.expires_at_ms, *winner.rank())
             assert key not in tombs
-        assert first.version_of(key) == (*winner.rank(), winner.value is None)
+        assert first.version_of(key) == (*winner.rank(), winner.value is None, *winner.rank())
 
 
 @settings(max_examples=300, deadline=None)
@@ -164,14 +165,14 @@ def test_expiry_is_a_delete_at_the_entry_version() -> None:
     assert store.active_expire(100) == 1  # active expiry, at most one slot late
     assert len(store) == 0
     for key in (b"lazy", b"active"):
-        assert store.version_of(key) == (v + 5, "eu-1", True)
+        assert store.version_of(key) == (v + 5, "eu-1", True, v + 5, "eu-1")
         # An older write replayed late (no expiry of its own) cannot bring the key back...
         assert not store.apply(key, (b"older", 0, v + 4, "eu-1"))
         assert not store.apply(key, (b"same", 0, v + 5, "eu-1"))
         # ...a newer one can.
         assert store.apply(key, (b"newer", 0, v + 6, "eu-1"))
         assert store.get(key) == b"newer"
-        assert store.version_of(key) == (v + 6, "eu-1", False)
+        assert store.version_of(key) == (v + 6, "eu-1", False, v + 6, "eu-1")
     assert store.stats().expirations == 2
 
 
@@ -198,7 +199,7 @@ def test_a_write_already_expired_on_arrival_is_held_as_a_delete() -> None:
     v = make_version(NOW_MS)
     assert store.apply(b"k", (b"old", 0, v - 10, "eu-1"))
     assert store.apply(b"k", (b"x", NOW_MS, v, "eu-1"))  # expired now: applied as a delete
-    assert len(store) == 0 and store.version_of(b"k") == (v, "eu-1", True)
+    assert len(store) == 0 and store.version_of(b"k") == (v, "eu-1", True, v, "eu-1")
     assert not store.apply(b"k", (b"older", 0, v - 5, "eu-1"))
     assert store.get(b"k") is None
     assert not store.apply(b"k", (b"x", NOW_MS - 1, v - 1, "eu-1"))  # older still: dropped
@@ -245,3 +246,153 @@ def test_a_late_older_delete_does_not_reopen_the_key_below_the_floor() -> None:
     assert store.tombstones.floor == v + 10
     assert not store.apply(b"k1", (b"deleted long ago", 0, v + 5, "eu-1"))
     assert store.get(b"k1") is None
+
+
+# -- two registers: SET, EXPIRE, PERSIST, DEL and SET KEEPTTL, as their coordinators send them ---
+
+FUTURE_MS = [NOW_MS + 60_000, NOW_MS + 3_600_000]
+
+
+@dataclass(frozen=True)
+class Write:
+    """One coordinated write of one key, as the record its coordinator ships: the key's
+    registers after the write (a value-only or expiry-only write carries the other
+    register as its coordinator held it, from `base`)."""
+
+    kind: str  # set, expire, persist, keepttl or del
+    key: bytes
+    stamp: tuple[int, str]
+    value: bytes = b""
+    expires_at_ms: int = 0
+    base: Write | None = None  # the write whose registers the coordinator held
+
+    def value_register(self) -> tuple[bytes | None, tuple[int, str]]:
+        if self.kind == "del":
+            return None, self.stamp
+        if self.kind in ("expire", "persist"):
+            assert self.base is not None
+            return self.base.value_register()
+        return self.value, self.stamp
+
+    def expiry_register(self) -> tuple[int, tuple[int, str]]:
+        if self.kind == "del":
+            return 0, self.stamp  # a delete writes "no expiry" at its version
+        if self.kind == "keepttl":
+            assert self.base is not None
+            return self.base.expiry_register()
+        return self.expires_at_ms, self.stamp
+
+    def record(self) -> Entry | Tombstone:
+        value, stamp = self.value_register()
+        expires_at_ms, x_stamp = self.expiry_register()
+        if value is None:
+            return make_tombstone(stamp, NOW_MS, expires_at_ms, x_stamp)
+        return make_entry(value, expires_at_ms, stamp, x_stamp)
+
+
+@st.composite
+def register_writes(draw: st.DrawFn, max_size: int = 14) -> list[Write]:
+    """Writes in version order per key; an expiry-only or value-only write is based on an
+    earlier write of the key that held a value (what its coordinator had seen)."""
+    writes: list[Write] = []
+    for i in range(draw(st.integers(1, max_size))):
+        key = draw(st.sampled_from(KEYS[:2]))
+        stamp = (make_version(NOW_MS - 1000 + i), draw(st.sampled_from(ORIGINS)))
+        bases = [w for w in writes if w.key == key and w.value_register()[0] is not None]
+        kind = draw(st.sampled_from(["set", "del", "expire", "persist", "keepttl"]))
+        if kind in ("expire", "persist", "keepttl") and not bases:
+            kind = "set"
+        base = draw(st.sampled_from(bases)) if kind in ("expire", "persist", "keepttl") else None
+        expires_at_ms = draw(st.sampled_from([0, *FUTURE_MS])) if kind == "set" else 0
+        if kind == "expire":
+            expires_at_ms = draw(st.sampled_from(FUTURE_MS))
+        value = b"v%d" % i if kind in ("set", "keepttl") else b""
+        writes.append(Write(kind, key, stamp, value, expires_at_ms, base))
+    return writes
+
+
+def register_model(writes: list[Write], key: bytes) -> Entry | Tombstone | None:
+    """Each register the largest (version, origin) among the writes; the record it makes."""
+    mine = [w for w in writes if w.key == key]
+    if not mine:
+        return None
+    value, stamp = max((w.value_register() for w in mine), key=lambda r: r[1])
+    expires_at_ms, x_stamp = max((w.expiry_register() for w in mine), key=lambda r: r[1])
+    if value is None:
+        return make_tombstone(stamp, NOW_MS, expires_at_ms, x_stamp)
+    return make_entry(value, expires_at_ms, stamp, x_stamp)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.data(), writes=register_writes())
+def test_two_registers_converge_to_the_per_register_model(
+    data: st.DataObject, writes: list[Write]
+) -> None:
+    """Any order, with duplicates, on two stores: both hold the same, and each key holds
+    exactly what the largest value and the largest expiry among its writes make."""
+    clock = ManualClock(NOW_MS)
+    first, second = cluster_store(clock, "a"), cluster_store(clock, "b")
+    for store, label in ((first, "to first"), (second, "to second")):
+        again = data.draw(st.lists(st.sampled_from(writes), max_size=len(writes)))
+        for w in data.draw(st.permutations(writes + again), label=label):
+            store.apply(w.key, w.record())
+
+    assert state(first) == state(second)
+    live, tombs = state(first)
+    for key in KEYS[:2]:
+        expected = register_model(writes, key)
+        held = live.get(key, tombs.get(key))
+        assert held == expected
+        if expected is not None and not isinstance(expected[0], bytes):
+            assert first.get(key) is None  # a delete newer than every value: gone
+
+
+def test_an_expire_made_on_an_older_value_keeps_the_newer_value() -> None:
+    """The issue's case: v2 written in one region, then an EXPIRE made where only v1 was."""
+    clock = ManualClock(NOW_MS)
+    a, b = cluster_store(clock, "a"), cluster_store(clock, "b")
+    v1 = a.set(b"k", b"v1")
+    b.apply(b"k", v1)
+    v2 = a.set(b"k", b"v2")  # not yet at b
+    assert b.expire_at(b"k", NOW_MS + 1_000_000)
+    expire = b.peek(b"k")
+    assert expire is not None and expire[0] == b"v1" and expire[2:4] == v1[2:]  # what it saw
+    a.apply(b"k", expire)
+    b.apply(b"k", v2)
+    for store in (a, b):
+        assert store.get(b"k") == b"v2" and store.ttl_ms(b"k") == 1_000_000
+    assert a.peek(b"k") == b.peek(b"k")
+
+
+def test_a_tombstone_keeps_a_newer_expiry_for_a_write_between_the_two() -> None:
+    """DEL at t, an EXPIRE (on an older value) at e > t, and a SET at s between them:
+    whatever the order, the SET's value lives with the EXPIRE's expiry."""
+    clock = ManualClock(NOW_MS)
+    v = [make_version(NOW_MS, i) for i in range(5)]
+    old = (b"v1", 0, v[0], "eu-1")
+    delete: Tombstone = (v[1], "eu-1", NOW_MS)
+    newer_set = (b"v3", 0, v[2], "ap-1")
+    expire = (b"v1", NOW_MS + 5_000, v[0], "eu-1", v[3], "us-1")
+    outcomes = set()
+    for order in ([old, delete, expire, newer_set], [newer_set, expire, delete, old]):
+        store = cluster_store(clock, "x")
+        for record in order:
+            store.apply(b"k", record)
+        outcomes.add(store.peek(b"k"))
+    assert outcomes == {(b"v3", NOW_MS + 5_000, v[2], "ap-1", v[3], "us-1")}
+
+
+def test_a_ttl_extended_elsewhere_just_before_it_ran_out_brings_the_value_back() -> None:
+    """The key expired and was reclaimed here; the record of an EXPIRE made on the same
+    value before it ran out re-supplies the value its tombstone forgot."""
+    clock = ManualClock(NOW_MS)
+    store = cluster_store(clock, "a")
+    v = make_version(NOW_MS)
+    store.apply(b"k", (b"v", NOW_MS + 10, v, "eu-1"))
+    clock.advance(10)
+    assert store.get(b"k") is None and store.tombstones.get(b"k") is not None
+    extended = (b"v", NOW_MS + 60_000, v, "eu-1", v + 5, "us-1")
+    assert store.apply(b"k", extended)
+    assert store.get(b"k") == b"v" and store.tombstones.get(b"k") is None
+    # The original write again changes nothing: its expiry is the older one.
+    assert not store.apply(b"k", (b"v", NOW_MS + 10, v, "eu-1"))

@@ -59,7 +59,8 @@ class StoreMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock()
-        self.held: dict[bytes, tuple[bytes, int]] = {}
+        # key -> (value, expires_at_ms, split): split when the expiry has its own version.
+        self.held: dict[bytes, tuple[bytes, int, bool]] = {}
         self.order: list[bytes] = []  # least recently used first
         self.stats = {"hits": 0, "misses": 0, "evictions": 0, "expirations": 0}
 
@@ -77,8 +78,7 @@ class StoreMachine(RuleBasedStateMachine):
         return self.clock.wall_ms()
 
     def size(self, key: bytes) -> int:
-        value, expires_at_ms = self.held[key]
-        return entry_size(key, value, expires_at_ms)
+        return entry_size(key, *self.held[key])
 
     def used(self) -> int:
         return sum(self.size(key) for key in self.held)
@@ -104,9 +104,10 @@ class StoreMachine(RuleBasedStateMachine):
         self.order.remove(key)
         self.order.append(key)
 
-    def model_set(self, key: bytes, value: bytes, expires_at_ms: int) -> bool:
-        """False when the entry can never fit (TooLarge): nothing changes then."""
-        size = entry_size(key, value, expires_at_ms)
+    def model_set(self, key: bytes, value: bytes, expires_at_ms: int, split: bool = False) -> bool:
+        """False when the entry can never fit (TooLarge): nothing changes then. `split`:
+        one register written apart (expire_at, incr_by of a key held)."""
+        size = entry_size(key, value, expires_at_ms, split)
         if self.max_bytes and size > self.max_bytes:
             return False
         if key in self.held:
@@ -117,7 +118,7 @@ class StoreMachine(RuleBasedStateMachine):
         ):
             del self.held[self.order.pop(0)]
             self.stats["evictions"] += 1
-        self.held[key] = (value, expires_at_ms)
+        self.held[key] = (value, expires_at_ms, split)
         self.order.append(key)
         return True
 
@@ -175,7 +176,7 @@ class StoreMachine(RuleBasedStateMachine):
         elif when and when <= self.now():
             self.drop(key)
             assert self.store.expire_at(key, when) is True
-        elif self.model_set(key, self.held[key][0], when):
+        elif self.model_set(key, self.held[key][0], when, split=True):
             assert self.store.expire_at(key, when) is True
         else:
             with pytest.raises(TooLarge):
@@ -183,12 +184,12 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(key=KEYS)
     def persist(self, key: bytes) -> None:
-        """PERSIST as the command does it: the same value written again with no expiry."""
+        """PERSIST as the command does it: the expiry register alone, written as none."""
         entry = self.store.peek(key)
         assert (entry is not None) is self.access(key)
         if entry is not None and entry[1]:
-            assert self.model_set(key, entry[0], 0)
-            self.store.set(key, entry[0], 0)
+            assert self.model_set(key, entry[0], 0, split=True)
+            assert self.store.expire_at(key, 0) is True
 
     @rule(key=KEYS, delta=DELTAS)
     def incr_by(self, key: bytes, delta: int) -> None:
@@ -200,7 +201,7 @@ class StoreMachine(RuleBasedStateMachine):
                 self.store.incr_by(key, delta)
             return
         expires_at_ms = self.held[key][1] if present else 0
-        assert self.model_set(key, str(result).encode(), expires_at_ms)
+        assert self.model_set(key, str(result).encode(), expires_at_ms, split=present)
         assert self.store.incr_by(key, delta) == result
 
     @rule(ms=st.integers(0, 2000))
@@ -227,7 +228,7 @@ class StoreMachine(RuleBasedStateMachine):
         if looked_at < budget:  # nothing due is left: all slots before now's are empty
             due_slot = self.now() // DEFAULT_SLOT_MS
             assert all(
-                not exp or exp // DEFAULT_SLOT_MS >= due_slot for _, exp in self.held.values()
+                not exp or exp // DEFAULT_SLOT_MS >= due_slot for _, exp, _ in self.held.values()
             )
 
     @rule()
@@ -254,7 +255,7 @@ class StoreMachine(RuleBasedStateMachine):
     def lru_order_and_values_match(self) -> None:
         live = [key for key in self.order if self.live(key)]
         assert list(self.store.keys()) == live
-        assert {key: entry[:2] for key, entry in self.store.items()} == {
+        assert {key: (*entry[:2], len(entry) == 6) for key, entry in self.store.items()} == {
             key: self.held[key] for key in live
         }
 

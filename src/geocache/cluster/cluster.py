@@ -30,7 +30,7 @@ import logging
 import random
 
 from geocache.clock import Clock
-from geocache.cluster import digest, placement
+from geocache.cluster import digest, placement, records
 from geocache.cluster.discovery import (
     DnsResolver,
     NoResolver,
@@ -45,6 +45,7 @@ from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.mdns import MdnsDiscovery
 from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
+from geocache.cluster.records import apply_command
 from geocache.cluster.repair import Repairer
 from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
 from geocache.cluster.streams import RegionStreams
@@ -55,7 +56,6 @@ from geocache.cluster.trust import Trust
 from geocache.commands.context import Deferred
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
-from geocache.store.entry import Entry, Tombstone
 from geocache.store.errors import VersionRefused
 
 log = logging.getLogger("geocache.cluster")
@@ -532,20 +532,12 @@ class Cluster:
     def apply_fetched(self, key: bytes, reply: object) -> bool:
         """Apply a GC.FETCH reply (an entry or a tombstone); True if the key is now held."""
         try:
-            if isinstance(reply, list) and len(reply) == 4:
-                value, expires, version, origin = reply
-                entry = (bytes(value), int(expires), int(version), bytes(origin).decode())
-                self.store.apply(key, entry)
-            elif isinstance(reply, list) and len(reply) == 3:
-                version, origin, _created = reply
-                self.store.apply_delete(key, int(version), bytes(origin).decode())
-        except VersionRefused as exc:
-            self.trust.version_refused(exc, "", key, "GC.FETCH reply")
+            record = records.from_fetch_reply(reply)
+        except ValueError:
+            record = None  # an error reply, or junk: as if nothing were held there
+        if record is not None:
+            try:
+                self.store.apply(key, record)
+            except VersionRefused as exc:
+                self.trust.version_refused(exc, "", key, "GC.FETCH reply")
         return self.store.peek(key) is not None
-
-
-def apply_command(key: bytes, record: Entry | Tombstone) -> tuple[bytes | str | int, ...]:
-    """The GC.APPLY / GC.APPLYDEL command carrying one record to a replica."""
-    if len(record) == 3:
-        return ("GC.APPLYDEL", key, record[0], record[1])
-    return ("GC.APPLY", key, record[0], record[1], record[2], record[3])

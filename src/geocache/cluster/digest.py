@@ -1,8 +1,10 @@
 """Incremental bucket digests of what a node holds, for repair to compare owners cheaply.
 
 Every key falls in one of `BUCKETS` buckets by its hash slot (slots.py). A bucket's
-digest is the XOR of `record_hash(key, version, origin, is_tombstone)` over the live
-entries and the tombstones the node holds in that bucket. XOR makes every change O(1):
+digest is the XOR of `record_hash(key, version, origin, is_tombstone, expiry_version,
+expiry_origin)` over the live entries and the tombstones the node holds in that bucket:
+it covers both registers (store/entry.py), so two owners whose keys hold the same value
+but different expiries differ. XOR makes every change O(1):
 adding a record and removing it are the same operation, and the order of changes does not matter, so
 two nodes holding the same records in a bucket have the same digest however they got
 there, and (but for a 2**-64 collision) different records give different digests.
@@ -36,6 +38,8 @@ import xxhash
 
 from geocache.slots import BUCKETS as BUCKETS  # re-exported: repair and tests count buckets
 from geocache.slots import SLOTS_PER_BUCKET, key_slot
+from geocache.store.entry import Entry, Tombstone, expiry_stamp, tombstone_expiry
+from geocache.store.keyspace import Stamps
 
 # 1024 buckets: a digest is 8 KiB on the wire, and each bucket holds a thousandth of the
 # keys, so one differing key costs one bucket's key list (about 1,000 records at a
@@ -48,13 +52,15 @@ _MAX_ORIGINS: Final = 4096
 
 _hash = xxhash.xxh3_64_intdigest
 
-# (key, version, origin, is_tombstone): one record as repair compares it.
-Record = tuple[bytes, int, str, bool]
-# What the store holds for a key: (version, origin, is_tombstone), or None.
-Lookup = Callable[[bytes], tuple[int, str, bool] | None]
+# (key, version, origin, is_tombstone, expiry_version, expiry_origin): one record as
+# repair compares it, the versions of its value and expiry registers.
+Record = tuple[bytes, int, str, bool, int, str]
+# What the store holds for a key: the versions of Record without the key, or None.
+Lookup = Callable[[bytes], Stamps | None]
+FIELDS_PER_RECORD: Final = 6
 
-# Per origin, the 64-bit salts of its (entry, tombstone) records.
-_salts: dict[str, tuple[int, int]] = {}
+# Per origin, the 64-bit salts of its (entry, tombstone, expiry register) records.
+_salts: dict[str, tuple[int, int, int]] = {}
 
 
 def bucket_of(key: bytes) -> int:
@@ -67,23 +73,48 @@ def bucket_token(bucket: int) -> bytes:
     return b"bucket:%d" % bucket
 
 
-def record_hash(key: bytes, version: int, origin: str, tombstone: bool) -> int:
+def record_hash(
+    key: bytes,
+    version: int,
+    origin: str,
+    tombstone: bool,
+    expiry_version: int | None = None,
+    expiry_origin: str = "",
+) -> int:
     """A 64-bit hash of one record: xxh3 of the key, seeded with a hash of the version
-    salted by (origin, kind).
+    salted by (origin, kind); when the expiry register has a version of its own, XORed
+    with a hash of that, salted by its origin.
 
     The salt is a hash of (origin, kind), cached per origin. The version is hashed, not
     used as the seed directly: xxh3 mixes the seed of a short key almost linearly with
     the key's bytes, so keys and versions a few bits apart (q84 at v, q87 at v + 1)
     hashed to the same value and cancelled out of a bucket's XOR, hiding a difference
-    from repair.
+    from repair. A record whose registers share a version hashes as before there were two.
     """
+    h = _hash(key, _hash(version.to_bytes(8, "little"), _salts_of(origin)[tombstone]))
+    if expiry_version is None or (expiry_version == version and expiry_origin == origin):
+        return h
+    salt = _salts_of(expiry_origin)[2]
+    return h ^ _hash(key, _hash(expiry_version.to_bytes(8, "little"), salt))
+
+
+def _salts_of(origin: str) -> tuple[int, int, int]:
     salts = _salts.get(origin)
     if salts is None:
         if len(_salts) >= _MAX_ORIGINS:
             _salts.clear()
         raw = origin.encode("utf-8", "surrogateescape")
-        salts = _salts[origin] = (_hash(b"e" + raw), _hash(b"t" + raw))
-    return _hash(key, _hash(version.to_bytes(8, "little"), salts[tombstone]))
+        salts = _salts[origin] = (_hash(b"e" + raw), _hash(b"t" + raw), _hash(b"x" + raw))
+    return salts
+
+
+def entry_hash(key: bytes, entry: Entry) -> int:
+    return record_hash(key, entry[2], entry[3], False, *expiry_stamp(entry))
+
+
+def tombstone_hash(key: bytes, tomb: Tombstone) -> int:
+    _expires, x_version, x_origin = tombstone_expiry(tomb)
+    return record_hash(key, tomb[0], tomb[1], True, x_version, x_origin)
 
 
 class Digest:
@@ -102,17 +133,17 @@ class Digest:
     def __len__(self) -> int:
         return sum(len(k) for k in self._keys)
 
-    def add(self, key: bytes, version: int, origin: str, tombstone: bool) -> None:
-        """A record is now held for `key`."""
+    def add(self, key: bytes, record_hash: int) -> None:
+        """A record (of that hash: entry_hash, tombstone_hash) is now held for `key`."""
         b = bucket_of(key)
-        self.buckets[b] ^= record_hash(key, version, origin, tombstone)
+        self.buckets[b] ^= record_hash
         keys = self._keys[b]
         keys[key] = keys.get(key, 0) + 1
 
-    def remove(self, key: bytes, version: int, origin: str, tombstone: bool) -> None:
+    def remove(self, key: bytes, record_hash: int) -> None:
         """A record is no longer held for `key`."""
         b = bucket_of(key)
-        self.buckets[b] ^= record_hash(key, version, origin, tombstone)
+        self.buckets[b] ^= record_hash
         keys = self._keys[b]
         count = keys.get(key, 1) - 1
         if count > 0:
@@ -120,13 +151,9 @@ class Digest:
         else:
             keys.pop(key, None)
 
-    def replace(
-        self, key: bytes, old_version: int, old_origin: str, version: int, origin: str, tomb: bool
-    ) -> None:
-        """`key`'s record (old_version, old_origin) gives way to (version, origin), same kind."""
-        self.buckets[bucket_of(key)] ^= record_hash(key, old_version, old_origin, tomb) ^ (
-            record_hash(key, version, origin, tomb)
-        )
+    def replace(self, key: bytes, old_hash: int, new_hash: int) -> None:
+        """`key`'s record gives way to another of the same kind (entry or tombstone)."""
+        self.buckets[bucket_of(key)] ^= old_hash ^ new_hash
 
     def clear(self) -> None:
         self.buckets = [0] * BUCKETS
@@ -146,8 +173,8 @@ class Digest:
 def recompute(records: list[Record]) -> list[int]:
     """The bucket digests of `records` from scratch (for tests and audits)."""
     buckets = [0] * BUCKETS
-    for key, version, origin, tombstone in records:
-        buckets[bucket_of(key)] ^= record_hash(key, version, origin, tombstone)
+    for key, version, origin, tombstone, x_version, x_origin in records:
+        buckets[bucket_of(key)] ^= record_hash(key, version, origin, tombstone, x_version, x_origin)
     return buckets
 
 
@@ -172,22 +199,27 @@ def decode_buckets(data: bytes) -> list[int]:
 
 
 def encode_records(records: list[Record]) -> list[bytes | int]:
-    """GC.BUCKET's reply: a flat array key, version, origin, is_tombstone (0/1), ..."""
+    """GC.BUCKET's reply: a flat array key, version, origin, is_tombstone (0/1),
+    expiry_version, expiry_origin, ..."""
     out: list[bytes | int] = []
-    for key, version, origin, tombstone in records:
-        out += (key, version, origin.encode("utf-8", "surrogateescape"), int(tombstone))
+    for key, version, origin, tombstone, x_version, x_origin in records:
+        out += (key, version, _raw(origin), int(tombstone), x_version, _raw(x_origin))
     return out
 
 
 def decode_records(reply: object) -> list[Record]:
     """GC.BUCKET's reply as records; ValueError if it is malformed."""
-    if not isinstance(reply, list) or len(reply) % 4:
+    if not isinstance(reply, list) or len(reply) % FIELDS_PER_RECORD:
         raise ValueError(f"bad GC.BUCKET reply: {reply!r:.100}")
     it = iter(reply)
     return [
-        (as_bytes(k), as_int(v), as_text(o), bool(as_int(t)))
-        for k, v, o, t in zip(it, it, it, it, strict=True)
+        (as_bytes(k), as_int(v), as_text(o), bool(as_int(t)), as_int(xv), as_text(xo))
+        for k, v, o, t, xv, xo in zip(it, it, it, it, it, it, strict=True)
     ]
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def as_bytes(value: object) -> bytes:

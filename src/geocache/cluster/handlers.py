@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from geocache import auth
-from geocache.cluster import digest
+from geocache.cluster import digest, records
 from geocache.cluster.streams import decode_batch
 from geocache.commands.context import Deferred, Session
 from geocache.commands.strings import NOT_INTEGER
@@ -34,7 +34,6 @@ from geocache.commands.table import Command, dispatch, new_command
 from geocache.protocol.types import OK, Error
 from geocache.protocol.writer import encode
 from geocache.store.counters import parse_int
-from geocache.store.entry import EXPIRES_AT_MS, ORIGIN, VALUE, VERSION
 from geocache.store.errors import StoreError, VersionRefused
 
 if TYPE_CHECKING:
@@ -52,8 +51,8 @@ def peer_commands(cluster: Cluster) -> list[Command]:
         ("gc.hello", 3, "fast noauth", "Start the handshake", h.hello),
         ("gc.auth", 2, "fast noauth", "Prove the secret", h.auth),
         ("gc.swim", -3, "fast peer", "A membership message", h.swim),
-        ("gc.apply", 6, "write peer", "Apply a replicated write", h.apply),
-        ("gc.applydel", 4, "write peer", "Apply a replicated delete", h.applydel),
+        ("gc.apply", -6, "write peer", "Apply a replicated write", h.apply),
+        ("gc.applydel", -4, "write peer", "Apply a replicated delete", h.applydel),
         ("gc.fetch", 2, "readonly peer", "A key's entry or tombstone", h.fetch),
         ("gc.fwd", -4, "peer", "Run a forwarded command", h.fwd),
         ("gc.exec", -2, "peer", "Run a forwarded transaction", h.exec),
@@ -134,34 +133,32 @@ class PeerHandlers:
         return OK
 
     def apply(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.APPLY key value expires_at_ms version origin [expiry_version expiry_origin]`."""
         try:
-            expires_at, version = int(argv[3]), int(argv[4])
+            entry = records.from_apply(argv[2:])
         except ValueError:
             return NOT_INTEGER
-        entry = (argv[2], expires_at, version, argv[5].decode("utf-8", "surrogateescape"))
         try:
             return 1 if self._cluster.store.apply(argv[1], entry) else 0
         except VersionRefused as exc:
             return self._cluster.version_refused(exc, session.peer_id, argv[1], "GC.APPLY")
 
     def applydel(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.APPLYDEL key version origin [expires_at_ms expiry_version expiry_origin]`."""
         try:
-            version = int(argv[2])
+            tomb = records.from_applydel(argv[2:])
         except ValueError:
             return NOT_INTEGER
-        origin = argv[3].decode("utf-8", "surrogateescape")
         try:
-            return 1 if self._cluster.store.apply_delete(argv[1], version, origin) else 0
+            return 1 if self._cluster.store.apply(argv[1], tomb) else 0
         except VersionRefused as exc:
             return self._cluster.version_refused(exc, session.peer_id, argv[1], "GC.APPLYDEL")
 
     def fetch(self, session: Session, argv: list[bytes]) -> object:
+        """The entry (value first) or tombstone (version first) held for a key, or nil."""
         store = self._cluster.store
         entry = store.peek(argv[1])
-        if entry is not None:
-            return [entry[VALUE], entry[EXPIRES_AT_MS], entry[VERSION], entry[ORIGIN].encode()]
-        tomb = store.tombstones.get(argv[1])
-        return None if tomb is None else [tomb[0], tomb[1].encode(), tomb[2]]
+        return records.fetch_reply(entry if entry is not None else store.tombstones.get(argv[1]))
 
     def fwd(self, session: Session, argv: list[bytes]) -> object:
         """Run a command another node forwarded, as its coordinator; reply with its RESP bytes.
@@ -195,8 +192,9 @@ class PeerHandlers:
             return encode(cluster.version_refused(exc, session.peer_id, key, "GC.FWD"), proto)
         if version and cmd.write:
             held = cluster.store.version_of(key)
-            if held is not None and held[0] >= version:
-                return encode(Error(f"TRYAGAIN newer version {held[0]}"), proto)
+            newest = 0 if held is None else max(held[0], held[3])
+            if newest >= version:
+                return encode(Error(f"TRYAGAIN newer version {newest}"), proto)
         reply = cluster.router.coordinate(
             table, session, inner, cmd, key, version if cmd.write else 0
         )
@@ -248,7 +246,8 @@ class PeerHandlers:
         return digest.encode_buckets(self._cluster.store.digest.buckets)
 
     def bucket(self, session: Session, argv: list[bytes]) -> object:
-        """Flat key, version, origin, is_tombstone for every record held in one bucket."""
+        """Flat key, version, origin, is_tombstone, expiry_version, expiry_origin for
+        every record held in one bucket."""
         try:
             bucket = parse_int(argv[1])
         except StoreError:

@@ -25,7 +25,12 @@ from typing import Protocol
 from geocache.cluster import digest, placement
 from geocache.cluster.journal import JournaledStore
 from geocache.cluster.peers import PeerError, Peers
+from geocache.cluster.records import apply_command
 from geocache.store.entry import Entry, Tombstone, newer
+
+# What a member holds of a key, as GC.BUCKET lists it: (version, origin) of the value
+# register, then of the expiry register.
+Stamp = tuple[int, str, int, str]
 
 log = logging.getLogger("geocache.handoff")
 
@@ -118,10 +123,12 @@ async def _to_heir(view: HandoffView, heir: str, buckets: list[int], stats: Hand
             listings = await client.pipeline(
                 [("GC.BUCKET", b) for b in batch], timeout_ms=HANDOFF_TIMEOUT_MS
             )
-            theirs: dict[bytes, tuple[int, str]] = {}
+            theirs: dict[bytes, Stamp] = {}
             for reply in listings:
-                for key, version, origin, _tomb in digest.decode_records(reply):
-                    theirs[key] = (version, origin)
+                for key, version, origin, _tomb, x_version, x_origin in digest.decode_records(
+                    reply
+                ):
+                    theirs[key] = (version, origin, x_version, x_origin)
             push = _newer_here(view.store, batch, theirs)
             for j in range(0, len(push), PUSH_BATCH):
                 await client.pipeline(push[j : j + PUSH_BATCH], timeout_ms=HANDOFF_TIMEOUT_MS)
@@ -132,16 +139,19 @@ async def _to_heir(view: HandoffView, heir: str, buckets: list[int], stats: Hand
 
 
 def _newer_here(
-    store: JournaledStore, buckets: list[int], theirs: dict[bytes, tuple[int, str]]
+    store: JournaledStore, buckets: list[int], theirs: dict[bytes, Stamp]
 ) -> list[tuple[bytes | str | int, ...]]:
-    """The GC.APPLY / GC.APPLYDEL commands for records newer here than at the heir."""
-    from geocache.cluster.cluster import apply_command
-
+    """The GC.APPLY / GC.APPLYDEL commands for records with a register newer here than at
+    the heir (value or expiry: each is merged on its own)."""
     out = []
     for bucket in buckets:
-        for key, version, origin, _tomb in store.digest.keys_in_bucket(bucket):
+        for key, version, origin, _tomb, x_version, x_origin in store.digest.keys_in_bucket(bucket):
             there = theirs.get(key)
-            if there is None or newer(version, origin, *there):
+            if (
+                there is None
+                or newer(version, origin, there[0], there[1])
+                or newer(x_version, x_origin, there[2], there[3])
+            ):
                 record = record_of(store, key)
                 if record is not None:
                     out.append(apply_command(key, record))

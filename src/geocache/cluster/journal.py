@@ -2,7 +2,10 @@
 
 In cluster mode the command handlers run unchanged against a `JournaledStore`: every
 local write (set, delete, and what is built on them: EXPIRE, INCR, APPEND...) is
-appended to `journal` as (key, entry) or (key, tombstone). After a command, the router
+appended to `journal` as (key, entry) or (key, tombstone): the key's whole state after
+the write, both registers with their versions (store/entry.py), so a replica merges it
+register by register and an EXPIRE shipped with the value it saw never undoes a newer
+value there. After a command, the router
 takes the journal and ships it to the key's other owners. Writes that arrive from peers
 go through `apply`/`apply_delete`, which are not journaled: only the coordinator
 replicates.
@@ -18,8 +21,9 @@ standalone `Store` pays nothing for them.
 from __future__ import annotations
 
 from geocache.clock import HLC, Clock
-from geocache.cluster.digest import BUCKETS, Digest, bucket_of
-from geocache.store.entry import ENTRY_OVERHEAD_BYTES, EXPIRY_OVERHEAD_BYTES, Entry, Tombstone
+from geocache.cluster.digest import BUCKETS, Digest, bucket_of, entry_hash, tombstone_hash
+from geocache.store.entry import Entry, Tombstone, latest_version, stored_size
+from geocache.store.entry import is_tombstone as is_tombstone
 from geocache.store.keyspace import Store
 from geocache.store.tombstones import DEFAULT_MAX_TOMBSTONES, DEFAULT_TOMBSTONE_TTL_MS, Tombstones
 
@@ -40,22 +44,22 @@ class DigestedTombstones(Tombstones):
         super().__init__(max_tombstones, ttl_ms)
         self.digest = digest
 
-    def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None:
+    def keep(self, key: bytes, tomb: Tombstone) -> None:
         old = self._tombs.get(key)
         if old is None:
-            self.digest.add(key, version, origin, True)
+            self.digest.add(key, tombstone_hash(key, tomb))
         else:
-            self.digest.replace(key, old[0], old[1], version, origin, True)
-        super().put(key, version, origin, now_ms)  # may drop the oldest: _drop_oldest
+            self.digest.replace(key, tombstone_hash(key, old), tombstone_hash(key, tomb))
+        super().keep(key, tomb)  # may drop the oldest: _drop_oldest
 
     def discard(self, key: bytes) -> None:
         old = self._tombs.pop(key, None)
         if old is not None:
-            self.digest.remove(key, old[0], old[1], True)
+            self.digest.remove(key, tombstone_hash(key, old))
 
     def _drop_oldest(self) -> None:
-        key, (version, origin, _created) = next(iter(self._tombs.items()))
-        self.digest.remove(key, version, origin, True)
+        key, tomb = next(iter(self._tombs.items()))
+        self.digest.remove(key, tombstone_hash(key, tomb))
         super()._drop_oldest()
 
 
@@ -98,21 +102,25 @@ class JournaledStore(Store):
 
     # -- replicated writes -----------------------------------------------------------------
 
-    def apply(self, key: bytes, entry: Entry) -> bool:
-        """Store.apply, below the bucket's eviction floor only for keys held in some form."""
+    def apply(self, key: bytes, record: Entry | Tombstone) -> bool:
+        """Store.apply; an entry at or below its bucket's eviction floor is taken only for
+        a key held in some form (deletes are always taken: they bring nothing back)."""
+        newest = latest_version(record)
         if (
-            entry[2] <= self.evicted_floor[bucket_of(key)]
+            not is_tombstone(record)
+            and newest <= self.evicted_floor[bucket_of(key)]
             and key not in self._data
             and self.tombstones.get(key) is None
         ):
-            self.hlc.update(entry[2])
+            self.hlc.update(newest)
             return False
-        return super().apply(key, entry)
+        return super().apply(key, record)
 
     # -- journal -------------------------------------------------------------------------
 
-    def set(self, key: bytes, value: bytes, expires_at_ms: int = 0) -> Entry:
-        entry = super().set(key, value, expires_at_ms)
+    def _write(self, key: bytes, entry: Entry) -> Entry:
+        """Every local write of an entry (set, set_value, expire_at...) passes here."""
+        super()._write(key, entry)
         self.journal.append((key, entry))
         return entry
 
@@ -131,7 +139,7 @@ class JournaledStore(Store):
         """Forget every record of `bucket`, locally and without tombstones (as eviction
         does): for a bucket this node no longer owns, once its owners hold the same."""
         records = self.digest.keys_in_bucket(bucket)
-        for key, _version, _origin, tombstone in records:
+        for key, _version, _origin, tombstone, _x_version, _x_origin in records:
             if tombstone:
                 self.tombstones.discard(key)
             else:
@@ -144,15 +152,17 @@ class JournaledStore(Store):
         raise the resurrection floor to it, so no older write can come back. Returns the
         records dropped."""
         self.hlc.update(version)
-        old = [key for key, entry in self._data.items() if entry[2] <= version]
+        old = [key for key, entry in self._data.items() if latest_version(entry) <= version]
         for key in old:
             self._remove(key)
         space = self.tombstones
         assert isinstance(space, Tombstones)  # a JournaledStore always keeps tombstones
-        tombs = [key for key, tomb in space.items() if tomb[0] <= version]
+        tombs = [key for key, tomb in space.items() if latest_version(tomb) <= version]
         for key in tombs:
             self.tombstones.discard(key)
         self.tombstones.floor = max(self.tombstones.floor, version)
+        if self.on_change is not None:
+            self.on_change(None, None, True)
         return len(old) + len(tombs)
 
     # -- digest hooks ----------------------------------------------------------------------
@@ -165,13 +175,13 @@ class JournaledStore(Store):
         old = self._data.get(key)
         super()._put(key, entry)  # raises TooLarge before changing anything
         if old is None:
-            self.digest.add(key, entry[2], entry[3], False)
+            self.digest.add(key, entry_hash(key, entry))
         else:
-            self.digest.replace(key, old[2], old[3], entry[2], entry[3], False)
+            self.digest.replace(key, entry_hash(key, old), entry_hash(key, entry))
 
     def _remove(self, key: bytes) -> Entry:
         entry = super()._remove(key)
-        self.digest.remove(key, entry[2], entry[3], False)
+        self.digest.remove(key, entry_hash(key, entry))
         return entry
 
     def _evict(self) -> None:
@@ -182,18 +192,14 @@ class JournaledStore(Store):
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
         while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
             old_key, old = data.popitem(last=False)
-            self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
+            self.used_bytes -= stored_size(old_key, old)
             self.evictions += 1
             if self.on_change is not None:
                 self.on_change(old_key, None, False)
             if old[1]:
-                self.used_bytes -= EXPIRY_OVERHEAD_BYTES
                 self._wheel.discard(old_key, old[1])
-            self.digest.remove(old_key, old[2], old[3], False)
+            self.digest.remove(old_key, entry_hash(old_key, old))
             bucket = bucket_of(old_key)
-            if old[2] > self.evicted_floor[bucket]:
-                self.evicted_floor[bucket] = old[2]
-
-
-def is_tombstone(record: Entry | Tombstone) -> bool:
-    return len(record) == 3
+            newest = latest_version(old)
+            if newest > self.evicted_floor[bucket]:
+                self.evicted_floor[bucket] = newest

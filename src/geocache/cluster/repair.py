@@ -11,11 +11,12 @@ facts are. A round against one peer:
    or delete of a key (before owners moved), which makes this also a handoff by pull.
    A pass goes through them in random order, at most MAX_BUCKETS_PER_ROUND per round.
 3. `GC.BUCKET b` for each, BUCKETS_PER_CALL per pipeline: the peer's (key, version,
-   origin, is_tombstone) records in the bucket.
-4. For each record newer than what this node holds (the merge rule, entry.newer): a
-   tombstone is applied at once (`apply_delete`: a lost delete repaired); an entry is
-   fetched (`GC.FETCH`, FETCH_BATCH per pipeline) and applied (`apply`: a stale value
-   repaired). The store's merge rule has the last word, so a record that changed
+   origin, is_tombstone, expiry_version, expiry_origin) records in the bucket.
+4. For each record with a register newer than this node's (the merge rule, per register:
+   store/registers.py): a plain tombstone is applied at once (`apply_delete`: a lost
+   delete repaired); an entry, or a tombstone with an expiry register of its own, is
+   fetched (`GC.FETCH`, FETCH_BATCH per pipeline) and applied (`apply`: a stale value or
+   expiry repaired). The store's merge rule has the last word, so a record that changed
    meanwhile, a late older write or one below the resurrection floor is dropped there.
 5. A key this node holds nothing for is copied only when the round copies missing keys:
    while this node is warming (startup, and for a while after its region's membership
@@ -69,7 +70,7 @@ import random
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Protocol
 
-from geocache.cluster import digest
+from geocache.cluster import digest, records
 from geocache.cluster.hints import Hints
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore
@@ -77,8 +78,9 @@ from geocache.cluster.peers import PeerClient, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
-from geocache.store.entry import entry_size, newer
+from geocache.store.entry import entry_size, is_tombstone
 from geocache.store.errors import VersionRefused
+from geocache.store.keyspace import Stamps
 
 if TYPE_CHECKING:
     from geocache.cluster.swim import Change
@@ -530,51 +532,55 @@ class Repairer:
         for b in batch:
             settled[b] = (buckets[b], theirs[b])
 
-    def _plan(self, peer_id: str, records: list[digest.Record], copy_missing: bool) -> list[bytes]:
-        """Apply the peer's newer tombstones; return the keys whose newer entries to fetch.
+    def _plan(self, peer_id: str, listed: list[digest.Record], copy_missing: bool) -> list[bytes]:
+        """Apply the peer's newer plain tombstones; return the keys whose records to fetch.
         A record whose version the clock does not admit is neither applied nor fetched."""
         store, fetch = self.store, []
-        for key, version, origin, tombstone in records:
-            if not store.hlc.admits(version):
+        for key, version, origin, tombstone, x_version, x_origin in listed:
+            newest = max(version, x_version)
+            if not store.hlc.admits(newest):
                 store.versions_refused += 1
-                exc = VersionRefused(version, store.hlc.ahead_ms(version), store.hlc.max_ahead_ms)
+                exc = VersionRefused(newest, store.hlc.ahead_ms(newest), store.hlc.max_ahead_ms)
                 self.cluster.version_refused(exc, peer_id, key, "repair (GC.BUCKET)")
                 continue
             held = store.version_of(key)
             if held is None:
                 if not copy_missing:
                     continue
-            elif not newer(version, origin, held[0], held[1]):
+            elif not _has_newer(held, (version, origin, tombstone, x_version, x_origin)):
                 continue
-            if not tombstone:
+            if not tombstone or (x_version, x_origin) != (version, origin):
                 fetch.append(key)
             elif store.apply_delete(key, version, origin):
                 self.stats.deletes_pulled += 1
         return fetch
 
     def _apply_fetched(self, key: bytes, reply: object) -> None:
-        """Apply a GC.FETCH reply: an entry [value, expires, version, origin] or a tombstone."""
+        """Apply a GC.FETCH reply: an entry (value first) or a tombstone (version first)."""
         store = self.store
         if not isinstance(reply, list):
             return  # gone meanwhile (nil), or an error: the next round looks again
-        if len(reply) == 3:
-            version, origin, _created = reply
-            if store.apply_delete(key, digest.as_int(version), digest.as_text(origin)):
-                self.stats.deletes_pulled += 1
+        record = records.from_fetch_reply(reply)
+        if record is None:
             return
-        if len(reply) != 4:
-            raise ValueError(f"bad GC.FETCH reply for {key!r}")
-        entry = (
-            digest.as_bytes(reply[0]),
-            digest.as_int(reply[1]),
-            digest.as_int(reply[2]),
-            digest.as_text(reply[3]),
-        )
-        if store.version_of(key) is None and not _has_room(store, key, entry[0], entry[1]):
-            self.stats.skipped_full += 1
-            return
-        if store.apply(key, entry):
-            self.stats.keys_pulled += 1
+        try:
+            if is_tombstone(record):
+                if store.apply(key, record):
+                    self.stats.deletes_pulled += 1
+                return
+            if store.version_of(key) is None and not _has_room(store, key, record[0], record[1]):
+                self.stats.skipped_full += 1
+                return
+            if store.apply(key, record):
+                self.stats.keys_pulled += 1
+        except VersionRefused as exc:
+            self.cluster.version_refused(exc, "", key, "repair (GC.FETCH)")
+
+
+def _has_newer(held: Stamps, theirs: Stamps) -> bool:
+    """Whether the peer's record has a register newer than this node's. (An entry at the
+    version of this node's tombstone, with the same expiry, has expired here already.)"""
+    return theirs[:2] > held[:2] or theirs[3:] > held[3:]
 
 
 def _has_room(store: JournaledStore, key: bytes, value: bytes, expires_at_ms: int) -> bool:

@@ -49,12 +49,13 @@ from geocache.cluster import placement
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import GEO, PeerError, Peers
+from geocache.cluster.records import GEO_FIELDS, from_geo_fields, geo_fields
 from geocache.cluster.swim_messages import MemberState
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.observability.histogram import REGION_LAG_BOUNDS_MS, Histogram
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_command
-from geocache.store.entry import Entry, Tombstone, newer
+from geocache.store.entry import Entry, Tombstone, latest_version
 from geocache.store.errors import VersionRefused
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ RTT_PROBE_S = 1.0
 RTT_ALPHA = 0.3
 # Lags kept per stream for the percentiles INFO and /metrics report.
 LAG_SAMPLES = 4096
-FIELDS_PER_RECORD = 5
+FIELDS_PER_RECORD = GEO_FIELDS
 # On stop, queued writes get this long to leave (s).
 DRAIN_S = 1.0
 
@@ -280,7 +281,7 @@ class Stream:
             self.stats["acked"] += len(batch)
             worst = 0
             for _key, record in batch:
-                lag = max(0, applied_ms - version_ms(record[2] if len(record) == 4 else record[0]))
+                lag = max(0, applied_ms - version_ms(latest_version(record)))
                 self.lags.append(lag)
                 self.lag_histogram.observe(lag)
                 worst = max(worst, lag)
@@ -292,11 +293,7 @@ class Stream:
     async def _deliver(self, batch: list[Write]) -> int:
         args: list[bytes | str | int] = ["GC.GEO", self.parent.cluster.region]
         for key, record in batch:
-            if len(record) == 3:  # a tombstone: (version, origin, created)
-                args += [key, record[0], record[1], -1, b""]
-            else:
-                value, expires_at_ms, version, origin = record
-                args += [key, version, origin, expires_at_ms, value]
+            args += geo_fields(key, record)
         self.stats["sent"] += len(batch)
         self.stats["bytes"] += len(encode_command(*args))
         last: Exception | None = None
@@ -473,8 +470,6 @@ class RegionStreams:
             for owner in cluster.owners(key):
                 if owner != me:
                     by_target.setdefault(owner, []).append(write)
-                elif len(record) == 3:
-                    self.stats["applied"] += store.apply_delete(key, record[0], record[1])
                 else:
                     self.stats["applied"] += store.apply(key, record)
         if by_target:
@@ -520,23 +515,17 @@ class RegionStreams:
 
 
 def decode_batch(argv: list[bytes]) -> list[Write]:
-    """GC.GEO's records: key, version, origin, expires_at_ms (-1: a delete), value."""
+    """GC.GEO's records (records.py: key, version, origin, expires_at_ms (-1: a delete),
+    value, expiry)."""
     if len(argv) % FIELDS_PER_RECORD:
-        raise ValueError("GC.GEO records come in fives")
-    writes: list[Write] = []
-    for i in range(0, len(argv), FIELDS_PER_RECORD):
-        key, version, origin, expires, value = argv[i : i + FIELDS_PER_RECORD]
-        ver, exp = int(version), int(expires)
-        text = origin.decode("utf-8", "surrogateescape")
-        if exp < 0:
-            writes.append((key, (ver, text, 0)))
-        else:
-            writes.append((key, (value, exp, ver, text)))
-    return writes
+        raise ValueError(f"GC.GEO records come in {FIELDS_PER_RECORD}s")
+    return [
+        from_geo_fields(argv[i : i + FIELDS_PER_RECORD])
+        for i in range(0, len(argv), FIELDS_PER_RECORD)
+    ]
 
 
 def _newer(a: Entry | Tombstone, b: Entry | Tombstone) -> bool:
-    """Whether record `a` is newer than `b` by (version, origin)."""
-    va, oa = (a[2], a[3]) if len(a) == 4 else (a[0], a[1])
-    vb, ob = (b[2], b[3]) if len(b) == 4 else (b[0], b[1])
-    return newer(va, oa, vb, ob)
+    """Whether record `a` holds a newer write than `b`: a coordinator's records of one key
+    only grow, register by register, so the later one has the larger latest version."""
+    return latest_version(a) > latest_version(b)

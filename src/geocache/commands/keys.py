@@ -131,7 +131,7 @@ def cmd_persist(session: Session, argv: list[bytes]) -> object:
     entry = store.peek(key)
     if entry is None or not entry[1]:
         return 0
-    store.set(key, entry[0], 0)
+    store.expire_at(key, 0)  # the expiry register only: a newer value elsewhere stays
     return 1
 
 

@@ -105,10 +105,9 @@ def _set(
             return old[0] if old is not None else None
         return None
     if flags & KEEPTTL and old is not None:
-        expires_at = old[1]
-    elif expire is None:
-        expires_at = default_expiry(session)
-    store.set(key, value, expires_at)
+        store.set_value(key, value)  # the value register only: the expiry keeps its version
+    else:
+        store.set(key, value, default_expiry(session) if expire is None else expires_at)
     if flags & GET:
         return old[0] if old is not None else None
     return OK
@@ -185,7 +184,7 @@ def cmd_getex(session: Session, argv: list[bytes]) -> object:
         else:
             store.expire_at(key, expires_at)
     elif flags & PERSIST and entry[1]:
-        store.set(key, entry[0], 0)
+        store.expire_at(key, 0)
     return entry[0]
 
 
@@ -234,13 +233,13 @@ def cmd_msetnx(session: Session, argv: list[bytes]) -> object:
 def cmd_append(session: Session, argv: list[bytes]) -> object:
     store, key = session.store, argv[1]
     entry = store.peek(key)
-    if entry is None:
-        value, expires_at = argv[2], default_expiry(session)
-    else:
-        value, expires_at = entry[0] + argv[2], entry[1]
+    value = argv[2] if entry is None else entry[0] + argv[2]
     if len(value) > session.node.config.max_value_bytes:
         return TOO_BIG
-    store.set(key, value, expires_at)
+    if entry is None:
+        store.set(key, value, default_expiry(session))
+    else:
+        store.set_value(key, value)  # last writer wins on the value; the expiry stays
     return len(value)
 
 
@@ -301,7 +300,10 @@ def cmd_setrange(session: Session, argv: list[bytes]) -> object:
         return TOO_BIG
     padded = old.ljust(offset, b"\x00")
     value = padded[:offset] + patch + padded[offset + len(patch) :]
-    store.set(key, value, entry[1] if entry is not None else default_expiry(session))
+    if entry is None:
+        store.set(key, value, default_expiry(session))
+    else:
+        store.set_value(key, value)
     return len(value)
 
 

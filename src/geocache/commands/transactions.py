@@ -19,7 +19,7 @@ from geocache.commands.dump import OVERHEAD_BYTES as DUMP_OVERHEAD_BYTES
 from geocache.commands.table import OOM, command
 from geocache.protocol.types import NULL_ARRAY, OK, QUEUED, Error
 from geocache.store.counters import parse_int
-from geocache.store.entry import ENTRY_OVERHEAD_BYTES, entry_size
+from geocache.store.entry import ENTRY_OVERHEAD_BYTES, entry_size, latest_version
 from geocache.store.errors import StoreError
 
 _NO_KEYS = (0, 0, 0)
@@ -30,7 +30,7 @@ MAX_WATCHED_KEYS = 10_000
 
 def _version(session: Session, key: bytes) -> int | None:
     entry = session.store.peek(key)
-    return None if entry is None else entry[2]
+    return None if entry is None else latest_version(entry)
 
 
 @command("multi", 1, "fast", keys=_NO_KEYS, group="transactions", summary="Start a transaction")

@@ -51,7 +51,7 @@ from geocache.server.dashboard import ASSETS, Dashboard
 from geocache.server.openapi import MAX_TTL_S, OPEN_OPERATIONS, openapi_document
 from geocache.server.prometheus import NodeCollector
 from geocache.server.tls import HTTP_REFUSAL, TlsListener
-from geocache.store.entry import Entry
+from geocache.store.entry import Entry, latest_version
 from geocache.store.errors import TooLarge
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class HttpApi:
         entry = self._store.lookup(key)
         if entry is None:
             return error(404, "no such key")
-        etag = f'"{entry[2]}"'
+        etag = f'"{latest_version(entry)}"'
         if _matches(request.headers.get("If-None-Match"), etag):
             return web.Response(status=304, headers=self._entry_headers(entry, etag))
         return web.Response(

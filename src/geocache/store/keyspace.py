@@ -11,12 +11,15 @@ Theory of operation:
   `max_bytes` or `max_keys` first evicts least recently used entries; a write that could
   never fit raises TooLarge before anything changes. Eviction is local: it never leaves
   a tombstone.
-- Every write carries a version. Local writes take one from the HLC; replicated writes
-  (`apply`, `apply_delete`) bring their own and keep whichever of the two has the larger
-  (version, origin), so replicas converge whatever order writes arrive in. A received
-  version the HLC does not admit (out of range, or more than its `max_ahead_ms` ahead of
-  this node's wall clock) is refused with VersionRefused before anything changes, so
-  no record can carry a forged far-future version into this store or its clock.
+- Every write carries a version. A key holds two registers, its value and its expiry,
+  each with its own version (entry.py). Local writes take a version from the HLC and
+  write one register (`set_value`, `expire_at`) or both (`set`, `delete`); replicated
+  records (`apply`, `apply_delete`) bring their own, and each register keeps the larger
+  (version, origin) (registers.py), so replicas converge whatever order writes arrive in.
+  A received version the HLC does not admit (out of range, or more than its
+  `max_ahead_ms` ahead of this node's wall clock) is refused with VersionRefused before
+  anything changes, so no record can carry a forged far-future version into this store
+  or its clock.
 - In cluster mode deletes and expirations leave tombstones (tombstones.py); a standalone
   store uses `NoTombstones`, which remembers nothing.
 
@@ -38,13 +41,24 @@ from geocache.store import counters
 from geocache.store.entry import (
     ENTRY_OVERHEAD_BYTES,
     EXPIRY_OVERHEAD_BYTES,
+    SPLIT_OVERHEAD_BYTES,
     Entry,
     Tombstone,
-    entry_size,
-    newer,
+    expiry_stamp,
+    is_tombstone,
+    latest_version,
+    make_entry,
+    make_tombstone,
+    stored_size,
+    tombstone_expiry,
 )
 from geocache.store.errors import TooLarge, VersionRefused
 from geocache.store.expiry import ExpiryWheel
+from geocache.store.registers import merge
+
+# What a key holds, as repair compares it: (version, origin, is_tombstone, expiry_version,
+# expiry_origin), the versions of its value and expiry registers.
+Stamps = tuple[int, str, bool, int, str]
 
 # RANDOMKEY's tries at a random entry before it filters every key: an expired pick is
 # rare unless most keys have expired unreclaimed.
@@ -57,6 +71,7 @@ class TombstoneSpace(Protocol):
     def __len__(self) -> int: ...
     def get(self, key: bytes) -> Tombstone | None: ...
     def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None: ...
+    def keep(self, key: bytes, tomb: Tombstone) -> None: ...
     def discard(self, key: bytes) -> None: ...
     def clear(self) -> None: ...
     def reap(self, now_ms: int, max_count: int) -> int: ...
@@ -77,6 +92,9 @@ class NoTombstones:
         return None
 
     def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None:
+        pass
+
+    def keep(self, key: bytes, tomb: Tombstone) -> None:
         pass
 
     def discard(self, key: bytes) -> None:
@@ -241,13 +259,16 @@ class Store:
     # -- local writes ----------------------------------------------------------------
 
     def set(self, key: bytes, value: bytes, expires_at_ms: int = 0) -> Entry:
-        """Store a value written here, with a new version; returns the new entry."""
-        entry = (value, expires_at_ms, self.hlc.now(), self.node_id)
-        self._put(key, entry)
-        # A delete's tombstone is older than this write: drop it, as `apply` does on
-        # the replicas, so that every replica keeps the same tombstones.
-        self.tombstones.discard(key)
-        return entry
+        """Store a value written here, both registers at one new version; returns the entry."""
+        return self._write(key, (value, expires_at_ms, self.hlc.now(), self.node_id))
+
+    def set_value(self, key: bytes, value: bytes) -> Entry:
+        """Write only the value register of a live key (SET KEEPTTL, APPEND...): its expiry
+        stays as it is, with its own version. A key not held live is `set` with no expiry."""
+        entry = self.peek(key)
+        if entry is None:
+            return self.set(key, value)
+        return self._replace_value(key, value, entry)
 
     def delete(self, key: bytes) -> bool:
         """Delete a key written here; True if a live key was removed."""
@@ -262,13 +283,15 @@ class Store:
         return existed
 
     def expire_at(self, key: bytes, expires_at_ms: int) -> bool:
-        """Give a live key a new absolute expiry (0 removes it) as a new versioned write."""
+        """Give a live key a new absolute expiry (0 removes it), writing only its expiry
+        register, at a new version. A time already past deletes the key (as Redis does)."""
         entry = self.peek(key)
         if entry is None:
             return False
         if expires_at_ms and expires_at_ms <= self._clock.wall_ms():
             return self.delete(key)
-        self.set(key, entry[0], expires_at_ms)
+        stamp = (self.hlc.now(), self.node_id)
+        self._write(key, make_entry(entry[0], expires_at_ms, (entry[2], entry[3]), stamp))
         return True
 
     def incr_by(self, key: bytes, delta: int) -> int:
@@ -276,14 +299,20 @@ class Store:
         entry = self.peek(key)
         current = counters.parse_int(entry[0]) if entry is not None else 0
         result = counters.add_int(current, delta)
-        self.set(key, str(result).encode(), entry[1] if entry is not None else 0)
+        if entry is None:
+            self.set(key, str(result).encode())
+        else:
+            self._replace_value(key, str(result).encode(), entry)
         return result
 
     def incr_by_float(self, key: bytes, increment: bytes) -> bytes:
         """INCRBYFLOAT: add a decimal increment; returns the new value as stored."""
         entry = self.peek(key)
         result = counters.add_float(entry[0] if entry is not None else b"0", increment)
-        self.set(key, result, entry[1] if entry is not None else 0)
+        if entry is None:
+            self.set(key, result)
+        else:
+            self._replace_value(key, result, entry)
         return result
 
     def flush(self) -> None:
@@ -304,65 +333,51 @@ class Store:
 
     # -- replicated writes -------------------------------------------------------------
 
-    def apply(self, key: bytes, entry: Entry) -> bool:
-        """Apply a write from another node if it is newer than what is held; True if applied.
+    def apply(self, key: bytes, record: Entry | Tombstone) -> bool:
+        """Merge a record from another node into what is held; True if anything changed.
 
-        An entry already expired on arrival is applied as a delete at its version (the
-        key is gone, and older writes stay retired). Dropped: one not newer than the live entry
-        or the tombstone, and, for a key not held live, one at or below the
-        resurrection floor. An entry too large for this store is dropped too (it
-        cannot be held here; the other replicas keep it).
+        Each register keeps the larger (version, origin) (registers.py). A merged entry
+        already expired is held as a tombstone (the key is gone, and older writes stay
+        retired). Dropped: a value at or below the resurrection floor for a key not held
+        live, and an entry too large for this store (it cannot be held here; the other
+        replicas keep it).
         """
-        _value, expires_at_ms, version, origin = entry
-        self._admit(version)
-        self.hlc.update(version)
-        now = self._clock.wall_ms()
-        if expires_at_ms and expires_at_ms <= now:
-            # Expired on arrival: nothing to hold, but it still retires every older
-            # write of the key (a stale value must not outlive it), as a delete would.
-            return self.apply_delete(key, version, origin)
-        current = self._data.get(key)
-        if current is not None:
-            if not newer(version, origin, current[2], current[3]):
-                return False
-        else:
-            # The floor applies even when the key has a tombstone: a late, older delete
-            # may have left one below the floor after the newer one was dropped.
-            if version <= self.tombstones.floor:
-                return False
-            tomb = self.tombstones.get(key)
-            if tomb is not None and not newer(version, origin, tomb[0], tomb[1]):
-                return False
-        if self.max_bytes and entry_size(key, entry[0], expires_at_ms) > self.max_bytes:
+        self._admit(latest_version(record))
+        self.hlc.update(latest_version(record))
+        held: Entry | Tombstone | None = self._data.get(key)
+        if held is None:
+            held = self.tombstones.get(key)
+        merged = merge(held, record, self.tombstones.floor, self._clock.wall_ms())
+        if merged is None:
+            return False
+        if is_tombstone(merged):
+            if key in self._data:
+                self._remove(key)
+            self.tombstones.keep(key, merged)
+            if self.on_change is not None:
+                self.on_change(key, None, True)
+            return True
+        if self.max_bytes and stored_size(key, merged) > self.max_bytes:
             return False
         self.tombstones.discard(key)
-        self._put(key, entry)
+        self._put(key, merged)
         return True
 
     def apply_delete(self, key: bytes, version: int, origin: str) -> bool:
-        """Apply a delete from another node if newer than what is held; True if applied."""
-        self._admit(version)
-        self.hlc.update(version)
-        current = self._data.get(key)
-        if current is not None:
-            if not newer(version, origin, current[2], current[3]):
-                return False
-            self._remove(key)
-        tomb = self.tombstones.get(key)
-        if tomb is not None and not newer(version, origin, tomb[0], tomb[1]):
-            return False
-        self.tombstones.put(key, version, origin, self._clock.wall_ms())
-        if self.on_change is not None:
-            self.on_change(key, None, True)
-        return True
+        """Apply a delete from another node (both registers at its version); True if it
+        changed anything."""
+        return self.apply(key, (version, origin, self._clock.wall_ms()))
 
-    def version_of(self, key: bytes) -> tuple[int, str, bool] | None:
-        """(version, origin, is_tombstone) of what is held for `key`, for repair."""
+    def version_of(self, key: bytes) -> Stamps | None:
+        """The versions of what is held for `key` (live, expired or a tombstone), for repair."""
         entry = self._data.get(key)
         if entry is not None:
-            return entry[2], entry[3], False
+            return (entry[2], entry[3], False, *expiry_stamp(entry))
         tomb = self.tombstones.get(key)
-        return (tomb[0], tomb[1], True) if tomb is not None else None
+        if tomb is None:
+            return None
+        _expires, x_version, x_origin = tombstone_expiry(tomb)
+        return tomb[0], tomb[1], True, x_version, x_origin
 
     def _admit(self, version: int) -> None:
         """Refuse a received version the clock does not admit (VersionRefused)."""
@@ -387,10 +402,25 @@ class Store:
 
     # -- internals -------------------------------------------------------------------
 
+    def _write(self, key: bytes, entry: Entry) -> Entry:
+        """Hold an entry written here (JournaledStore journals it)."""
+        self._put(key, entry)
+        # A delete's tombstone is older than this write: drop it, as `apply` does on
+        # the replicas, so that every replica keeps the same tombstones.
+        self.tombstones.discard(key)
+        return entry
+
+    def _replace_value(self, key: bytes, value: bytes, entry: Entry) -> Entry:
+        """Write the value register of the live `entry`, keeping its expiry register."""
+        stamp = (self.hlc.now(), self.node_id)
+        return self._write(key, make_entry(value, entry[1], stamp, expiry_stamp(entry)))
+
     def _put(self, key: bytes, entry: Entry) -> None:
         size = len(key) + len(entry[0]) + ENTRY_OVERHEAD_BYTES
         if entry[1]:
             size += EXPIRY_OVERHEAD_BYTES
+        if len(entry) == 6:
+            size += SPLIT_OVERHEAD_BYTES
         max_bytes = self.max_bytes
         if max_bytes and size > max_bytes:
             raise TooLarge("entry", size, max_bytes)
@@ -405,10 +435,7 @@ class Store:
         else:
             data.move_to_end(key)
             old_expires = old[1]
-            old_size = len(key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
-            self.used_bytes += size - (
-                old_size + EXPIRY_OVERHEAD_BYTES if old_expires else old_size
-            )
+            self.used_bytes += size - stored_size(key, old)
         # The new entry is last in LRU order and fits alone, so eviction never takes it.
         if (max_bytes and self.used_bytes > max_bytes) or (
             self.max_keys and len(data) > self.max_keys
@@ -424,19 +451,17 @@ class Store:
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
         while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
             old_key, old = data.popitem(last=False)
-            self.used_bytes -= len(old_key) + len(old[0]) + ENTRY_OVERHEAD_BYTES
+            self.used_bytes -= stored_size(old_key, old)
             self.evictions += 1
             if self.on_change is not None:
                 self.on_change(old_key, None, False)
             if old[1]:
-                self.used_bytes -= EXPIRY_OVERHEAD_BYTES
                 self._wheel.discard(old_key, old[1])
 
     def _remove(self, key: bytes) -> Entry:
         entry = self._data.pop(key)
-        self.used_bytes -= len(key) + len(entry[0]) + ENTRY_OVERHEAD_BYTES
+        self.used_bytes -= stored_size(key, entry)
         if entry[1]:
-            self.used_bytes -= EXPIRY_OVERHEAD_BYTES
             self._wheel.discard(key, entry[1])
         return entry
 
@@ -446,9 +471,11 @@ class Store:
         self.expirations += 1
         if self.on_change is not None:
             self.on_change(key, None, False)
-        # In cluster mode the expiry acts as a delete at the entry's version, so an
-        # older write replayed later cannot bring the key back.
-        self.tombstones.put(key, entry[2], entry[3], self._clock.wall_ms())
+        # In cluster mode the expired entry leaves a tombstone at its value's version,
+        # with its expiry register, so an older write replayed later cannot bring the
+        # key back (registers.py).
+        now = self._clock.wall_ms()
+        self.tombstones.keep(key, make_tombstone(entry[2:4], now, entry[1], expiry_stamp(entry)))
         return True
 
     def _reap_one(self, key: bytes, now_ms: int) -> None:

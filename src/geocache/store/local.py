@@ -26,6 +26,7 @@ from geocache.memoize import MISSING, KeyBuilder, Memoize, MemoStore, memoize_sy
 from geocache.serializers import Serializer, SerializerName, get_serializer
 from geocache.singleflight import Flights
 from geocache.store import counters
+from geocache.store.entry import latest_version
 from geocache.store.errors import NotAnInteger
 from geocache.store.keyspace import Store, StoreStats
 
@@ -186,8 +187,10 @@ class LocalCache:
             if type(current) is not int or not counters.INT64_MIN <= current <= counters.INT64_MAX:
                 raise NotAnInteger()
             result = counters.add_int(current, delta)
-            expires_at_ms = entry[1] if entry is not None else 0
-            self._store.set(raw, self._serializer.dumps(result), expires_at_ms)
+            if entry is None:
+                self._store.set(raw, self._serializer.dumps(result))
+            else:
+                self._store.set_value(raw, self._serializer.dumps(result))
             return result
 
     def decr(self, key: str | bytes, delta: int = 1) -> int:
@@ -201,7 +204,7 @@ class LocalCache:
         raw = self._key(key)
         with self._lock:
             entry = self._store.peek(raw)
-        return None if entry is None else entry[2]
+        return None if entry is None else latest_version(entry)
 
     def cas(
         self, key: str | bytes, version: int, value: Any, ttl_s: float | None = None
@@ -214,7 +217,7 @@ class LocalCache:
         expires_at_ms = self._expires_at_ms(check_ttl_s(ttl_s))
         with self._lock:
             entry = self._store.peek(raw)
-            if (entry[2] if entry is not None else 0) != version:
+            if (latest_version(entry) if entry is not None else 0) != version:
                 return None
             return self._store.set(raw, data, expires_at_ms)[2]
 

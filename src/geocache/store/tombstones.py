@@ -1,7 +1,8 @@
 """Tombstones: the memory of deletes, so that a late replicated write cannot undo one.
 
 In cluster mode a delete (or an expiry) leaves `(version, origin, created_wall_ms)` for
-the key. A replicated write for that key wins only if its (version, origin) is larger.
+the key (or the six-field shape with an expiry register of its own, entry.py). A
+replicated write for that key wins only if its (version, origin) is larger.
 
 The space is bounded in count and age. A tombstone leaves it either when it is older
 than `ttl_ms` or when room is needed, oldest first; either way the store's
@@ -58,9 +59,14 @@ class Tombstones:
         return list(self._tombs.items())
 
     def put(self, key: bytes, version: int, origin: str, now_ms: int) -> None:
+        """A delete at (version, origin), made or learnt at `now_ms`."""
+        self.keep(key, (version, origin, now_ms))
+
+    def keep(self, key: bytes, tomb: Tombstone) -> None:
+        """Hold `tomb` for `key`, replacing any tombstone it had."""
         tombs = self._tombs
         tombs.pop(key, None)
-        tombs[key] = (version, origin, now_ms)
+        tombs[key] = tomb
         while len(tombs) > self._max:
             self._drop_oldest()
 
@@ -86,6 +92,9 @@ class Tombstones:
         return done
 
     def _drop_oldest(self) -> None:
-        _key, (version, _origin, _created) = self._tombs.popitem(last=False)
-        if version > self.floor:
-            self.floor = version
+        # The floor rises to the value's version: writes up to it stay out. An expiry
+        # register the tombstone held apart is forgotten with it (it could only set the
+        # expiry of a write between the two versions arriving over an hour late).
+        _key, tomb = self._tombs.popitem(last=False)
+        if tomb[0] > self.floor:
+            self.floor = tomb[0]
