@@ -91,7 +91,14 @@ def _config_set(session: Session, argv: list[bytes]) -> object:
         return Error("ERR wrong number of arguments for 'config|set' command")
     changes: dict[str, object] = {}
     for raw_name, raw_value in zip(argv[2::2], argv[3::2], strict=True):
-        name, value = raw_name.decode("utf-8", "surrogateescape").lower(), raw_value.decode()
+        name = raw_name.decode("utf-8", "surrogateescape").lower()
+        try:
+            value = raw_value.decode()
+        except UnicodeDecodeError:
+            return Error(
+                f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
+                "argument is not valid UTF-8"
+            )
         if name in _CONFIG_FIXED and value == _CONFIG_FIXED[name]:
             continue
         if name not in _SETTABLE:
