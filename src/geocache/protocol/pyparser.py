@@ -102,6 +102,10 @@ class PythonRequestParser:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def buffered_bytes(self) -> int:
+        """Bytes held: the unread buffer and the arguments of the command in progress."""
+        return len(self._buf) + sum(len(arg) for arg in self._argv)
+
     def next_byte(self) -> int | None:
         """The first byte of the next item when between items and it has arrived, else None."""
         if self._left or self._pos >= len(self._buf):

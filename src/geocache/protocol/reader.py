@@ -154,6 +154,27 @@ class RequestReader:
         else:
             self._feed_hiredis(data)
 
+    def buffered_bytes(self) -> int:
+        """Bytes held for commands not returned yet: the replay window, hiredis's own
+        copy of what it has not consumed, and bytes queued for it. No I/O."""
+        cursor = self._cursor
+        if cursor is None:
+            return self._exact.buffered_bytes()
+        queued = sum(len(piece) for piece in self._queued)
+        return (self._end - self._win_at) + cursor.unconsumed() + queued
+
+    def close(self) -> None:
+        """Drop every buffer now (the connection closed); the reader is unusable after.
+
+        `_src`, `_hgets` and `_hfeed` are bound methods of this reader or its parts: a
+        reference cycle that only the garbage collector would break, holding whatever
+        the client had sent until it runs."""
+        self._exact = PythonRequestParser(max_bulk_bytes=0, max_query_buffer_bytes=1, max_count=1)
+        self._cursor = None
+        self._src = self._hgets = _closed
+        self._hfeed = _closed_feed
+        self._window, self._queued = [], []
+
     @property
     def auth_required(self) -> bool:
         """Whether the client has yet to authenticate (a password is set and no AUTH yet)."""
@@ -364,6 +385,14 @@ class RequestReader:
                     break
             offset += len(piece)
         return head
+
+
+def _closed() -> object:
+    return False
+
+
+def _closed_feed(data: bytes) -> None:
+    pass
 
 
 def _is_command(value: object) -> bool:

@@ -21,6 +21,7 @@ key length from the path, value length from Content-Length before the body is re
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -72,12 +73,34 @@ _STATES = {"a": "up", "s": "suspect", "d": "down", "l": "left"}
 class HttpServer:
     """The running HTTP listener; `close()` stops it (the node calls it on stop)."""
 
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
+    def __init__(self, runner: web.AppRunner, listener: asyncio.Server, port: int) -> None:
         self._runner = runner
+        self._listener = listener
         self.port = port
 
+    def connections(self) -> int:
+        server = self._runner.server
+        return len(server.connections) if server is not None else 0
+
     async def close(self) -> None:
+        self._listener.close()
         await self._runner.cleanup()
+
+
+REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 44\r\nConnection: close\r\n\r\n"
+    b'{"error": "max number of clients reached"}\r\n'
+)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past max_clients: a 503 and a close, before reading anything."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(REFUSED)
+        transport.close()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -188,7 +211,7 @@ class HttpApi:
         limit = self._node.config.max_value_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"value of {request.content_length} bytes is over {limit} bytes")
-        value = await request.read()  # the app's client_max_size stops a longer chunked body
+        value = await self._body(request, limit)
         if len(value) > limit:
             return error(413, f"value of {len(value)} bytes is over {limit} bytes")
         if self._routed:
@@ -205,6 +228,25 @@ class HttpApi:
         except TooLarge as exc:
             return error(413, str(exc).removeprefix("ERR "))
         return web.Response(status=201 if created else 204, headers={"ETag": f'"{entry[2]}"'})
+
+    async def _body(self, request: web.Request, limit: int) -> bytes:
+        """The body, within http_body_timeout_s and the client memory budget (the
+        bytes it may take count toward it while it is read)."""
+        node = self._node
+        reserve = request.content_length if request.content_length is not None else limit
+        budget = node.budget
+        if budget.limit and budget.used + reserve > budget.limit:
+            node.refusals.count("client_memory", request.remote or "?")
+            raise _Reply(error(503, "the node's client memory limit is reached; retry later"))
+        budget.change(reserve)
+        try:
+            async with asyncio.timeout(node.config.http_body_timeout_s):
+                return await request.read()  # client_max_size stops a longer chunked body
+        except TimeoutError:
+            node.refusals.count("http_timeout", request.remote or "?")
+            raise _Reply(error(408, "the request body did not arrive in time")) from None
+        finally:
+            budget.change(-reserve)
 
     def _expires_at_ms(self, ttl: list[str]) -> int:
         """Absolute expiry from `?ttl=` seconds (as SET EX), or the default TTL, or 0."""
@@ -431,12 +473,27 @@ async def start_http(node: Node) -> HttpServer:
         max_line_size=max_line_size,
         logger=protocol_log,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        # aiohttp closes a connection with no complete request this long after it opened
+        # or after its last response: the header timeout (half-sent requests), which
+        # also closes idle keep-alive connections.
+        keepalive_timeout=config.http_header_timeout_s,
     )
     await runner.setup()
-    api.server = runner.server
-    site = web.TCPSite(runner, config.bind, config.http_port, reuse_address=True)
-    await site.start()
-    port = config.http_port
-    for address in runner.addresses:
-        port = address[1]
-    return HttpServer(runner, port)
+    server = runner.server
+    assert server is not None
+    api.server = server
+
+    def accept() -> asyncio.BaseProtocol:
+        # HTTP connections count toward max_clients with RESP clients (limits.py).
+        if node.client_count() >= node.config.max_clients:
+            node.stats.rejected_connections += 1
+            node.refusals.count("max_clients", "http")
+            return _Refused()
+        return server()
+
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        accept, config.bind, config.http_port, reuse_address=True, backlog=1024
+    )
+    port = listener.sockets[0].getsockname()[1]
+    return HttpServer(runner, listener, port)
