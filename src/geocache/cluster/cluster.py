@@ -24,7 +24,7 @@ import random
 
 from geocache.clock import Clock
 from geocache.cluster import digest, placement
-from geocache.cluster.hints import Hints
+from geocache.cluster.hints import Hints, Pacer, hint_bytes
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
@@ -45,7 +45,8 @@ TICK_S = 0.05
 # Replication gives a peer PEER_TIMEOUT_MS to answer before counting it failed; a
 # forwarded write waits at its coordinator for that replication, so the node forwarding
 # it waits FORWARD_TIMEOUT_MS: timeouts must not nest equal (router.py defines both).
-# Hints are replayed to alive owners every second, this many per batch.
+# Hints are replayed to alive owners every second, batch after batch while they are
+# delivered, each at most this many records (and the target's Pacer's bytes).
 HINT_REPLAY_S = 1.0
 HINT_BATCH = 1000
 # After this node starts or membership changes, a miss at an owner asks the other
@@ -87,7 +88,8 @@ class Cluster:
         )
         self.peers = peers
         self.router = Router(self)
-        self.hints = Hints()
+        self.hints = Hints(max_bytes=config.max_hint_bytes)
+        self._pacers: dict[str, Pacer] = {}
         self.repairer = Repairer(self, random.Random(rng.random()))
         self.streams = RegionStreams(self)
         self._region_ids: list[str] = [self.node_id]
@@ -97,7 +99,13 @@ class Cluster:
         self._tasks: list[asyncio.Task[None]] = []
         self.warm_until_ms = clock.mono_ms() + WARM_WINDOW_MS
         self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
-        self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
+        self.stats = {
+            "forwarded": 0,
+            "replicated": 0,
+            "replica_failures": 0,
+            "hints_replayed": 0,
+            "hint_batches_split": 0,
+        }
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -182,6 +190,7 @@ class Cluster:
             "replicas": self.replicas,
             "hints": len(self.hints),
             "hints_dropped": self.hints.dropped,
+            "hint_bytes": self.hints.bytes,
             **self.stats,
             "ready": int(self.ready),
             **{f"repair_{name}": n for name, n in self.repairer.stats.as_dict().items()},
@@ -319,18 +328,30 @@ class Cluster:
                     await self._replay(target)
 
     async def _replay(self, target: str) -> None:
-        batch = self.hints.batch(target, HINT_BATCH, self.clock.wall_ms())
-        addr = self.addr_of(target)
-        if not batch or addr is None:
-            return
-        try:
-            await self.peers.get(addr).pipeline(
-                [apply_command(key, record) for key, record in batch], timeout_ms=PEER_TIMEOUT_MS
-            )
-        except PeerError:
-            return
-        self.hints.done(target, batch)
-        self.stats["hints_replayed"] += len(batch)
+        """Deliver `target`'s hints, batch after batch, until none are left or one fails;
+        a batch that fails makes the next one half its size (hints.Pacer)."""
+        pacer = self._pacers.setdefault(target, Pacer())
+        loop = asyncio.get_running_loop()
+        while True:
+            now_ms = self.clock.wall_ms()
+            batch = self.hints.batch(target, HINT_BATCH, now_ms, pacer.batch_bytes)
+            addr = self.addr_of(target)
+            if not batch or addr is None:
+                return
+            size = sum(hint_bytes(key, record) for key, record in batch)
+            started = loop.time()
+            try:
+                await self.peers.get(addr).pipeline(
+                    [apply_command(key, record) for key, record in batch],
+                    timeout_ms=pacer.timeout_ms(size),
+                )
+            except PeerError:
+                pacer.timed_out()
+                self.stats["hint_batches_split"] += 1
+                return
+            pacer.delivered(size, loop.time() - started)
+            self.hints.done(target, batch)
+            self.stats["hints_replayed"] += len(batch)
 
     # -- forwarding and fetching -------------------------------------------------------------
 

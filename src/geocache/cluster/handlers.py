@@ -133,12 +133,19 @@ class PeerHandlers:
         )
         if cmd is None or not arity_ok or cmd.first_key == 0:
             return encode(dispatch(table, session, inner), proto)
-        key = cmd.keys(inner)[0]
+        keys = cmd.keys(inner)
+        key = keys[0]
         cluster = self._cluster
         if version and cmd.write:
-            held = cluster.store.version_of(key)
-            if held is not None and held[0] >= version:
-                return encode(Error(f"TRYAGAIN newer version {held[0]}"), proto)
+            newest = max((cluster.store.version_of(k) or (0,))[0] for k in keys)
+            if newest >= version:
+                return encode(Error(f"TRYAGAIN newer version {newest}"), proto)
+        elif len(keys) > 1 or cmd.name == b"mget":
+            # A group of a multi-key read (router.py): each key read as here it would be.
+            reply = cluster.router.dispatch(table, session, inner)
+            if isinstance(reply, Deferred):
+                return Deferred(_encoded_later(reply, proto))
+            return encode(reply, proto)
         reply = cluster.router.coordinate(
             table, session, inner, cmd, key, version if cmd.write else 0
         )

@@ -46,6 +46,10 @@ CONNECT_TIMEOUT_S = 1.0
 FAILED_WINDOW_S = 5.0
 # Requests waiting on one connection; past this a caller fails at once (back-pressure).
 MAX_IN_FLIGHT = 100_000
+# Bytes written to one connection and not yet taken by the peer; past this a caller
+# fails at once and the peer counts as failed (a peer that accepts and never reads
+# must not make this node buffer its writes without end: they become bounded hints).
+MAX_UNSENT_BYTES = 64 << 20
 
 
 class PeerError(Exception):
@@ -133,6 +137,7 @@ class PeerClient:
         # or a request could overtake GC.AUTH on the wire and be refused.
         self._authed = False
         self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
         self._flush_scheduled = False
 
     @property
@@ -195,12 +200,17 @@ class PeerClient:
             raise PeerError(f"{self.addr}: not connected")
         if len(self._pending) + len(commands) > MAX_IN_FLIGHT:
             raise PeerError(f"{self.addr}: too many requests in flight")
+        if transport.get_write_buffer_size() + self._outbox_bytes > MAX_UNSENT_BYTES:
+            self._failed_at = _now()
+            raise PeerError(f"{self.addr}: not reading what was sent")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._pending.extend(futures)
         # Requests made in the same loop iteration (many clients' writes replicated to
         # this peer) leave in one write: one syscall and one packet instead of dozens.
-        self._outbox.extend(encode_command(*c) for c in commands)
+        encoded = [encode_command(*c) for c in commands]
+        self._outbox.extend(encoded)
+        self._outbox_bytes += sum(len(e) for e in encoded)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -208,7 +218,7 @@ class PeerClient:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        data, self._outbox = b"".join(self._outbox), []
+        data, self._outbox, self._outbox_bytes = b"".join(self._outbox), [], 0
         transport = self._transport
         if data and transport is not None and not transport.is_closing():
             transport.write(data)
@@ -278,6 +288,7 @@ class PeerClient:
         self._protocol = None
         self._transport = None
         self._outbox = []
+        self._outbox_bytes = 0
         self._authed = False
         self._failed_at = _now()
         self._down_until = self._failed_at + RECONNECT_BACKOFF_MS / 1000

@@ -10,8 +10,13 @@
   it (`GC.FWD`), falling back to the next owner if the primary does not answer. The
   coordinator writes locally, then replicates (cluster.py) and answers after
   `write_acks` owners have applied the write.
-- Commands on several keys (MGET, MSET, DEL, EXISTS, UNLINK) are split per key and
-  their replies combined; other multi-key commands need keys with the same owners
+- Commands on several keys (MGET, MSET, DEL, EXISTS, UNLINK) are grouped by the node
+  that runs each key (its primary for a write; this node for a read it owns), in
+  groups of at most MANY_KEYS_PER_GROUP keys and MANY_BYTES_PER_GROUP bytes: one peer
+  request per group (`GC.FWD` of the same command naming the group's keys), the local
+  groups run here with a yield to the event loop between groups, and the replies are
+  combined in key order. A command naming more than `max_keys_per_command` keys is
+  refused before any work. Other multi-key commands need keys with the same owners
   (CROSSSLOT otherwise, as Redis Cluster says).
 - MULTI/EXEC works when every key of the transaction hashes to one slot, as in Redis
   Cluster (a command with a key of another slot is refused with CROSSSLOT and dooms
@@ -31,14 +36,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Protocol
 
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.commands.context import Deferred, Session
 from geocache.commands.table import TX_CONTROL, Command, dispatch
+from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import OK, Error, Raw
-from geocache.protocol.writer import encode
 from geocache.slots import SLOTS_PER_BUCKET, key_slot
 
 # Forwarded reads get what a replica gets; forwarded writes also wait for replication
@@ -53,6 +59,14 @@ WATCH_ELSEWHERE = Error(
 LOADING = Error("LOADING geocache is joining its cluster")
 CROSSSLOT = Error("CROSSSLOT Keys in request don't hash to the same slot")
 _SUMMED = {b"del", b"unlink", b"exists", b"touch"}
+_GROUPED = _SUMMED | {b"mget", b"mset"}
+# A multi-key command is run in groups of at most this many keys (and bytes of keys and
+# values): one peer request per group, and the event loop gets a turn between local
+# groups, so one command of 10,000 keys holds the loop ~1 ms at a time, not ~50 ms.
+MANY_KEYS_PER_GROUP = 500
+MANY_BYTES_PER_GROUP = 1 << 20
+# A command on at most this many keys, all run here, is answered at once (no task).
+INLINE_KEYS = 64
 NEWER = b"-TRYAGAIN newer version "
 
 
@@ -357,61 +371,185 @@ class Router:
     def _route_many(
         self, table: Table, session: Session, argv: list[bytes], cmd: Command, keys: list[bytes]
     ) -> object:
+        limit = self.cluster.host.config.max_keys_per_command
+        if limit and len(keys) > limit:
+            return Error(
+                f"ERR too many keys in one command ({len(keys)}; max-keys-per-command is {limit})"
+            )
         name = cmd.name
+        if name in _GROUPED and (name != b"mset" or len(argv) % 2 == 1):
+            groups = self._groups(session, argv, cmd, keys)
+            me = self.cluster.node_id
+            if len(keys) <= INLINE_KEYS and all(g.owner == me for g in groups):
+                now = self._local_now(table, session, cmd, groups)
+                if now is not None:
+                    return now
+            return Deferred(self._run_groups(table, session, cmd, groups, len(keys)))
         cluster = self.cluster
-        if name == b"mget":
-            parts = [self._encoded(table, session, [b"GET", k]) for k in keys]
-            return _combine(parts, lambda rs: Raw(b"*%d\r\n" % len(rs) + b"".join(rs)))
-        if name in _SUMMED:
-            parts = [self._encoded(table, session, [argv[0], k]) for k in keys]
-            return _combine(parts, lambda rs: sum(_int_reply(r) for r in rs))
-        if name == b"mset" and len(argv) % 2 == 1:
-            pairs = zip(argv[1::2], argv[2::2], strict=True)
-            parts = [self._encoded(table, session, [b"SET", k, v]) for k, v in pairs]
-            return _combine(parts, _all_ok)
         first = cluster.owners(keys[0])
         if any(cluster.owners(k) != first for k in keys[1:]):
             return CROSSSLOT
         return self.route(table, session, argv, cmd, keys[0])
 
-    def _encoded(
-        self, table: Table, session: Session, argv: list[bytes]
-    ) -> bytes | Awaitable[bytes]:
-        """One sub-command's reply as RESP bytes (now, or once a peer answers)."""
-        cmd = table[argv[0].lower()]
-        reply = self.route(table, session, argv, cmd, argv[1])
-        if isinstance(reply, Deferred):
-            return _encode_later(reply, session.proto)
-        return encode(reply, session.proto)
+    def _groups(
+        self, session: Session, argv: list[bytes], cmd: Command, keys: list[bytes]
+    ) -> list[Group]:
+        """The keys by the node that runs them, cut to MANY_*_PER_GROUP."""
+        cluster = self.cluster
+        me = cluster.node_id
+        pairs = cmd.name == b"mset"
+        by_owner: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            if session.peer_id:  # forwarded here as one group: run it here
+                owner = me
+            else:
+                owners = cluster.owners(key)
+                owner = owners[0] if cmd.write or me not in owners else me
+            by_owner.setdefault(owner, []).append(i)
+        groups: list[Group] = []
+        for owner, positions in by_owner.items():
+            sub: list[bytes] = [argv[0]]
+            size = 0
+            start = 0
+            for n, i in enumerate(positions):
+                args = argv[1 + 2 * i : 3 + 2 * i] if pairs else [keys[i]]
+                weight = sum(len(a) for a in args)
+                if n > start and (
+                    n - start >= MANY_KEYS_PER_GROUP or size + weight > MANY_BYTES_PER_GROUP
+                ):
+                    groups.append(Group(owner, positions[start:n], sub))
+                    sub, size, start = [argv[0]], 0, n
+                sub += args
+                size += weight
+            groups.append(Group(owner, positions[start:], sub))
+        return groups
+
+    def _local_now(
+        self, table: Table, session: Session, cmd: Command, groups: list[Group]
+    ) -> object | None:
+        """A small command run here: its reply now, or None if any part must wait."""
+        results: list[object] = []
+        for group in groups:
+            part = self._local_group(table, session, cmd, group)
+            if not isinstance(part, list):
+                return None
+            results += part
+        positions = [i for g in groups for i in g.positions]
+        ordered: list[object] = [None] * len(positions)
+        for i, value in zip(positions, results, strict=True):
+            ordered[i] = value
+        return _combined(cmd.name, ordered)
+
+    def _local_group(
+        self, table: Table, session: Session, cmd: Command, group: Group
+    ) -> list[object] | Awaitable[list[object]]:
+        """One group run here: one result per key (a list now, or an awaitable)."""
+        n = len(group.positions)
+        if cmd.write:
+            reply, _wrote = self.run_here(table, session, group.argv)
+            return _spread(cmd.name, reply, n)
+        if self.cluster.ready and not self._fills_misses(cmd):
+            return _spread(cmd.name, dispatch(table, session, group.argv), n)
+        # Warming up, or misses fill from elsewhere: each key as its own read.
+        single = b"GET" if cmd.name == b"mget" else group.argv[0]
+        sub_cmd = table[single.lower()]
+        parts = [self.route(table, session, [single, key], sub_cmd, key) for key in group.argv[1:]]
+        if not any(isinstance(p, Deferred) for p in parts):
+            return [_value(p) for p in parts]
+        return _gather_values(parts)
+
+    async def _run_groups(
+        self, table: Table, session: Session, cmd: Command, groups: list[Group], n: int
+    ) -> object:
+        me = self.cluster.node_id
+        results: list[object] = [None] * n
+        remote = [
+            (g, asyncio.ensure_future(self._remote_group(table, session, cmd, g)))
+            for g in groups
+            if g.owner != me
+        ]
+        for group in groups:
+            if group.owner != me:
+                continue
+            part = self._local_group(table, session, cmd, group)
+            values = part if isinstance(part, list) else await part
+            for i, value in zip(group.positions, values, strict=True):
+                results[i] = value
+            await asyncio.sleep(0)  # other clients get a turn between groups
+        for group, task in remote:
+            for i, value in zip(group.positions, await task, strict=True):
+                results[i] = value
+        return _combined(cmd.name, results)
+
+    async def _remote_group(
+        self, table: Table, session: Session, cmd: Command, group: Group
+    ) -> list[object]:
+        """One group at its owner (one GC.FWD); if it does not answer, each key goes its
+        own way, to the next owner as a one-key command would."""
+        n = len(group.positions)
+        if cmd.write:
+            reply = await self._forward_versioned(group.argv, group.owner, 2)
+        else:
+            reply = await self.cluster.forward(group.argv, [group.owner], 2, PEER_TIMEOUT_MS)
+        if isinstance(reply, bytes):
+            value = _parse(reply)
+            if not isinstance(value, Error) or not value.startswith("CLUSTERDOWN"):
+                return _spread(cmd.name, value, n)
+        single = b"GET" if cmd.name == b"mget" else group.argv[0]
+        sub_cmd = table[single.lower()]
+        if cmd.name == b"mset":
+            args = group.argv[1:]
+            argvs = [[b"SET", args[j], args[j + 1]] for j in range(0, len(args), 2)]
+        else:
+            argvs = [[single, key] for key in group.argv[1:]]
+        parts = [self.route(table, session, a, sub_cmd, a[1]) for a in argvs]
+        return await _gather_values(parts)
 
 
-async def _encode_later(deferred: Deferred, proto: int) -> bytes:
-    reply = await deferred.awaitable
-    return bytes(reply) if isinstance(reply, Raw) else encode(reply, proto)
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Keys of one multi-key command that one node runs: their positions in the
+    command, and the command naming just them."""
+
+    owner: str
+    positions: list[int]
+    argv: list[bytes]
 
 
-def _combine(parts: list[bytes | Awaitable[bytes]], combine: object) -> object:
-    assert callable(combine)
-    if all(isinstance(p, bytes) for p in parts):
-        return combine(parts)
-
-    async def gather() -> object:
-        done = await asyncio.gather(*(p if not isinstance(p, bytes) else _ready(p) for p in parts))
-        return combine(list(done))
-
-    return Deferred(gather())
+def _parse(raw: bytes) -> object:
+    reader = ReplyReader()
+    reader.feed(raw)
+    return reader.gets()
 
 
-async def _ready(value: bytes) -> bytes:
-    return value
+def _value(reply: object) -> object:
+    """A reply as a plain value (a forwarded reply arrives as RESP bytes)."""
+    return _parse(bytes(reply)) if isinstance(reply, Raw) else reply
 
 
-def _int_reply(raw: bytes) -> int:
-    return int(raw[1:-2]) if raw[:1] == b":" else 0
+async def _gather_values(parts: list[object]) -> list[object]:
+    async def one(part: object) -> object:
+        return _value(await part.awaitable if isinstance(part, Deferred) else part)
+
+    return list(await asyncio.gather(*(one(p) for p in parts)))
 
 
-def _all_ok(replies: list[bytes]) -> object:
-    for raw in replies:
-        if raw[:1] == b"-":
-            return Raw(raw)
-    return OK
+def _spread(name: bytes, reply: object, n: int) -> list[object]:
+    """A group's reply as one result per key (MGET: its values; a count or OK: the
+    whole reply on the first key, nothing on the others; an error on every key)."""
+    if name == b"mget" and isinstance(reply, list) and len(reply) == n:
+        return reply
+    if isinstance(reply, Error) or name == b"mget":
+        return [reply] * n
+    return [reply] + [None] * (n - 1)
+
+
+def _combined(name: bytes, results: list[object]) -> object:
+    if name == b"mget":
+        return results
+    error = next((r for r in results if isinstance(r, Error)), None)
+    if error is not None:
+        return error
+    if name == b"mset":
+        return OK
+    return sum(r for r in results if isinstance(r, int))

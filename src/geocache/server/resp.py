@@ -64,6 +64,9 @@ PAUSE_BYTES = 1 << 20
 # past this it stops reading until the oldest is sent.
 MAX_PENDING = 256
 FIRST_NS = BOUNDS_NS[0]
+# A deferred command with more arguments than this (a multi-key command in a cluster)
+# is waited for before the connection's next command runs.
+SERIAL_ARGS = 64
 
 
 class CommandGate:
@@ -315,9 +318,12 @@ class RespConnection(asyncio.Protocol):
                 except Exception as exc:  # a bug must cost one error reply, not the node
                     reply = self._handler_failed(argv, exc)
                 if type(reply) is Deferred:  # waits on other nodes: replies stay in order
-                    if gated:  # one command in progress per connection, holding a slot
+                    if gated or len(argv) > SERIAL_ARGS:
+                        # One command in progress on this connection (holding a slot
+                        # when gated): a pipeline of MGETs of 10,000 keys each runs one
+                        # at a time, not 256 at once.
                         waiting = reply
-                        if not self._slot:
+                        if gated and not self._slot:
                             self._slot = True
                             gate.in_flight += 1
                         break
