@@ -85,6 +85,10 @@ class NodeConfig:
         "close a connection that has not authenticated this long (s): with requirepass, or"
         " one let in by the peer budget",
     )
+    max_http_connections: int = _setting(
+        1024,
+        "HTTP connections at once, beside max_clients (its own door: HTTP cannot lock RESP out)",
+    )
     http_header_timeout_s: float = _setting(
         10.0, "an HTTP request's headers must arrive within this long (s)"
     )
@@ -181,6 +185,7 @@ class NodeConfig:
             "max_output_buffer_bytes",
             "max_pipeline",
             "max_peer_connections",
+            "max_http_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

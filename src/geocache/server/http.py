@@ -87,10 +87,10 @@ class HttpServer:
         await self._runner.cleanup()
 
 
+_REFUSED_BODY = b'{"error": "max number of HTTP connections reached"}'
 REFUSED = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-    b"Content-Length: 44\r\nConnection: close\r\n\r\n"
-    b'{"error": "max number of clients reached"}\r\n'
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_REFUSED_BODY), _REFUSED_BODY)
 )
 
 
@@ -484,10 +484,11 @@ async def start_http(node: Node) -> HttpServer:
     api.server = server
 
     def accept() -> asyncio.BaseProtocol:
-        # HTTP connections count toward max_clients with RESP clients (limits.py).
-        if node.client_count() >= node.config.max_clients:
+        # HTTP has its own door (limits.py): a crowd of HTTP connections, half-sent
+        # requests included, cannot keep RESP clients out, nor the reverse.
+        if len(server.connections) >= node.config.max_http_connections:
             node.stats.rejected_connections += 1
-            node.refusals.count("max_clients", "http")
+            node.refusals.count("max_http_connections", "http")
             return _Refused()
         return server()
 

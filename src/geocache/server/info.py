@@ -51,6 +51,7 @@ def _clients(node: Node) -> Section:
         "connected_clients": node.connection_count(),
         "maxclients": node.config.max_clients,
         "client_connections": node.client_count(),
+        "http_connections": node.http_count(),
         "peer_connections": node.peer_connections,
         "max_peer_connections": node.config.max_peer_connections,
         "client_memory": node.budget.used,

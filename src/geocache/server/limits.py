@@ -1,7 +1,10 @@
 """What one node lets its connections hold: the doors, the client memory budget, the fds.
 
-Three doors, each with its own budget, so no crowd at one locks out another:
-- clients (RESP and HTTP together) up to `max_clients`;
+Doors, each with its own budget, so no crowd at one locks out another:
+- RESP clients up to `max_clients`;
+- HTTP connections up to `max_http_connections` (server/http.py), each closed if its
+  request's headers do not arrive within `http_header_timeout_s` or its body within
+  `http_body_timeout_s`;
 - peers (connections that proved the cluster secret) up to `max_peer_connections`: a
   connection arriving while the client door is full is let in on probation as a would-be
   peer, may only run the handshake (GC.CHALLENGE, GC.AUTH), and is closed if it has not
@@ -40,6 +43,7 @@ REFUSAL_LOG_EVERY_S = 1.0
 REASONS = (
     "max_clients",
     "max_peer_connections",
+    "max_http_connections",
     "client_memory",
     "output_buffer",
     "output_stall",
@@ -121,11 +125,12 @@ class FdPlan:
     lowered: bool
 
 
-def plan_fds(max_clients: int, max_peers: int, reserve: int = FD_RESERVE) -> FdPlan:
+def plan_fds(max_clients: int, max_others: int, reserve: int = FD_RESERVE) -> FdPlan:
     """Raise the soft RLIMIT_NOFILE as far as the hard limit lets, then fit max_clients
-    under it (lowered, and said so, when max_clients + peers + reserve does not fit)."""
+    under it (lowered, and said so, when max_clients + the other doors (peers, HTTP) +
+    reserve does not fit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = max_clients + max_peers + reserve
+    wanted = max_clients + max_others + reserve
     if soft != resource.RLIM_INFINITY and soft < wanted:
         target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         try:
@@ -135,10 +140,11 @@ def plan_fds(max_clients: int, max_peers: int, reserve: int = FD_RESERVE) -> FdP
             pass
     if soft == resource.RLIM_INFINITY or soft >= wanted:
         return FdPlan(soft, max_clients, lowered=False)
-    fitted = soft - max_peers - reserve
+    fitted = soft - max_others - reserve
     if fitted < 1:
         raise ValueError(
             f"the file descriptor limit ({soft}) leaves no room for clients beside"
-            f" {max_peers} peer connections and a reserve of {reserve}: raise `ulimit -n`"
+            f" {max_others} peer and HTTP connections and a reserve of {reserve}:"
+            " raise `ulimit -n` or lower max_peer_connections and max_http_connections"
         )
     return FdPlan(soft, fitted, lowered=True)

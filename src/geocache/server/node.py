@@ -199,9 +199,11 @@ class Node:
         return len(self._connections)
 
     def client_count(self) -> int:
-        """Connections at the client door: RESP clients and HTTP connections."""
-        http = self._http.connections() if self._http is not None else 0
-        return len(self._connections) - self.peer_connections + http
+        """RESP connections at the client door (peers and HTTP have their own doors)."""
+        return len(self._connections) - self.peer_connections
+
+    def http_count(self) -> int:
+        return self._http.connections() if self._http is not None else 0
 
     def door(self) -> str | None:
         """Which door a new RESP connection comes in by: "client", "peer" (on probation,
@@ -288,8 +290,9 @@ class Node:
     def _fit_fds(self) -> None:
         """Raise the soft fd limit; lower max_clients, and say so, if it still cannot fit."""
         config = self.config
-        peers = config.max_peer_connections if config.clustered else 0
-        plan = plan_fds(config.max_clients, peers)
+        others = config.max_peer_connections if config.clustered else 0
+        others += config.max_http_connections if config.http_port else 0
+        plan = plan_fds(config.max_clients, others)
         if plan.lowered:
             log.warning(
                 "max_clients lowered to fit the file descriptor limit",

@@ -27,7 +27,10 @@ waits for the garbage collector (the reader holds bound methods of itself, a cyc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
@@ -52,6 +55,8 @@ CLOSED_FOR = {
     "client_memory": b"-ERR closed: the node's client memory limit (max-client-memory)\r\n",
     "auth_timeout": b"-ERR closed: not authenticated in time\r\n",
 }
+# SO_LINGER on, 0 s: close with a reset (struct linger).
+LINGER_RESET = struct.pack("ii", 1, 0)
 # Peer handshake commands: all a connection let in on probation (the peer door) may run.
 HANDSHAKE = frozenset({b"gc.challenge", b"gc.auth"})
 # Replies leave once this many bytes are ready (bytes): small replies still leave in one
@@ -245,10 +250,22 @@ class RespConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         session = self.session
-        self._node.refusals.count(reason, session.addr if session else "?")
+        node = self._node
+        node.refusals.count(reason, session.addr if session else "?")
+        if self._held_bytes:  # gone from the budget now, not when the loop calls back
+            node.budget.change(-self._held_bytes)
+            self._held_bytes = 0
         notice = CLOSED_FOR.get(reason)
         if notice is not None and transport.get_write_buffer_size() == 0:
             transport.write(notice)
+            transport.close()
+            return
+        # A reset, not a close: the replies the kernel still buffers for it go too, and
+        # the client learns it is cut off now, not after reading them at its pace.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
         transport.abort()
 
     @property
