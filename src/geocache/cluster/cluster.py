@@ -93,6 +93,9 @@ class Cluster:
         self.repairer = Repairer(self, random.Random(rng.random()))
         self.streams = RegionStreams(self)
         self._region_ids: list[str] = [self.node_id]
+        # Owners by digest bucket, for the region's members of the moment (cleared when
+        # they change): a key's owners are its bucket's, so 1,024 entries at most.
+        self._owners_of_bucket: dict[int, list[str]] = {}
         # Alive members of every region, this node included in its own.
         self._by_region: dict[str, list[str]] = {self.region: [self.node_id]}
         self._addr_of: dict[str, str] = {self.node_id: self.addr}
@@ -167,6 +170,7 @@ class Cluster:
         if region_ids != self._region_ids:
             # Owners changed for some keys: misses ask the other members for a while.
             self._region_ids = region_ids
+            self._owners_of_bucket = {}
             self.warm_until_ms = self.clock.mono_ms() + WARM_WINDOW_MS
             log.info("region members changed", extra={"members": ",".join(region_ids)})
         self.repairer.on_changes(changes)
@@ -199,8 +203,12 @@ class Cluster:
     # -- placement -------------------------------------------------------------------------
 
     def owners(self, key: bytes) -> list[str]:
-        """The alive owners of `key` in this region, primary first."""
-        return placement.key_owners(key, self._region_ids, self.replicas)
+        """The alive owners of `key` in this region, primary first (a fresh list)."""
+        bucket = digest.bucket_of(key)
+        found = self._owners_of_bucket.get(bucket)
+        if found is None:
+            found = self._owners_of_bucket[bucket] = self.bucket_owners(bucket)
+        return list(found)
 
     def bucket_owners(self, bucket: int) -> list[str]:
         """Placement is per digest bucket: two owners of a bucket hold all of it (repair.py)."""

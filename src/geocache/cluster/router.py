@@ -378,9 +378,11 @@ class Router:
             )
         name = cmd.name
         if name in _GROUPED and (name != b"mset" or len(argv) % 2 == 1):
+            if len(keys) > INLINE_KEYS:
+                return Deferred(self._plan_and_run(table, session, argv, cmd, keys))
             groups = self._groups(session, argv, cmd, keys)
             me = self.cluster.node_id
-            if len(keys) <= INLINE_KEYS and all(g.owner == me for g in groups):
+            if all(g.owner == me for g in groups):
                 now = self._local_now(table, session, cmd, groups)
                 if now is not None:
                     return now
@@ -391,21 +393,50 @@ class Router:
             return CROSSSLOT
         return self.route(table, session, argv, cmd, keys[0])
 
+    async def _plan_and_run(
+        self, table: Table, session: Session, argv: list[bytes], cmd: Command, keys: list[bytes]
+    ) -> object:
+        """A large command: find each key's node a slice at a time, yielding between
+        slices (placement costs microseconds a key), then run the groups."""
+        by_owner: dict[str, list[int]] = {}
+        for start in range(0, len(keys), MANY_KEYS_PER_GROUP):
+            self._place(session, cmd, keys, range(start, start + MANY_KEYS_PER_GROUP), by_owner)
+            await asyncio.sleep(0)
+        groups = self._cut(argv, cmd, keys, by_owner)
+        return await self._run_groups(table, session, cmd, groups, len(keys))
+
+    def _place(
+        self,
+        session: Session,
+        cmd: Command,
+        keys: list[bytes],
+        positions: range,
+        by_owner: dict[str, list[int]],
+    ) -> None:
+        """File the keys at `positions` under the node that runs them."""
+        cluster = self.cluster
+        me = cluster.node_id
+        for i in positions[: max(0, len(keys) - positions.start)]:
+            if session.peer_id:  # forwarded here as one group: run it here
+                owner = me
+            else:
+                owners = cluster.owners(keys[i])
+                owner = owners[0] if cmd.write or me not in owners else me
+            by_owner.setdefault(owner, []).append(i)
+
     def _groups(
         self, session: Session, argv: list[bytes], cmd: Command, keys: list[bytes]
     ) -> list[Group]:
         """The keys by the node that runs them, cut to MANY_*_PER_GROUP."""
-        cluster = self.cluster
-        me = cluster.node_id
-        pairs = cmd.name == b"mset"
         by_owner: dict[str, list[int]] = {}
-        for i, key in enumerate(keys):
-            if session.peer_id:  # forwarded here as one group: run it here
-                owner = me
-            else:
-                owners = cluster.owners(key)
-                owner = owners[0] if cmd.write or me not in owners else me
-            by_owner.setdefault(owner, []).append(i)
+        self._place(session, cmd, keys, range(len(keys)), by_owner)
+        return self._cut(argv, cmd, keys, by_owner)
+
+    def _cut(
+        self, argv: list[bytes], cmd: Command, keys: list[bytes], by_owner: dict[str, list[int]]
+    ) -> list[Group]:
+        """Each node's keys cut into groups of at most MANY_*_PER_GROUP."""
+        pairs = cmd.name == b"mset"
         groups: list[Group] = []
         for owner, positions in by_owner.items():
             sub: list[bytes] = [argv[0]]
