@@ -105,6 +105,14 @@ class _Protocol(asyncio.Protocol):
 _INCOMPLETE = object()
 
 
+def _buffered(transport: asyncio.Transport) -> int:
+    """Bytes the transport holds unsent (0 for one that buffers nothing of its own)."""
+    try:
+        return transport.get_write_buffer_size()
+    except NotImplementedError:
+        return 0
+
+
 def _consume(future: asyncio.Future[object]) -> None:
     """Retrieve a fire-and-forget reply or failure, so nothing logs it as lost."""
     if not future.cancelled():
@@ -200,7 +208,7 @@ class PeerClient:
             raise PeerError(f"{self.addr}: not connected")
         if len(self._pending) + len(commands) > MAX_IN_FLIGHT:
             raise PeerError(f"{self.addr}: too many requests in flight")
-        if transport.get_write_buffer_size() + self._outbox_bytes > MAX_UNSENT_BYTES:
+        if _buffered(transport) + self._outbox_bytes > MAX_UNSENT_BYTES:
             self._failed_at = _now()
             raise PeerError(f"{self.addr}: not reading what was sent")
         loop = asyncio.get_running_loop()
