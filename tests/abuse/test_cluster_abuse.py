@@ -133,6 +133,10 @@ def test_a_pipeline_of_mgets_of_10000_keys_stalls_nobody(tmp_path: Path) -> None
                 replies = raw.read_replies(20)
                 elapsed = time.monotonic() - started
             assert raw.call("EXISTS", *keys) == b":10000\r\n"
+        # 100,000 keys (the 74 s EXISTS): refused as its header arrives.
+        with n1.raw() as raw:
+            raw.send_raw(encode_command(["EXISTS", *(f"x{i}" for i in range(100_000))])[:4096])
+            assert raw.read_until_closed() == b"-ERR Protocol error: invalid multibulk length\r\n"
         print(
             f"\n20 MGETs of 10,000 keys in {elapsed:.1f} s: peak RSS {rss.peak / MB:.0f} MB,"
             f" worst PING {bystander.worst_ms:.1f} ms"

@@ -158,19 +158,27 @@ def _send_until_cut(sock: socket.socket, data: bytes, deadline: float) -> int:
     return sent
 
 
-def _drain(sock: socket.socket, limit_bytes: int, deadline: float, wait_s: float = 1.0) -> int:
-    """Read until closed, `limit_bytes`, the deadline, or `wait_s` of silence."""
+def _drain(
+    sock: socket.socket, limit_bytes: int, deadline: float, wait_s: float = 1.0
+) -> tuple[bytes, int, bool]:
+    """Read until closed, `limit_bytes`, the deadline, or `wait_s` of silence: the
+    first 64 KiB read, the bytes read, and whether the server closed."""
+    head = b""
     got = 0
     sock.settimeout(wait_s)
     try:
         while got < limit_bytes and time.monotonic() < deadline:
             chunk = sock.recv(4 * MB)
             if not chunk:
-                break
+                return head, got, True
+            if len(head) < 65536:
+                head += chunk[: 65536 - len(head)]
             got += len(chunk)
+    except TimeoutError:
+        return head, got, False
     except OSError:
-        pass
-    return got
+        return head, got, True
+    return head, got, False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +199,10 @@ def pipelined_big_gets(
         sock.sendall(encode_command(["GET", "abuse:big"]) * count)
         time.sleep(hold_s)
         want = count * (value_bytes + 16)
-        got = _drain(sock, want, time.monotonic() + 30)
+        _head, got, closed = _drain(sock, want, time.monotonic() + 30)
     whole = got >= count * value_bytes
-    return Outcome(f"read {got / MB:.0f} MB of {count * value_bytes / MB:.0f} MB", not whole)
+    text = f"read {got / MB:.0f} MB of {count * value_bytes / MB:.0f} MB"
+    return Outcome(text + (", then closed" if closed and not whole else ""), not whole)
 
 
 def unfinished_commands(port: int, rounds: int = 12, size_bytes: int = 100 * MB) -> Outcome:
@@ -221,9 +230,15 @@ def big_multi(port: int, count: int = 500, value_bytes: int = MB) -> Outcome:
         one = encode_command(["SET", "abuse:multi", b"m" * value_bytes])
         deadline = time.monotonic() + 20
         sent = _send_until_cut(sock, one * count, deadline)
-        got = _drain(sock, count * 9, deadline)
-    queued = got // len(b"+QUEUED\r\n")
-    return Outcome(f"{queued} of {count} queued, {sent / MB:.0f} MB sent", sent < len(one) * count)
+        head, _got, closed = _drain(sock, count * 200, deadline)
+    queued = head.count(b"+QUEUED\r\n")
+    errors = [line for line in head.split(b"\r\n") if line.startswith(b"-")]
+    text = f"{queued} of {count} queued, {sent / MB:.0f} MB sent"
+    if errors:
+        text += f", {len(errors)} errors ({errors[0][:40].decode(errors='replace')})"
+    if closed:
+        text += ", closed"
+    return Outcome(text, sent < len(one) * count or closed)
 
 
 def slow_reader(port: int, watch_s: float = 6.0, value_bytes: int = 100 * 1024) -> Outcome:

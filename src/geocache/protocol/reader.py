@@ -163,6 +163,17 @@ class RequestReader:
         queued = sum(len(piece) for piece in self._queued)
         return (self._end - self._win_at) + cursor.unconsumed() + queued
 
+    def set_max_multibulk_len(self, max_count: int) -> None:
+        """Change the most arguments a command may have (checked when its header
+        arrives), from the next command on: a peer's batches may be longer than a
+        client's commands."""
+        if max_count < 1:
+            raise ValueError("limits must be positive")
+        self._max_count = max_count
+        self._exact.set_max_count(max_count)
+        if self._cursor is not None:
+            self._cursor.set_max_elements(max_count)
+
     def close(self) -> None:
         """Drop every buffer now (the connection closed); the reader is unusable after.
 

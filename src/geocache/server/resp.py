@@ -41,11 +41,12 @@ from typing import TYPE_CHECKING, cast
 from geocache.commands.context import Deferred, Session
 from geocache.observability.metrics import LATENCY_BOUNDS_NS as BOUNDS_NS
 from geocache.observability.metrics import SUM_INDEX
-from geocache.protocol.reader import ProtocolError, RequestReader
+from geocache.protocol.reader import DEFAULT_MAX_MULTIBULK_LEN, ProtocolError, RequestReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_into
 
 if TYPE_CHECKING:
+    from geocache.config import NodeConfig
     from geocache.server.node import Node
 
 log = logging.getLogger("geocache.resp")
@@ -69,6 +70,8 @@ PAUSE_BYTES = 1 << 20
 # past this it stops reading until the oldest is sent.
 MAX_PENDING = 256
 FIRST_NS = BOUNDS_NS[0]
+# Arguments beyond two per key a command may carry in cluster mode (its name, options).
+ARGUMENT_SLACK = 16
 # A deferred command with more arguments than this (a multi-key command in a cluster)
 # is waited for before the connection's next command runs.
 SERIAL_ARGS = 64
@@ -132,6 +135,7 @@ class RespConnection(asyncio.Protocol):
             max_query_buffer_bytes=config.max_query_buffer_bytes,
             # Until AUTH, Redis's tighter limits (10 arguments, 16 KiB bulks) apply.
             auth_required=bool(config.requirepass),
+            max_multibulk_len=max_arguments(config),
         )
         self._transport: asyncio.Transport | None = None
         self._paused = False
@@ -433,6 +437,8 @@ class RespConnection(asyncio.Protocol):
         """This connection proved the cluster secret: it leaves the client door."""
         was_probation, self._probation = self._probation, False
         self.is_peer = True
+        if self._reader is not None:  # a peer's batches are not bound by the key cap
+            self._reader.set_max_multibulk_len(DEFAULT_MAX_MULTIBULK_LEN)
         if self._held_bytes:
             self._node.client_memory_changed(-self._held_bytes)
             self._held_bytes = 0
@@ -540,6 +546,17 @@ class RespConnection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def max_arguments(config: NodeConfig) -> int:
+    """The most arguments a client's command may carry. In cluster mode, with a key cap:
+    two per key (MSET) and some room; a command past that is refused as soon as its
+    header arrives (a protocol error, as Redis refuses an oversize multibulk), before
+    its arguments cost any parsing. Elsewhere, Redis's 1M."""
+    cap = config.max_keys_per_command
+    if config.clustered and cap:
+        return min(2 * cap + ARGUMENT_SLACK, DEFAULT_MAX_MULTIBULK_LEN)
+    return DEFAULT_MAX_MULTIBULK_LEN
 
 
 def _outcome(task: asyncio.Future[object]) -> object:
