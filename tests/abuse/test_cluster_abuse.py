@@ -72,6 +72,7 @@ def watch_membership(nodes: list[ServerProcess], seconds: float) -> list[str]:
     return seen
 
 
+@pytest.mark.slow
 def test_idle_strangers_at_max_clients_do_not_keep_peers_apart(tmp_path: Path) -> None:
     """20 idle connections fill each node's client door; peers still join and stay
     joined through their own door; a stranger at the peer door that never proves

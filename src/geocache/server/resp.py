@@ -56,6 +56,10 @@ CLOSED_FOR = {
     "client_memory": b"-ERR closed: the node's client memory limit (max-client-memory)\r\n",
     "auth_timeout": b"-ERR closed: not authenticated in time\r\n",
 }
+# A read at least this long (bytes), or a connection already holding something, tells
+# the client memory budget at once; the node's limits check (every 250 ms) measures
+# the rest. The event loop hands over up to 256 KiB a read, so a burst is seen at once.
+REPORT_READ_BYTES = 16 << 10
 # SO_LINGER on, 0 s: close with a reset (struct linger).
 LINGER_RESET = struct.pack("ii", 1, 0)
 # Peer handshake commands: all a connection let in on probation (the peer door) may run.
@@ -206,7 +210,8 @@ class RespConnection(asyncio.Protocol):
             return
         if not self._paused:
             self._run()
-        self.report()
+        if len(data) >= REPORT_READ_BYTES or self._held_bytes:
+            self.report()  # small reads of a small buffer wait for the limits check
 
     def pause_writing(self) -> None:
         """Unsent replies passed the high-water mark: run no more commands for now."""
@@ -365,8 +370,10 @@ class RespConnection(asyncio.Protocol):
                 else:
                     mark = len(out)
                     encode_into(out, reply, session.proto)
-                    for i in range(mark, len(out)):
-                        out_bytes += len(out[i])
+                    if len(out) == mark + 1:  # most replies are one chunk
+                        out_bytes += len(out[mark])
+                    else:
+                        out_bytes += sum(map(len, out[mark:]))
                     if out_bytes >= FLUSH_BYTES:
                         self._flush(out, out_bytes)
                         out, out_bytes = [], 0
