@@ -36,15 +36,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Protocol
 
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
+from geocache.cluster.multikey import Group, combined, gather_values, parse, spread, value_of
 from geocache.commands.context import Deferred, Session
 from geocache.commands.table import TX_CONTROL, Command, dispatch
-from geocache.protocol.replies import ReplyReader
-from geocache.protocol.types import OK, Error, Raw
+from geocache.protocol.types import Error, Raw
 from geocache.slots import SLOTS_PER_BUCKET, key_slot
 
 # Forwarded reads get what a replica gets; forwarded writes also wait for replication
@@ -469,7 +468,7 @@ class Router:
         ordered: list[object] = [None] * len(positions)
         for i, value in zip(positions, results, strict=True):
             ordered[i] = value
-        return _combined(cmd.name, ordered)
+        return combined(cmd.name, ordered)
 
     def _local_group(
         self, table: Table, session: Session, cmd: Command, group: Group
@@ -478,16 +477,16 @@ class Router:
         n = len(group.positions)
         if cmd.write:
             reply, _wrote = self.run_here(table, session, group.argv)
-            return _spread(cmd.name, reply, n)
+            return spread(cmd.name, reply, n)
         if self.cluster.ready and not self._fills_misses(cmd):
-            return _spread(cmd.name, dispatch(table, session, group.argv), n)
+            return spread(cmd.name, dispatch(table, session, group.argv), n)
         # Warming up, or misses fill from elsewhere: each key as its own read.
         single = b"GET" if cmd.name == b"mget" else group.argv[0]
         sub_cmd = table[single.lower()]
         parts = [self.route(table, session, [single, key], sub_cmd, key) for key in group.argv[1:]]
         if not any(isinstance(p, Deferred) for p in parts):
-            return [_value(p) for p in parts]
-        return _gather_values(parts)
+            return [value_of(p) for p in parts]
+        return gather_values(parts)
 
     async def _run_groups(
         self, table: Table, session: Session, cmd: Command, groups: list[Group], n: int
@@ -510,7 +509,7 @@ class Router:
         for group, task in remote:
             for i, value in zip(group.positions, await task, strict=True):
                 results[i] = value
-        return _combined(cmd.name, results)
+        return combined(cmd.name, results)
 
     async def _remote_group(
         self, table: Table, session: Session, cmd: Command, group: Group
@@ -523,9 +522,9 @@ class Router:
         else:
             reply = await self.cluster.forward(group.argv, [group.owner], 2, PEER_TIMEOUT_MS)
         if isinstance(reply, bytes):
-            value = _parse(reply)
+            value = parse(reply)
             if not isinstance(value, Error) or not value.startswith("CLUSTERDOWN"):
-                return _spread(cmd.name, value, n)
+                return spread(cmd.name, value, n)
         single = b"GET" if cmd.name == b"mget" else group.argv[0]
         sub_cmd = table[single.lower()]
         if cmd.name == b"mset":
@@ -534,53 +533,4 @@ class Router:
         else:
             argvs = [[single, key] for key in group.argv[1:]]
         parts = [self.route(table, session, a, sub_cmd, a[1]) for a in argvs]
-        return await _gather_values(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class Group:
-    """Keys of one multi-key command that one node runs: their positions in the
-    command, and the command naming just them."""
-
-    owner: str
-    positions: list[int]
-    argv: list[bytes]
-
-
-def _parse(raw: bytes) -> object:
-    reader = ReplyReader()
-    reader.feed(raw)
-    return reader.gets()
-
-
-def _value(reply: object) -> object:
-    """A reply as a plain value (a forwarded reply arrives as RESP bytes)."""
-    return _parse(bytes(reply)) if isinstance(reply, Raw) else reply
-
-
-async def _gather_values(parts: list[object]) -> list[object]:
-    async def one(part: object) -> object:
-        return _value(await part.awaitable if isinstance(part, Deferred) else part)
-
-    return list(await asyncio.gather(*(one(p) for p in parts)))
-
-
-def _spread(name: bytes, reply: object, n: int) -> list[object]:
-    """A group's reply as one result per key (MGET: its values; a count or OK: the
-    whole reply on the first key, nothing on the others; an error on every key)."""
-    if name == b"mget" and isinstance(reply, list) and len(reply) == n:
-        return reply
-    if isinstance(reply, Error) or name == b"mget":
-        return [reply] * n
-    return [reply] + [None] * (n - 1)
-
-
-def _combined(name: bytes, results: list[object]) -> object:
-    if name == b"mget":
-        return results
-    error = next((r for r in results if isinstance(r, Error)), None)
-    if error is not None:
-        return error
-    if name == b"mset":
-        return OK
-    return sum(r for r in results if isinstance(r, int))
+        return await gather_values(parts)
