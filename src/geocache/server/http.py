@@ -230,10 +230,11 @@ class HttpApi:
         return web.Response(status=201 if created else 204, headers={"ETag": f'"{entry[2]}"'})
 
     async def _body(self, request: web.Request, limit: int) -> bytes:
-        """The body, within http_body_timeout_s and the client memory budget (the
-        bytes it may take count toward it while it is read)."""
+        """The body, within http_body_timeout_s and the client memory budget: the bytes
+        its Content-Length announces count toward it while it is read (a chunked body,
+        of unknown size, is bounded by max_value_bytes alone)."""
         node = self._node
-        reserve = request.content_length if request.content_length is not None else limit
+        reserve = request.content_length or 0
         budget = node.budget
         if budget.limit and budget.used + reserve > budget.limit:
             node.refusals.count("client_memory", request.remote or "?")
