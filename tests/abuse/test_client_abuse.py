@@ -192,6 +192,20 @@ def test_half_sent_http_requests_are_capped_timed_out_and_never_lock_resp_out(
         server.stop()
 
 
+def test_an_http_body_that_does_not_arrive_in_time_gets_408(tmp_path: Path) -> None:
+    http_port = free_port()
+    server = start(tmp_path, "--http-port", str(http_port), "--http-body-timeout-s", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", http_port), timeout=10) as sock:
+            sock.sendall(
+                b"PUT /v1/keys/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"x" * 10
+            )
+            assert sock.recv(65536).startswith(b"HTTP/1.1 408")
+        assert _info_field(server, "stats", "refused_http_timeout") == 1
+    finally:
+        server.stop()
+
+
 def _info_field(server: ServerProcess, section: str, name: str) -> int:
     with server.raw() as c:
         return _info_field_on(c, section, name)
