@@ -39,6 +39,11 @@ def parse_size(text: str | int) -> int:
     return int(number) * _UNITS[(unit or "")[:1].lower()]
 
 
+# The smallest default client memory budget (bytes): a small store must still let a few
+# clients send their pipelines (one pipeline turn reads up to ~1 MiB ahead).
+MIN_CLIENT_MEMORY = 32 << 20
+
+
 def _setting(default: Any, help: str, kind: str = "") -> Any:
     return field(default=default, metadata={"help": help, "kind": kind})
 
@@ -71,6 +76,38 @@ class NodeConfig:
     )
     max_pipeline: int = _setting(
         1024, "commands run for one client before others get a turn (fairness)"
+    )
+    max_client_memory: int = _setting(
+        0,
+        "memory all clients may hold at once (query buffers, unsent replies, MULTI queues,"
+        " HTTP bodies); past it the client using most is closed; 0 = a quarter of max_bytes,"
+        " at least 32 MiB (no limit when max_bytes is 0)",
+        "size",
+    )
+    output_stall_timeout_s: float = _setting(
+        10.0, "close a client whose unsent replies stay over the pause mark this long (s)"
+    )
+    max_peer_connections: int = _setting(
+        256, "connections from cluster peers, beside max_clients (3 per peer: data, forward, geo)"
+    )
+    auth_timeout_s: float = _setting(
+        5.0,
+        "close a connection that has not authenticated this long (s): with requirepass, or"
+        " one let in by the peer budget",
+    )
+    max_http_connections: int = _setting(
+        1024,
+        "HTTP connections at once, beside max_clients (its own door: HTTP cannot lock RESP out)",
+    )
+    http_header_timeout_s: float = _setting(
+        10.0, "an HTTP request's headers must arrive within this long (s)"
+    )
+    http_body_timeout_s: float = _setting(30.0, "an HTTP request's body must arrive within (s)")
+    max_keys_per_command: int = _setting(
+        10_000, "keys one command may name in cluster mode (MGET, MSET, DEL...); 0 = no cap"
+    )
+    max_hint_bytes: int = _setting(
+        64 << 20, "bytes of hints (writes kept for replicas that missed them), all targets", "size"
     )
     idle_timeout_s: int = _setting(0, "close connections idle this long; 0 = never")
     cluster_secret: str = _setting(
@@ -215,7 +252,15 @@ class NodeConfig:
             value = getattr(self, name)
             if not 0 <= value <= 65535:
                 raise ValueError(f"{name} must be 0..65535, not {value}")
-        for name in ("max_bytes", "max_keys", "default_ttl_s", "idle_timeout_s"):
+        for name in (
+            "max_bytes",
+            "max_keys",
+            "default_ttl_s",
+            "idle_timeout_s",
+            "max_client_memory",
+            "max_keys_per_command",
+            "max_hint_bytes",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more")
         for name in (
@@ -225,9 +270,19 @@ class NodeConfig:
             "max_query_buffer_bytes",
             "max_output_buffer_bytes",
             "max_pipeline",
+            "max_peer_connections",
+            "max_http_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in (
+            "output_stall_timeout_s",
+            "auth_timeout_s",
+            "http_header_timeout_s",
+            "http_body_timeout_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0")
         if self.replicas < 1:
             raise ValueError("replicas must be at least 1")
         if self.max_clock_skew_ms < 1 or self.auth_max_failures < 1:
@@ -308,6 +363,14 @@ class NodeConfig:
     @property
     def https(self) -> bool:
         return self.tls and self.tls_http and bool(self.http_port)
+
+    @property
+    def client_memory_limit(self) -> int:
+        """max_client_memory, or by default a quarter of max_bytes but at least
+        MIN_CLIENT_MEMORY (a few clients' pipelines must fit); 0: no limit."""
+        if self.max_client_memory or not self.max_bytes:
+            return self.max_client_memory
+        return max(self.max_bytes // 4, MIN_CLIENT_MEMORY)
 
     @property
     def clustered(self) -> bool:

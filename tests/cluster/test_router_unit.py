@@ -20,6 +20,7 @@ from geocache.cluster.router import (
     CROSSSLOT,
     FORWARD_TIMEOUT_MS,
     LOADING,
+    MANY_KEYS_PER_GROUP,
     PEER_TIMEOUT_MS,
     Router,
 )
@@ -242,16 +243,51 @@ def test_a_miss_at_an_owner_while_warming_asks_the_region(s: Setup) -> None:
     assert s.cluster.fetched == [b"mine:k"]  # not warming: a miss is a miss
 
 
-def test_mget_is_split_per_key_and_answered_as_one_array(s: Setup) -> None:
+def test_mget_is_grouped_per_owner_and_answered_as_one_array(s: Setup) -> None:
     s.send("SET", "mine:1", "x")
-    s.cluster.answers["a"] = b"$1\r\ny\r\n"
-    assert s.send("MGET", "mine:1", "other") == Raw(b"*2\r\n$1\r\nx\r\n$1\r\ny\r\n")
+    s.store.set(b"rep:1", b"z")
+    s.cluster.answers["a"] = b"*2\r\n$1\r\ny\r\n$-1\r\n"
+    reply = s.send("MGET", "mine:1", "other:1", "rep:1", "other:2")
+    assert reply == [b"x", b"y", b"z", None]
+    # One request to the owner of both other keys, naming them; reads owned here stay.
+    assert [f.argv for f in s.cluster.forwards] == [[b"MGET", b"other:1", b"other:2"]]
 
 
 def test_del_sums_the_owners_counts(s: Setup) -> None:
     s.send("SET", "mine:1", "x")
+    s.cluster.answers["a"] = b":2\r\n"
+    assert s.send("DEL", "mine:1", "mine:2", "other", "rep:1") == 3
+    # Writes go to their primary: "other" and "rep:1" (primary a) in one request.
+    [forward] = s.cluster.forwards
+    assert forward.argv == [b"DEL", b"other", b"rep:1"] and forward.version > 0
+
+
+def test_a_multi_key_command_is_cut_into_bounded_groups(s: Setup) -> None:
+    keys = [f"other:{i}" for i in range(MANY_KEYS_PER_GROUP * 2 + 1)]
     s.cluster.answers["a"] = b":1\r\n"
-    assert s.send("DEL", "mine:1", "mine:2", "other") == 2
+    assert s.send("EXISTS", *keys) == 3
+    assert [len(f.argv) - 1 for f in s.cluster.forwards] == [
+        MANY_KEYS_PER_GROUP,
+        MANY_KEYS_PER_GROUP,
+        1,
+    ]
+
+
+def test_a_group_its_owner_does_not_answer_goes_key_by_key(s: Setup) -> None:
+    down = Error("CLUSTERDOWN no owner of the key answered")
+    assert s.send("MGET", "other:1", "other:2") == [down, down]
+    assert [f.argv for f in s.cluster.forwards] == [
+        [b"MGET", b"other:1", b"other:2"],
+        [b"GET", b"other:1"],
+        [b"GET", b"other:2"],
+    ]
+
+
+def test_too_many_keys_in_one_command_is_refused_before_any_work(s: Setup) -> None:
+    s.cluster.host = Host(NodeConfig(node_id=ME, max_keys_per_command=3))
+    reply = s.send("MGET", "other:1", "other:2", "other:3", "other:4")
+    assert isinstance(reply, Error) and "max-keys-per-command" in reply
+    assert s.cluster.forwards == []
 
 
 def test_multi_key_commands_need_keys_with_the_same_owners(s: Setup) -> None:

@@ -255,6 +255,29 @@ def test_an_overflowing_queue_resyncs_through_repair_once_the_region_answers() -
     assert sorted(cluster.repairer.requested) == [("us-1", True), ("us-2", True)]
 
 
+def test_a_queue_over_its_byte_bound_resyncs_and_batches_are_bounded_in_bytes() -> None:
+    cluster = FakeCluster({"eu": [ME], "us": ["us-1"]}, max_hint_bytes=3 << 20)
+    cluster.fake("us-1").refuse = True
+
+    async def main() -> None:
+        streams = RegionStreams(cluster)
+        see_region(streams, "us", "us-1")
+        stream = streams.streams["us"]
+        streams.ship([write(b"a", b"v" * (1 << 20), WALL_EPOCH_MS)])
+        streams.ship([write(b"a", b"w" * (2 << 20), WALL_EPOCH_MS, 1)])  # coalesced
+        assert not stream.resync and streams.status()["us"]["queued_bytes"] > 2 << 20
+        streams.ship([write(b"b", b"v" * (2 << 20), WALL_EPOCH_MS)])
+        assert stream.resync and stream.queued == 0
+        assert streams.status()["us"]["queued_bytes"] == 0
+        for i in range(6):  # 6 MB queued under a 64 MB bound: batches of at most 4 MB
+            stream.parent.queue_max_bytes = 64 << 20
+            stream.put(write(b"k%d" % i, b"v" * (1 << 20), WALL_EPOCH_MS))
+        assert [len(stream._take_batch()) for _ in range(2)] == [3, 3]
+        await streams.stop()
+
+    run(main())
+
+
 def test_a_member_of_this_region_dying_marks_every_stream_for_resync() -> None:
     cluster = FakeCluster({"eu": [ME, "eu-2"], "us": ["us-1"]})
 

@@ -472,6 +472,9 @@ class SimTransport(asyncio.Transport):
     def get_write_buffer_size(self) -> int:
         return 0
 
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Nothing is buffered here (writes are delivered whole), so no mark is reached."""
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         ends = self._conn.ends
         mine, theirs = ends[self._index].endpoint.addr, ends[1 - self._index].endpoint.addr

@@ -40,7 +40,7 @@ from geocache.cluster.discovery import (
     parse_seeds,
 )
 from geocache.cluster.handoff import HandoffStats, hand_off
-from geocache.cluster.hints import Hints
+from geocache.cluster.hints import Hints, Pacer, hint_bytes
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.mdns import MdnsDiscovery
@@ -66,7 +66,8 @@ TICK_S = 0.05
 # Replication gives a peer PEER_TIMEOUT_MS to answer before counting it failed; a
 # forwarded write waits at its coordinator for that replication, so the node forwarding
 # it waits FORWARD_TIMEOUT_MS: timeouts must not nest equal (router.py defines both).
-# Hints are replayed to alive owners every second, this many per batch.
+# Hints are replayed to alive owners every second, batch after batch while they are
+# delivered, each at most this many records (and the target's Pacer's bytes).
 HINT_REPLAY_S = 1.0
 HINT_BATCH = 1000
 # After this node starts or membership changes, a miss at an owner asks the other
@@ -112,7 +113,8 @@ class Cluster:
         )
         self.peers = peers
         self.router = Router(self)
-        self.hints = Hints()
+        self.hints = Hints(max_bytes=config.max_hint_bytes)
+        self._pacers: dict[str, Pacer] = {}
         # Membership changes, resyncs and repair passes, for the dashboard's timeline.
         self.events = events
         self.repairer = Repairer(self, random.Random(rng.random()), events)
@@ -136,6 +138,9 @@ class Cluster:
             else None
         )
         self._region_ids: list[str] = [self.node_id]
+        # Owners by digest bucket, for the region's members of the moment (cleared when
+        # they change): a key's owners are its bucket's, so 1,024 entries at most.
+        self._owners_of_bucket: dict[int, list[str]] = {}
         # Alive members of every region, this node included in its own.
         self._by_region: dict[str, list[str]] = {self.region: [self.node_id]}
         self._addr_of: dict[str, str] = {self.node_id: self.addr}
@@ -145,7 +150,13 @@ class Cluster:
         # Flushes (FLUSHALL) members have not acknowledged yet: node id -> version.
         self._unflushed: dict[str, int] = {}
         self.handoff = HandoffStats()  # the graceful leave's, once stopped
-        self.stats = {"forwarded": 0, "replicated": 0, "replica_failures": 0, "hints_replayed": 0}
+        self.stats = {
+            "forwarded": 0,
+            "replicated": 0,
+            "replica_failures": 0,
+            "hints_replayed": 0,
+            "hint_batches_split": 0,
+        }
         self.trust = Trust(host, clock, peers.handshakes, self.node_id)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -234,6 +245,7 @@ class Cluster:
         if region_ids != self._region_ids:
             # Owners changed for some keys: misses ask the other members for a while.
             self._region_ids = region_ids
+            self._owners_of_bucket = {}
             self.warm_until_ms = self.clock.mono_ms() + WARM_WINDOW_MS
             log.info("region members changed", extra={"members": ",".join(region_ids)})
         self.repairer.on_changes(changes)
@@ -257,6 +269,7 @@ class Cluster:
             "replicas": self.replicas,
             "hints": len(self.hints),
             "hints_dropped": self.hints.dropped,
+            "hint_bytes": self.hints.bytes,
             **self.stats,
             "ready": int(self.ready),
             **{f"repair_{name}": n for name, n in self.repairer.stats.as_dict().items()},
@@ -285,8 +298,12 @@ class Cluster:
     # -- placement -------------------------------------------------------------------------
 
     def owners(self, key: bytes) -> list[str]:
-        """The alive owners of `key` in this region, primary first."""
-        return placement.key_owners(key, self._region_ids, self.replicas)
+        """The alive owners of `key` in this region, primary first (a fresh list)."""
+        bucket = digest.bucket_of(key)
+        found = self._owners_of_bucket.get(bucket)
+        if found is None:
+            found = self._owners_of_bucket[bucket] = self.bucket_owners(bucket)
+        return list(found)
 
     def bucket_owners(self, bucket: int) -> list[str]:
         """Placement is per digest bucket: two owners of a bucket hold all of it (repair.py)."""
@@ -464,18 +481,30 @@ class Cluster:
         return dropped
 
     async def _replay(self, target: str) -> None:
-        batch = self.hints.batch(target, HINT_BATCH, self.clock.wall_ms())
-        addr = self.addr_of(target)
-        if not batch or addr is None:
-            return
-        try:
-            await self.peers.get(addr).pipeline(
-                [apply_command(key, record) for key, record in batch], timeout_ms=PEER_TIMEOUT_MS
-            )
-        except PeerError:
-            return
-        self.hints.done(target, batch)
-        self.stats["hints_replayed"] += len(batch)
+        """Deliver `target`'s hints, batch after batch, until none are left or one fails;
+        a batch that fails makes the next one half its size (hints.Pacer)."""
+        pacer = self._pacers.setdefault(target, Pacer())
+        loop = asyncio.get_running_loop()
+        while True:
+            now_ms = self.clock.wall_ms()
+            batch = self.hints.batch(target, HINT_BATCH, now_ms, pacer.batch_bytes)
+            addr = self.addr_of(target)
+            if not batch or addr is None:
+                return
+            size = sum(hint_bytes(key, record) for key, record in batch)
+            started = loop.time()
+            try:
+                await self.peers.get(addr).pipeline(
+                    [apply_command(key, record) for key, record in batch],
+                    timeout_ms=pacer.timeout_ms(size),
+                )
+            except PeerError:
+                pacer.timed_out()
+                self.stats["hint_batches_split"] += 1
+                return
+            pacer.delivered(size, loop.time() - started)
+            self.hints.done(target, batch)
+            self.stats["hints_replayed"] += len(batch)
 
     # -- forwarding and fetching -------------------------------------------------------------
 

@@ -183,7 +183,8 @@ class PeerHandlers:
         )
         if cmd is None or not arity_ok or cmd.first_key == 0:
             return encode(dispatch(table, session, inner), proto)
-        key = cmd.keys(inner)[0]
+        keys = cmd.keys(inner)
+        key = keys[0]
         cluster = self._cluster
         hlc = cluster.store.hlc
         if version and not hlc.admits(version):
@@ -191,10 +192,16 @@ class PeerHandlers:
             cluster.store.versions_refused += 1
             return encode(cluster.version_refused(exc, session.peer_id, key, "GC.FWD"), proto)
         if version and cmd.write:
-            held = cluster.store.version_of(key)
-            newest = 0 if held is None else max(held[0], held[3])
+            stamps = [cluster.store.version_of(k) for k in keys]
+            newest = max((max(s[0], s[3]) for s in stamps if s is not None), default=0)
             if newest >= version:
                 return encode(Error(f"TRYAGAIN newer version {newest}"), proto)
+        elif len(keys) > 1 or cmd.name == b"mget":
+            # A group of a multi-key read (router.py): each key read as here it would be.
+            reply = cluster.router.dispatch(table, session, inner)
+            if isinstance(reply, Deferred):
+                return Deferred(_encoded_later(reply, proto))
+            return encode(reply, proto)
         reply = cluster.router.coordinate(
             table, session, inner, cmd, key, version if cmd.write else 0
         )

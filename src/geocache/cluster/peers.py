@@ -63,6 +63,10 @@ MAX_IN_FLIGHT = 100_000
 # (or an impostor at its address) is asked again every 5 s at most, and a fixed secret
 # is picked up within that.
 AUTH_BACKOFF_MAX_MS = 5_000
+# Bytes written to one connection and not yet taken by the peer; past this a caller
+# fails at once and the peer counts as failed (a peer that accepts and never reads
+# must not make this node buffer its writes without end: they become bounded hints).
+MAX_UNSENT_BYTES = 64 << 20
 
 
 class PeerError(Exception):
@@ -175,6 +179,14 @@ class _Protocol(asyncio.Protocol):
 _INCOMPLETE = object()
 
 
+def _buffered(transport: asyncio.Transport) -> int:
+    """Bytes the transport holds unsent (0 for one that buffers nothing of its own)."""
+    try:
+        return transport.get_write_buffer_size()
+    except NotImplementedError:
+        return 0
+
+
 def _consume(future: asyncio.Future[object]) -> None:
     """Retrieve a fire-and-forget reply or failure, so nothing logs it as lost."""
     if not future.cancelled():
@@ -220,6 +232,7 @@ class PeerClient:
         # or a request could overtake GC.AUTH on the wire and be refused.
         self._authed = False
         self._outbox: list[bytes] = []
+        self._outbox_bytes = 0
         self._flush_scheduled = False
 
     def channel_binding(self) -> bytes:
@@ -288,12 +301,17 @@ class PeerClient:
             raise PeerError(f"{self.addr}: not connected")
         if len(self._pending) + len(commands) > MAX_IN_FLIGHT:
             raise PeerError(f"{self.addr}: too many requests in flight")
+        if _buffered(transport) + self._outbox_bytes > MAX_UNSENT_BYTES:
+            self._failed_at = _now()
+            raise PeerError(f"{self.addr}: not reading what was sent")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in commands]
         self._pending.extend(futures)
         # Requests made in the same loop iteration (many clients' writes replicated to
         # this peer) leave in one write: one syscall and one packet instead of dozens.
-        self._outbox.extend(encode_command(*c) for c in commands)
+        encoded = [encode_command(*c) for c in commands]
+        self._outbox.extend(encoded)
+        self._outbox_bytes += sum(len(e) for e in encoded)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -301,7 +319,7 @@ class PeerClient:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        data, self._outbox = b"".join(self._outbox), []
+        data, self._outbox, self._outbox_bytes = b"".join(self._outbox), [], 0
         transport = self._transport
         if data and transport is not None and not transport.is_closing():
             transport.write(data)
@@ -434,6 +452,7 @@ class PeerClient:
         self._protocol = None
         self._transport = None
         self._outbox = []
+        self._outbox_bytes = 0
         self._authed = False
         self._failed_at = _now()
         # max: a failed handshake's longer backoff, set as it aborted this connection, stays.

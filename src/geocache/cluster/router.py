@@ -10,8 +10,13 @@
   it (`GC.FWD`), falling back to the next owner if the primary does not answer. The
   coordinator writes locally, then replicates (cluster.py) and answers after
   `write_acks` owners have applied the write.
-- Commands on several keys (MGET, MSET, DEL, EXISTS, UNLINK) are split per key and
-  their replies combined; other multi-key commands need keys with the same owners
+- Commands on several keys (MGET, MSET, DEL, EXISTS, UNLINK) are grouped by the node
+  that runs each key (its primary for a write; this node for a read it owns), in
+  groups of at most MANY_KEYS_PER_GROUP keys and MANY_BYTES_PER_GROUP bytes: one peer
+  request per group (`GC.FWD` of the same command naming the group's keys), the local
+  groups run here with a yield to the event loop between groups, and the replies are
+  combined in key order. A command naming more than `max_keys_per_command` keys is
+  refused before any work. Other multi-key commands need keys with the same owners
   (CROSSSLOT otherwise, as Redis Cluster says).
 - MULTI/EXEC works when every key of the transaction hashes to one slot, as in Redis
   Cluster (a command with a key of another slot is refused with CROSSSLOT and dooms
@@ -35,10 +40,10 @@ from typing import Protocol
 
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
+from geocache.cluster.multikey import Group, combined, gather_values, parse, spread, value_of
 from geocache.commands.context import Deferred, Session
 from geocache.commands.table import TX_CONTROL, Command, dispatch
 from geocache.protocol.types import OK, Error, Raw
-from geocache.protocol.writer import encode
 from geocache.slots import SLOTS_PER_BUCKET, key_slot
 
 # Forwarded reads get what a replica gets; forwarded writes also wait for replication
@@ -55,6 +60,14 @@ FLUSHES = frozenset({b"flushdb", b"flushall"})
 FLUSH_IN_MULTI = Error("ERR FLUSHALL and FLUSHDB run outside MULTI in cluster mode")
 CROSSSLOT = Error("CROSSSLOT Keys in request don't hash to the same slot")
 _SUMMED = {b"del", b"unlink", b"exists", b"touch"}
+_GROUPED = _SUMMED | {b"mget", b"mset"}
+# A multi-key command is run in groups of at most this many keys (and bytes of keys and
+# values): one peer request per group, and the event loop gets a turn between local
+# groups, so one command of 10,000 keys holds the loop ~1 ms at a time, not ~50 ms.
+MANY_KEYS_PER_GROUP = 500
+MANY_BYTES_PER_GROUP = 1 << 20
+# A command on at most this many keys, all run here, is answered at once (no task).
+INLINE_KEYS = 64
 NEWER = b"-TRYAGAIN newer version "
 
 
@@ -381,61 +394,167 @@ class Router:
     def _route_many(
         self, table: Table, session: Session, argv: list[bytes], cmd: Command, keys: list[bytes]
     ) -> object:
+        limit = self.cluster.host.config.max_keys_per_command
+        if limit and len(keys) > limit:
+            return Error(
+                f"ERR too many keys in one command ({len(keys)}; max-keys-per-command is {limit})"
+            )
         name = cmd.name
+        if name in _GROUPED and (name != b"mset" or len(argv) % 2 == 1):
+            if len(keys) > INLINE_KEYS:
+                return Deferred(self._plan_and_run(table, session, argv, cmd, keys))
+            groups = self._groups(session, argv, cmd, keys)
+            me = self.cluster.node_id
+            if all(g.owner == me for g in groups):
+                now = self._local_now(table, session, cmd, groups)
+                if now is not None:
+                    return now
+            return Deferred(self._run_groups(table, session, cmd, groups, len(keys)))
         cluster = self.cluster
-        if name == b"mget":
-            parts = [self._encoded(table, session, [b"GET", k]) for k in keys]
-            return _combine(parts, lambda rs: Raw(b"*%d\r\n" % len(rs) + b"".join(rs)))
-        if name in _SUMMED:
-            parts = [self._encoded(table, session, [argv[0], k]) for k in keys]
-            return _combine(parts, lambda rs: sum(_int_reply(r) for r in rs))
-        if name == b"mset" and len(argv) % 2 == 1:
-            pairs = zip(argv[1::2], argv[2::2], strict=True)
-            parts = [self._encoded(table, session, [b"SET", k, v]) for k, v in pairs]
-            return _combine(parts, _all_ok)
         first = cluster.owners(keys[0])
         if any(cluster.owners(k) != first for k in keys[1:]):
             return CROSSSLOT
         return self.route(table, session, argv, cmd, keys[0])
 
-    def _encoded(
-        self, table: Table, session: Session, argv: list[bytes]
-    ) -> bytes | Awaitable[bytes]:
-        """One sub-command's reply as RESP bytes (now, or once a peer answers)."""
-        cmd = table[argv[0].lower()]
-        reply = self.route(table, session, argv, cmd, argv[1])
-        if isinstance(reply, Deferred):
-            return _encode_later(reply, session.proto)
-        return encode(reply, session.proto)
+    async def _plan_and_run(
+        self, table: Table, session: Session, argv: list[bytes], cmd: Command, keys: list[bytes]
+    ) -> object:
+        """A large command: find each key's node a slice at a time, yielding between
+        slices (placement costs microseconds a key), then run the groups."""
+        by_owner: dict[str, list[int]] = {}
+        for start in range(0, len(keys), MANY_KEYS_PER_GROUP):
+            self._place(session, cmd, keys, range(start, start + MANY_KEYS_PER_GROUP), by_owner)
+            await asyncio.sleep(0)
+        groups = self._cut(argv, cmd, keys, by_owner)
+        return await self._run_groups(table, session, cmd, groups, len(keys))
 
+    def _place(
+        self,
+        session: Session,
+        cmd: Command,
+        keys: list[bytes],
+        positions: range,
+        by_owner: dict[str, list[int]],
+    ) -> None:
+        """File the keys at `positions` under the node that runs them."""
+        cluster = self.cluster
+        me = cluster.node_id
+        for i in positions[: max(0, len(keys) - positions.start)]:
+            if session.peer_id:  # forwarded here as one group: run it here
+                owner = me
+            else:
+                owners = cluster.owners(keys[i])
+                owner = owners[0] if cmd.write or me not in owners else me
+            by_owner.setdefault(owner, []).append(i)
 
-async def _encode_later(deferred: Deferred, proto: int) -> bytes:
-    reply = await deferred.awaitable
-    return bytes(reply) if isinstance(reply, Raw) else encode(reply, proto)
+    def _groups(
+        self, session: Session, argv: list[bytes], cmd: Command, keys: list[bytes]
+    ) -> list[Group]:
+        """The keys by the node that runs them, cut to MANY_*_PER_GROUP."""
+        by_owner: dict[str, list[int]] = {}
+        self._place(session, cmd, keys, range(len(keys)), by_owner)
+        return self._cut(argv, cmd, keys, by_owner)
 
+    def _cut(
+        self, argv: list[bytes], cmd: Command, keys: list[bytes], by_owner: dict[str, list[int]]
+    ) -> list[Group]:
+        """Each node's keys cut into groups of at most MANY_*_PER_GROUP."""
+        pairs = cmd.name == b"mset"
+        groups: list[Group] = []
+        for owner, positions in by_owner.items():
+            sub: list[bytes] = [argv[0]]
+            size = 0
+            start = 0
+            for n, i in enumerate(positions):
+                args = argv[1 + 2 * i : 3 + 2 * i] if pairs else [keys[i]]
+                weight = sum(len(a) for a in args)
+                if n > start and (
+                    n - start >= MANY_KEYS_PER_GROUP or size + weight > MANY_BYTES_PER_GROUP
+                ):
+                    groups.append(Group(owner, positions[start:n], sub))
+                    sub, size, start = [argv[0]], 0, n
+                sub += args
+                size += weight
+            groups.append(Group(owner, positions[start:], sub))
+        return groups
 
-def _combine(parts: list[bytes | Awaitable[bytes]], combine: object) -> object:
-    assert callable(combine)
-    if all(isinstance(p, bytes) for p in parts):
-        return combine(parts)
+    def _local_now(
+        self, table: Table, session: Session, cmd: Command, groups: list[Group]
+    ) -> object | None:
+        """A small command run here: its reply now, or None if any part must wait."""
+        results: list[object] = []
+        for group in groups:
+            part = self._local_group(table, session, cmd, group)
+            if not isinstance(part, list):
+                return None
+            results += part
+        positions = [i for g in groups for i in g.positions]
+        ordered: list[object] = [None] * len(positions)
+        for i, value in zip(positions, results, strict=True):
+            ordered[i] = value
+        return combined(cmd.name, ordered)
 
-    async def gather() -> object:
-        done = await asyncio.gather(*(p if not isinstance(p, bytes) else _ready(p) for p in parts))
-        return combine(list(done))
+    def _local_group(
+        self, table: Table, session: Session, cmd: Command, group: Group
+    ) -> list[object] | Awaitable[list[object]]:
+        """One group run here: one result per key (a list now, or an awaitable)."""
+        n = len(group.positions)
+        if cmd.write:
+            reply, _wrote = self.run_here(table, session, group.argv)
+            return spread(cmd.name, reply, n)
+        if self.cluster.ready and not self._fills_misses(cmd):
+            return spread(cmd.name, dispatch(table, session, group.argv), n)
+        # Warming up, or misses fill from elsewhere: each key as its own read.
+        single = b"GET" if cmd.name == b"mget" else group.argv[0]
+        sub_cmd = table[single.lower()]
+        parts = [self.route(table, session, [single, key], sub_cmd, key) for key in group.argv[1:]]
+        if not any(isinstance(p, Deferred) for p in parts):
+            return [value_of(p) for p in parts]
+        return gather_values(parts)
 
-    return Deferred(gather())
+    async def _run_groups(
+        self, table: Table, session: Session, cmd: Command, groups: list[Group], n: int
+    ) -> object:
+        me = self.cluster.node_id
+        results: list[object] = [None] * n
+        remote = [
+            (g, asyncio.ensure_future(self._remote_group(table, session, cmd, g)))
+            for g in groups
+            if g.owner != me
+        ]
+        for group in groups:
+            if group.owner != me:
+                continue
+            part = self._local_group(table, session, cmd, group)
+            values = part if isinstance(part, list) else await part
+            for i, value in zip(group.positions, values, strict=True):
+                results[i] = value
+            await asyncio.sleep(0)  # other clients get a turn between groups
+        for group, task in remote:
+            for i, value in zip(group.positions, await task, strict=True):
+                results[i] = value
+        return combined(cmd.name, results)
 
-
-async def _ready(value: bytes) -> bytes:
-    return value
-
-
-def _int_reply(raw: bytes) -> int:
-    return int(raw[1:-2]) if raw[:1] == b":" else 0
-
-
-def _all_ok(replies: list[bytes]) -> object:
-    for raw in replies:
-        if raw[:1] == b"-":
-            return Raw(raw)
-    return OK
+    async def _remote_group(
+        self, table: Table, session: Session, cmd: Command, group: Group
+    ) -> list[object]:
+        """One group at its owner (one GC.FWD); if it does not answer, each key goes its
+        own way, to the next owner as a one-key command would."""
+        n = len(group.positions)
+        if cmd.write:
+            reply = await self._forward_versioned(group.argv, group.owner, 2)
+        else:
+            reply = await self.cluster.forward(group.argv, [group.owner], 2, PEER_TIMEOUT_MS)
+        if isinstance(reply, bytes):
+            value = parse(reply)
+            if not isinstance(value, Error) or not value.startswith("CLUSTERDOWN"):
+                return spread(cmd.name, value, n)
+        single = b"GET" if cmd.name == b"mget" else group.argv[0]
+        sub_cmd = table[single.lower()]
+        if cmd.name == b"mset":
+            args = group.argv[1:]
+            argvs = [[b"SET", args[j], args[j + 1]] for j in range(0, len(args), 2)]
+        else:
+            argvs = [[single, key] for key in group.argv[1:]]
+        parts = [self.route(table, session, a, sub_cmd, a[1]) for a in argvs]
+        return await gather_values(parts)

@@ -16,7 +16,9 @@ lag of a record is that time less the time its version was issued.
 
 A batch that fails goes back on the queue (unless a newer record for the key is already
 there) and the stream backs off, doubling from BACKOFF_MIN_S to BACKOFF_MAX_S. The queue
-is bounded (`geo_queue_max` keys): on overflow, or when the region stays unreachable
+is bounded (`geo_queue_max` keys, and `max_hint_bytes` of keys and values: a queued
+record keeps its value alive after the store has replaced or evicted it), and a batch
+holds at most BATCH_MAX_BYTES: on overflow, or when the region stays unreachable
 for `geo_resync_after_s`, the queue is dropped and the stream marked for resync: once
 the region answers again, this node asks each of its members to pull from it
 (`GC.REPAIR 1`, the digest repair of repair.py, copying keys they lack) and pulls from
@@ -46,6 +48,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from geocache.clock import Clock, version_ms
 from geocache.cluster import placement
+from geocache.cluster.hints import hint_bytes
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.peers import GEO, PeerError, Peers
@@ -65,6 +68,9 @@ log = logging.getLogger("geocache.geo")
 
 FLUSH_MS = 5
 BATCH_MAX = 512
+# ... and at most this many bytes of keys and values (one record at least): 64 batches
+# in flight then hold at most 256 MiB of big values, not 64 x 512 of them.
+BATCH_MAX_BYTES = 4 << 20
 # Batches sent and not yet acknowledged: enough to keep a flush interval's batch
 # leaving while earlier ones cross a long link (a 200 ms round trip / FLUSH_MS = 40).
 MAX_IN_FLIGHT = 64
@@ -141,6 +147,7 @@ class Stream:
         self.region = region
         # Coalescing: key -> newest write. Without it (benchmarks), a counter -> write.
         self._queue: dict[object, Write] = {}
+        self._bytes = 0  # what the queued records take (hints.hint_bytes)
         self._seq = 0
         self._in_flight = 0
         self._flush_at: asyncio.TimerHandle | None = None
@@ -169,10 +176,13 @@ class Stream:
     def put(self, write: Write) -> None:
         key = write[0]
         queue = self._queue
+        size = hint_bytes(key, write[1])
         if self.parent.coalesce:
             if key in queue:
                 self.stats["coalesced"] += 1
+                self._bytes += size - hint_bytes(key, queue[key][1])
                 queue[key] = write
+                self._check_bytes()
                 return
             slot: object = key
         else:
@@ -182,29 +192,44 @@ class Stream:
             self.mark_resync("queue overflow")
             return
         queue[slot] = write
+        self._bytes += size
+        if self._check_bytes():
+            return
         if len(queue) >= BATCH_MAX:
             self._wake.set()
         elif self._flush_at is None:
             loop = asyncio.get_running_loop()
             self._flush_at = loop.call_later(FLUSH_MS / 1000, self._wake.set)
 
+    def _check_bytes(self) -> bool:
+        """Past the byte bound the queue goes, as on overflow: True if it went."""
+        if self._bytes > self.parent.queue_max_bytes > 0:
+            self.mark_resync("queue over max_hint_bytes")
+            return True
+        return False
+
     def _requeue(self, writes: list[Write]) -> None:
         """A failed batch goes back on the queue, unless a newer write of a key is there."""
         queue = self._queue
         for write in writes:
-            queued = queue.get(write[0]) if self.parent.coalesce else None
+            key = write[0]
+            queued = queue.get(key) if self.parent.coalesce else None
             if queued is not None:
                 if _newer(write[1], queued[1]):
-                    queue[write[0]] = write  # batches failing together: keep the newest
+                    # Batches failing together: keep the newest.
+                    self._bytes += hint_bytes(key, write[1]) - hint_bytes(key, queued[1])
+                    queue[key] = write
                 continue
             if len(queue) >= self.parent.queue_max:
                 self.mark_resync("queue overflow on retry")
                 return
             if self.parent.coalesce:
-                queue[write[0]] = write
+                queue[key] = write
             else:
                 self._seq += 1
                 queue[self._seq] = write
+            self._bytes += hint_bytes(key, write[1])
+        self._check_bytes()
 
     def mark_resync(self, why: str) -> None:
         if not self.resync:
@@ -212,6 +237,7 @@ class Stream:
             self.parent.events.record("resync_needed", self.region, self.region, why)
         self.resync = True
         self._queue.clear()
+        self._bytes = 0
 
     @property
     def queued(self) -> int:
@@ -237,10 +263,25 @@ class Stream:
             if self.resync and self.parent.members(self.region):
                 await self._resync()
             while self._queue and self._in_flight < MAX_IN_FLIGHT:
-                slots = list(islice(self._queue, BATCH_MAX))
-                batch = [self._queue.pop(slot) for slot in slots]
+                batch = self._take_batch()
                 self._in_flight += 1
                 self._spawn(self._send(batch))
+
+    def _take_batch(self) -> list[Write]:
+        """The oldest queued records, up to BATCH_MAX and BATCH_MAX_BYTES (one at least)."""
+        queue = self._queue
+        batch: list[Write] = []
+        size = 0
+        for slot in list(islice(queue, BATCH_MAX)):
+            write = queue[slot]
+            cost = hint_bytes(write[0], write[1])
+            if batch and size + cost > BATCH_MAX_BYTES:
+                break
+            del queue[slot]
+            batch.append(write)
+            size += cost
+        self._bytes -= size
+        return batch
 
     def _spawn(self, coro: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(coro)
@@ -376,6 +417,7 @@ class Stream:
             "lag_p50_ms": self.lag_percentile(0.5),
             "lag_p99_ms": self.lag_percentile(0.99),
             "queued": self.queued,
+            "queued_bytes": self._bytes,
             "resync": int(self.resync),
             **self.stats,
         }
@@ -389,6 +431,7 @@ class RegionStreams:
         self.cluster = cluster
         self.events = events  # resyncs needed and started, for the dashboard's timeline
         self.queue_max = config.geo_queue_max
+        self.queue_max_bytes = config.max_hint_bytes
         self.resync_after_s = config.geo_resync_after_s
         self.coalesce = config.geo_coalesce
         self.streams: dict[str, Stream] = {}

@@ -122,6 +122,7 @@ class Session:
         "lib_name",
         "lib_ver",
         "multi",
+        "multi_bytes",
         "multi_dirty",
         "multi_slot",
         "name",
@@ -157,6 +158,7 @@ class Session:
         # MULTI state: the queued commands (None outside MULTI), whether one was refused,
         # and the versions of watched keys (None: absent when watched).
         self.multi: list[list[bytes]] | None = None
+        self.multi_bytes = 0  # what the queued commands' arguments take (client memory)
         self.multi_dirty = False
         # In cluster mode, the hash slot of the transaction's keys (-1: none yet).
         self.multi_slot = -1

@@ -118,7 +118,13 @@ def _config_set(session: Session, argv: list[bytes]) -> object:
     slow = {"slowlog-max-len": slowlog.max_len, "slowlog-log-slower-than": slowlog.slower_than_us}
     for raw_name, raw_value in zip(argv[2::2], argv[3::2], strict=True):
         name = raw_name.decode("utf-8", "surrogateescape").lower()
-        value = raw_value.decode("utf-8", "surrogateescape")
+        try:
+            value = raw_value.decode()
+        except UnicodeDecodeError:
+            return Error(
+                f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
+                "argument is not valid UTF-8"
+            )
         if name in _CONFIG_FIXED and value == _CONFIG_FIXED[name]:
             continue
         if name == "databases":

@@ -26,6 +26,9 @@ _NO_KEYS = (0, 0, 0)
 # Bounds what one client can make the node hold for a transaction.
 MAX_QUEUED_COMMANDS = 100_000
 MAX_WATCHED_KEYS = 10_000
+# What a queued command costs beyond its arguments' bytes (a list, its bytes objects'
+# headers), for the client memory budget: an estimate, in bytes.
+QUEUED_OVERHEAD_BYTES = 100
 
 
 def _version(session: Session, key: bytes) -> int | None:
@@ -38,6 +41,7 @@ def cmd_multi(session: Session, argv: list[bytes]) -> object:
     if session.multi is not None:
         return Error("ERR MULTI calls can not be nested")
     session.multi = []
+    session.multi_bytes = 0
     session.multi_dirty = False
     return OK
 
@@ -100,6 +104,7 @@ def queue(session: Session, argv: list[bytes]) -> object:
         session.multi_dirty = True
         return OOM
     session.multi.append(argv)
+    session.multi_bytes += sum(len(arg) for arg in argv) + QUEUED_OVERHEAD_BYTES
     return QUEUED
 
 

@@ -40,7 +40,7 @@ _DEFAULT_MAXELEMENTS = (1 << 32) - 1
 class Cursor:
     """Live views on one hiredis.Reader's state; it keeps the reader (and the struct) alive."""
 
-    __slots__ = ("_len", "_pos", "_reader", "_ridx", "_root_type")
+    __slots__ = ("_len", "_max", "_pos", "_reader", "_ridx", "_root_type")
 
     def __init__(self, reader: hiredis.Reader, max_elements: int) -> None:
         base = _struct_address(reader)
@@ -53,7 +53,12 @@ class Cursor:
         if not root_task:
             raise RuntimeError("hiredis.Reader has no task stack")
         self._root_type = ctypes.c_int.from_address(int(root_task))
-        ctypes.c_longlong.from_address(base + _MAXELEMENTS).value = max_elements
+        self._max = ctypes.c_longlong.from_address(base + _MAXELEMENTS)
+        self._max.value = max_elements
+
+    def set_max_elements(self, max_elements: int) -> None:
+        """Change the longest array hiredis accepts, from the next header it reads."""
+        self._max.value = max_elements
 
     def unconsumed(self) -> int:
         """Bytes the reader holds but has not consumed (the item it is waiting on)."""

@@ -102,6 +102,14 @@ class PythonRequestParser:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
+    def set_max_count(self, max_count: int) -> None:
+        """Change the most arguments a command may have, from the next header on."""
+        self._max_count = max_count
+
+    def buffered_bytes(self) -> int:
+        """Bytes held: the unread buffer and the arguments of the command in progress."""
+        return len(self._buf) + sum(len(arg) for arg in self._argv)
+
     def next_byte(self) -> int | None:
         """The first byte of the next item when between items and it has arrived, else None."""
         if self._left or self._pos >= len(self._buf):

@@ -154,6 +154,38 @@ class RequestReader:
         else:
             self._feed_hiredis(data)
 
+    def buffered_bytes(self) -> int:
+        """Bytes held for commands not returned yet: the replay window, hiredis's own
+        copy of what it has not consumed, and bytes queued for it. No I/O."""
+        cursor = self._cursor
+        if cursor is None:
+            return self._exact.buffered_bytes()
+        queued = sum(len(piece) for piece in self._queued)
+        return (self._end - self._win_at) + cursor.unconsumed() + queued
+
+    def set_max_multibulk_len(self, max_count: int) -> None:
+        """Change the most arguments a command may have (checked when its header
+        arrives), from the next command on: a peer's batches may be longer than a
+        client's commands."""
+        if max_count < 1:
+            raise ValueError("limits must be positive")
+        self._max_count = max_count
+        self._exact.set_max_count(max_count)
+        if self._cursor is not None:
+            self._cursor.set_max_elements(max_count)
+
+    def close(self) -> None:
+        """Drop every buffer now (the connection closed); the reader is unusable after.
+
+        `_src`, `_hgets` and `_hfeed` are bound methods of this reader or its parts: a
+        reference cycle that only the garbage collector would break, holding whatever
+        the client had sent until it runs."""
+        self._exact = PythonRequestParser(max_bulk_bytes=0, max_query_buffer_bytes=1, max_count=1)
+        self._cursor = None
+        self._src = self._hgets = _closed
+        self._hfeed = _closed_feed
+        self._window, self._queued = [], []
+
     @property
     def auth_required(self) -> bool:
         """Whether the client has yet to authenticate (a password is set and no AUTH yet)."""
@@ -364,6 +396,14 @@ class RequestReader:
                     break
             offset += len(piece)
         return head
+
+
+def _closed() -> object:
+    return False
+
+
+def _closed_feed(data: bytes) -> None:
+    pass
 
 
 def _is_command(value: object) -> bool:

@@ -26,6 +26,7 @@ key length from the path, value length from Content-Length before the body is re
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -84,18 +85,46 @@ class HttpServer:
     """The running HTTP listener; `close()` stops it (the node calls it on stop)."""
 
     def __init__(
-        self, runner: web.AppRunner, port: int, api: HttpApi, tls: TlsListener | None = None
+        self,
+        runner: web.AppRunner,
+        port: int,
+        api: HttpApi,
+        listener: asyncio.Server | None = None,
+        tls: TlsListener | None = None,
     ) -> None:
         self._runner = runner
         self._api = api
+        self._listener = listener
         self.port = port
         self._tls = tls
 
+    def connections(self) -> int:
+        server = self._runner.server
+        return len(server.connections) if server is not None else 0
+
     async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
         if self._tls is not None:
             self._tls.close()
         await self._runner.cleanup()
         await self._api.close()
+
+
+_REFUSED_BODY = b'{"error": "max number of HTTP connections reached"}'
+REFUSED = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_REFUSED_BODY), _REFUSED_BODY)
+)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past max_clients: a 503 and a close, before reading anything."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(REFUSED)
+        transport.close()
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -213,7 +242,7 @@ class HttpApi:
         limit = self._node.config.max_value_bytes
         if request.content_length is not None and request.content_length > limit:
             return error(413, f"value of {request.content_length} bytes is over {limit} bytes")
-        value = await request.read()  # the app's client_max_size stops a longer chunked body
+        value = await self._body(request, limit)
         if len(value) > limit:
             return error(413, f"value of {len(value)} bytes is over {limit} bytes")
         conditions = Preconditions.parse(request.headers)
@@ -253,6 +282,26 @@ class HttpApi:
             written = await self._command(b"GETVER", key)
         status = 201 if current is None else 204
         return web.Response(status=status, headers={"ETag": f'"{written}"'})
+
+    async def _body(self, request: web.Request, limit: int) -> bytes:
+        """The body, within http_body_timeout_s and the client memory budget: the bytes
+        its Content-Length announces count toward it while it is read (a chunked body,
+        of unknown size, is bounded by max_value_bytes alone)."""
+        node = self._node
+        reserve = request.content_length or 0
+        budget = node.budget
+        if budget.limit and budget.used + reserve > budget.limit:
+            node.refusals.count("client_memory", request.remote or "?")
+            raise _Reply(error(503, "the node's client memory limit is reached; retry later"))
+        budget.change(reserve)
+        try:
+            async with asyncio.timeout(node.config.http_body_timeout_s):
+                return await request.read()  # client_max_size stops a longer chunked body
+        except TimeoutError:
+            node.refusals.count("http_timeout", request.remote or "?")
+            raise _Reply(error(408, "the request body did not arrive in time")) from None
+        finally:
+            budget.change(-reserve)
 
     def _ttl_s(self, ttl: list[str]) -> int:
         """Seconds from `?ttl=` (as SET EX), or the default TTL, or 0 (none)."""
@@ -557,18 +606,33 @@ async def start_http(node: Node) -> HttpServer:
         max_line_size=max_line_size,
         logger=protocol_log,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        # aiohttp closes a connection with no complete request this long after it opened
+        # or after its last response: the header timeout (half-sent requests), which
+        # also closes idle keep-alive connections.
+        keepalive_timeout=config.http_header_timeout_s,
     )
     await runner.setup()
-    api.server = runner.server
-    if config.https and runner.server is not None:
+    server = runner.server
+    assert server is not None
+    api.server = server
+    if config.https:
         # HTTPS: the node's TLS listener (server/tls.py) runs aiohttp's protocol once
         # the handshake is done, so a refused handshake is logged like the RESP port's.
-        listener = node.tls_listener("https", runner.server, HTTP_REFUSAL)
-        port = listener.listen(config.bind, config.http_port)
-        return HttpServer(runner, port, api, listener)
-    site = web.TCPSite(runner, config.bind, config.http_port, reuse_address=True)
-    await site.start()
-    port = config.http_port
-    for address in runner.addresses:
-        port = address[1]
-    return HttpServer(runner, port, api)
+        tls = node.tls_listener("https", server, HTTP_REFUSAL)
+        return HttpServer(runner, tls.listen(config.bind, config.http_port), api, tls=tls)
+
+    def accept() -> asyncio.BaseProtocol:
+        # HTTP has its own door (limits.py): a crowd of HTTP connections, half-sent
+        # requests included, cannot keep RESP clients out, nor the reverse.
+        if len(server.connections) >= node.config.max_http_connections:
+            node.stats.rejected_connections += 1
+            node.refusals.count("max_http_connections", "http")
+            return _Refused()
+        return server()
+
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        accept, config.bind, config.http_port, reuse_address=True, backlog=1024
+    )
+    port = listener.sockets[0].getsockname()[1]
+    return HttpServer(runner, port, api, listener=listener)

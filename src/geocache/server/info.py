@@ -51,6 +51,13 @@ def _clients(node: Node) -> Section:
     return {
         "connected_clients": node.connection_count(),
         "maxclients": node.config.max_clients,
+        "client_connections": node.client_count(),
+        "http_connections": node.http_count(),
+        "peer_connections": node.peer_connections,
+        "max_peer_connections": node.config.max_peer_connections,
+        "client_memory": node.budget.used,
+        "maxmemory_clients": node.budget.limit,
+        "client_largest_buffers": ",".join(map(str, node.largest_client_buffers())),
         "blocked_clients": 0,
         # max_concurrent_commands: commands with a reply pending, connections queued.
         "commands_in_flight": node.gate.in_flight,
@@ -75,6 +82,9 @@ def _memory(node: Node) -> Section:
         "maxmemory": config.max_bytes,
         "maxmemory_human": human_bytes(config.max_bytes),
         "maxmemory_policy": "allkeys-lru",
+        "mem_clients_normal": node.budget.used,
+        "maxmemory_clients": node.budget.limit,
+        "hint_bytes": node.cluster.hints.bytes if node.cluster is not None else 0,
     }
 
 
@@ -96,6 +106,9 @@ def _stats(node: Node) -> Section:
         "total_net_input_bytes": stats.net_input_bytes,
         "total_net_output_bytes": stats.net_output_bytes,
         "rejected_connections": stats.rejected_connections,
+        **{f"refused_{reason}": n for reason, n in node.refusals.counts.items()},
+        "client_memory_evictions": node.budget.evictions,
+        "handler_errors": stats.handler_errors,
         "expired_keys": sum(store.expirations for store in stores),
         "evicted_keys": sum(store.evictions for store in stores),
         "keyspace_hits": sum(store.hits for store in stores),

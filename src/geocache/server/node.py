@@ -43,6 +43,7 @@ from geocache.observability.throttle import LogThrottle
 from geocache.origin.readthrough import ReadThrough
 from geocache.origin.service import Dispatch, StandaloneMisses, open_origin
 from geocache.server.http import HttpServer, start_http
+from geocache.server.limits import ClientBudget, Refusals, largest, plan_fds
 from geocache.server.pause import ClientPause
 from geocache.server.resp import CommandGate, RespConnection
 from geocache.server.tls import RESP_REFUSAL, TlsCounters, TlsListener
@@ -63,6 +64,9 @@ EXPIRE_BATCH_KEYS = 200
 IDLE_CHECK_S = 1.0
 # How often a joining node looks whether the join timeout has passed (s).
 JOIN_WATCH_S = 0.1
+# How often connections are checked against the auth timeout, the output stall timeout
+# and the client memory budget (s): a quarter second is well inside each timeout.
+LIMITS_CHECK_S = 0.25
 # How long a graceful stop waits for replies to drain before closing hard.
 DRAIN_TIMEOUT_S = 5.0
 
@@ -79,6 +83,7 @@ class NodeStats:
     protocol_errors: int = 0
     output_limit_disconnects: int = 0
     idle_disconnects: int = 0
+    handler_errors: int = 0
     expire_cycles: int = 0
     # Wrong passwords: AUTH and HELLO AUTH on RESP, the bearer token over HTTP.
     auth_failures: int = 0
@@ -158,6 +163,10 @@ class Node:
         self.started_ms = self.clock.wall_ms()
         self._started_mono_ms = self.clock.mono_ms()
         self._connections: dict[int, RespConnection] = {}
+        # The doors and the client memory budget (server/limits.py).
+        self.peer_connections = 0
+        self.refusals = Refusals()
+        self.budget = ClientBudget(config.client_memory_limit)
         self._next_id = 0
         self._servers: list[asyncio.AbstractServer] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -231,6 +240,7 @@ class Node:
     def apply_config(self, config: NodeConfig) -> None:
         """CONFIG SET: limits take effect at once; a smaller max_bytes evicts on next write."""
         self.config = config
+        self.budget.limit = config.client_memory_limit
         self.databases.set_limits(config.max_bytes, config.max_keys)
 
     def kill_client(self, client_id: int) -> bool:
@@ -259,16 +269,40 @@ class Node:
         return self._next_id
 
     def connection_count(self) -> int:
+        """RESP connections open, peers' included (INFO's connected_clients)."""
         return len(self._connections)
 
-    def register(self, conn: RespConnection) -> None:
+    def client_count(self) -> int:
+        """RESP connections at the client door (peers and HTTP have their own doors)."""
+        return len(self._connections) - self.peer_connections
+
+    def http_count(self) -> int:
+        return self._http.connections() if self._http is not None else 0
+
+    def door(self) -> str | None:
+        """Which door a new RESP connection comes in by: "client", "peer" (on probation,
+        the client door being full), or None (refused)."""
+        if self.client_count() < self.config.max_clients:
+            return "client"
+        if self.cluster is not None and self.peer_connections < self.config.max_peer_connections:
+            return "peer"
+        return None
+
+    def refused_reason(self) -> str:
+        return "max_peer_connections" if self.cluster is not None else "max_clients"
+
+    def register(self, conn: RespConnection, peer: bool = False) -> None:
         assert conn.session is not None
         self._connections[conn.session.id] = conn
+        if peer:
+            self.peer_connections += 1
 
     def unregister(self, conn: RespConnection) -> None:
         session = conn.session
-        if session is not None:
-            self._connections.pop(session.id, None)
+        if session is not None and self._connections.pop(session.id, None) is not None:
+            self.budget.change(-conn.held_bytes)
+            if conn.is_peer or conn.on_probation:
+                self.peer_connections -= 1
             if session.handshake is not None and self.cluster is not None:
                 # The peer got this node's proof and left without proving itself: it may
                 # have refused that proof (another secret), so this side logs it too.
@@ -277,6 +311,18 @@ class Node:
                     session.handshake.client_id,
                     "closed before proving itself (did it refuse this node's proof?)",
                 )
+
+    def promote(self, conn: RespConnection, was_probation: bool) -> None:
+        """A connection proved the cluster secret: it counts at the peer door now."""
+        if not was_probation:
+            self.peer_connections += 1
+
+    def client_memory_changed(self, delta: int) -> None:
+        if self.budget.change(delta):
+            self.budget.enforce(c for c in self._connections.values() if not c.is_peer)
+
+    def largest_client_buffers(self, n: int = 3) -> list[int]:
+        return largest((c for c in self._connections.values() if not c.is_peer), n)
 
     @property
     def ready(self) -> bool:
@@ -321,6 +367,7 @@ class Node:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._fit_fds()
         config = self.config
         if config.port or not config.tls_port:  # port 0 alone: any free port (tests)
             server = await loop.create_server(
@@ -345,6 +392,7 @@ class Node:
             self._http = await start_http(self)
             self.http_port = self._http.port
         self._tasks.append(asyncio.create_task(self._expire_loop()))
+        self._tasks.append(asyncio.create_task(self._limits_loop()))
         if self.config.idle_timeout_s:
             self._tasks.append(asyncio.create_task(self._idle_loop()))
         if self.cluster is not None and self.config.seed_list:
@@ -387,6 +435,23 @@ class Node:
             log.error("TLS reload failed; the old certificates stay", extra={"error": str(exc)})
             return
         log.info("TLS certificates reloaded", extra={"cert": self.config.tls_cert_file})
+
+    def _fit_fds(self) -> None:
+        """Raise the soft fd limit; lower max_clients, and say so, if it still cannot fit."""
+        config = self.config
+        others = config.max_peer_connections if config.clustered else 0
+        others += config.max_http_connections if config.http_port else 0
+        plan = plan_fds(config.max_clients, others)
+        if plan.lowered:
+            log.warning(
+                "max_clients lowered to fit the file descriptor limit",
+                extra={
+                    "max_clients": plan.max_clients,
+                    "asked": config.max_clients,
+                    "nofile": plan.soft_limit,
+                },
+            )
+            self.apply_config(config.replace(max_clients=plan.max_clients))
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -461,6 +526,29 @@ class Node:
         )
         self.exit_code = 1
         self.request_stop()
+
+    async def _limits_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LIMITS_CHECK_S)
+            self.check_limits()
+
+    def check_limits(self) -> None:
+        """Close connections past the auth or output stall timeout; re-measure what the
+        others hold (a write buffer drains without telling) and keep the memory budget."""
+        config = self.config
+        now = self.clock.mono_ms()
+        auth_ms = config.auth_timeout_s * 1000
+        stall_ms = config.output_stall_timeout_s * 1000
+        check_auth = bool(config.requirepass) or self.cluster is not None
+        for conn in list(self._connections.values()):
+            if check_auth and now - conn.accepted_ms > auth_ms and conn.needs_auth():
+                conn.evict("auth_timeout")
+            elif conn.stalled_since_ms and now - conn.stalled_since_ms > stall_ms:
+                self.stats.output_limit_disconnects += 1
+                conn.evict("output_stall")
+            else:
+                conn.report()
+        self.budget.enforce(c for c in self._connections.values() if not c.is_peer)
 
     async def _idle_loop(self) -> None:
         while True:

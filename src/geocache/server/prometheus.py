@@ -124,8 +124,13 @@ class NodeCollector:
             members.add_metric((state,), status[f"members_{state}"])
         yield members
         yield _gauge("geocache_hints", "Writes kept for owners that missed them", status["hints"])
+        yield _gauge(
+            "geocache_hint_bytes", "Bytes held by hints (max_hint_bytes)", status["hint_bytes"]
+        )
         yield _counter(
-            "geocache_hints_dropped", "Hints dropped (overflow or age)", status["hints_dropped"]
+            "geocache_hints_dropped",
+            "Hints dropped (over max_hint_bytes, the count per target, or age)",
+            status["hints_dropped"],
         )
         yield _counter("geocache_hints_replayed", "Hints delivered late", status["hints_replayed"])
         yield _counter("geocache_forwarded", "Commands forwarded to an owner", status["forwarded"])
@@ -159,9 +164,30 @@ class NodeCollector:
         )
         yield _counter(
             "geocache_rejected_connections",
-            "RESP connections refused at max_clients",
+            "Connections refused at max_clients (RESP and HTTP)",
             stats.rejected_connections,
         )
+        yield _gauge("geocache_peer_connections", "Peer connections open", node.peer_connections)
+        yield _gauge(
+            "geocache_client_memory_bytes", "Bytes client connections hold", node.budget.used
+        )
+        yield _gauge(
+            "geocache_client_memory_limit_bytes", "max_client_memory (0: none)", node.budget.limit
+        )
+        largest = node.largest_client_buffers(1)
+        yield _gauge(
+            "geocache_largest_client_buffer_bytes",
+            "Bytes the client holding the most holds",
+            largest[0] if largest else 0,
+        )
+        refused = CounterMetricFamily(
+            "geocache_refused_connections",
+            "Connections refused or closed at a limit, by reason",
+            labels=("reason",),
+        )
+        for reason, n in sorted(node.refusals.counts.items()):
+            refused.add_metric((reason,), n)
+        yield refused
         yield _counter(
             "geocache_net_input_bytes", "Bytes read from RESP clients", stats.net_input_bytes
         )

@@ -5,21 +5,34 @@ sans-IO reader, runs every complete command in order, and writes all the replies
 one `transport.write` per batch. Nothing awaits, so a command's read and write of the
 store are atomic with respect to every other client.
 
-Limits (DESIGN.md section 10), each cutting off only the offending client:
+Limits (DESIGN.md section 10, server/limits.py), each cutting off only the offending client:
 - the reader bounds one command's size and the bytes buffered for it;
 - after `max_pipeline` commands the connection stops reading and yields to others,
   resuming on the next loop iteration (fairness, and it bounds one batch's replies);
-- replies queued beyond `max_output_buffer_bytes` (a client that sends but does not
-  read) close the connection;
+- replies leave as they are produced, every FLUSH_BYTES, never joined per batch; while
+  more than the pause mark (PAUSE_BYTES, at most half of `max_output_buffer_bytes`) waits
+  unsent, the connection runs no more commands (the transport's high-water mark), and it
+  is closed if it stays so for `output_stall_timeout_s` (a client that reads a byte a
+  second) or if one reply would take its unsent bytes past `max_output_buffer_bytes`;
+- what the connection holds (query buffer, unsent replies, MULTI queue) counts toward
+  the node's client memory budget (`ClientBudget`), which closes the biggest holder;
 - `max_concurrent_commands` caps client commands in progress node-wide (CommandGate);
+  every path out of the command loop gives its slot back, and a handler that raises
+  becomes an error reply and a log line;
 - a reply the command asked to hold (`session.hold_ms`: a wrong password) is sent that
   much later, and the connection reads nothing more meanwhile (the AUTH tarpit).
+
+A closed connection drops its reader, queued replies and transaction at once: nothing
+waits for the garbage collector (the reader holds bound methods of itself, a cycle).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
@@ -31,12 +44,13 @@ from geocache import auth
 from geocache.commands.context import Deferred, Session
 from geocache.observability.metrics import LATENCY_BOUNDS_NS as BOUNDS_NS
 from geocache.observability.metrics import SUM_INDEX
-from geocache.protocol.reader import ProtocolError, RequestReader
+from geocache.protocol.reader import DEFAULT_MAX_MULTIBULK_LEN, ProtocolError, RequestReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_into
 from geocache.tls import HANDSHAKE_RECORD, channel_binding
 
 if TYPE_CHECKING:
+    from geocache.config import NodeConfig
     from geocache.server.node import Node
 
 log = logging.getLogger("geocache.resp")
@@ -45,10 +59,33 @@ MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
 # A TLS ClientHello on the plaintext port: the client expects TLS, so any answer reads
 # to it as a bad record; this one at least says it to whoever captures the traffic.
 TLS_ON_PLAINTEXT = b"-ERR this port speaks plaintext RESP, not TLS\r\n"
+CLOSED_FOR = {
+    "client_memory": b"-ERR closed: the node's client memory limit (max-client-memory)\r\n",
+    "auth_timeout": b"-ERR closed: not authenticated in time\r\n",
+}
+# A read at least this long (bytes), or a connection already holding something, tells
+# the client memory budget at once; the node's limits check (every 250 ms) measures
+# the rest. The event loop hands over up to 256 KiB a read, so a burst is seen at once.
+REPORT_READ_BYTES = 16 << 10
+# SO_LINGER on, 0 s: close with a reset (struct linger).
+LINGER_RESET = struct.pack("ii", 1, 0)
+# Peer handshake commands: all a connection let in on probation (the peer door) may run.
+HANDSHAKE = frozenset({b"gc.hello", b"gc.auth"})
+# Replies leave once this many bytes are ready (bytes): small replies still leave in one
+# write per batch; big ones leave as they are made, never joined into a batch's buffer.
+FLUSH_BYTES = 256 << 10
+# The transport's high-water mark (bytes): above it the connection runs no commands until
+# its client has read it down to a quarter. At most half of max_output_buffer_bytes.
+PAUSE_BYTES = 1 << 20
 # Deferred replies one connection may wait on at once (its pipeline runs on meanwhile);
 # past this it stops reading until the oldest is sent.
 MAX_PENDING = 256
 FIRST_NS = BOUNDS_NS[0]
+# Arguments beyond two per key a command may carry in cluster mode (its name, options).
+ARGUMENT_SLACK = 16
+# A deferred command with more arguments than this (a multi-key command in a cluster)
+# is waited for before the connection's next command runs.
+SERIAL_ARGS = 64
 
 
 class CommandGate:
@@ -84,25 +121,33 @@ class RespConnection(asyncio.Protocol):
     __slots__ = (
         "_fresh",
         "_held",
+        "_held_bytes",
         "_node",
+        "_out_wait",
         "_paused",
         "_pending",
+        "_probation",
         "_reader",
         "_slot",
         "_table",
         "_transport",
+        "_writing_paused",
+        "accepted_ms",
+        "is_peer",
         "session",
+        "stalled_since_ms",
     )
 
     def __init__(self, node: Node) -> None:
         self._node = node
         self._table = node.table
         config = node.config
-        self._reader = RequestReader(
+        self._reader: RequestReader | None = RequestReader(
             max_bulk_bytes=max(config.max_value_bytes, config.max_key_bytes),
             max_query_buffer_bytes=config.max_query_buffer_bytes,
             # Until AUTH, Redis's tighter limits (10 arguments, 16 KiB bulks) apply.
             auth_required=bool(config.requirepass),
+            max_multibulk_len=max_arguments(config),
         )
         self._transport: asyncio.Transport | None = None
         self._paused = False
@@ -117,6 +162,17 @@ class RespConnection(asyncio.Protocol):
         # [ready, RESP bytes] (see _run).
         self._pending: deque[list[object]] = deque()
         self.session: Session | None = None
+        # The doors (limits.py): let in by the peer budget and not proven yet; proven.
+        self._probation = False
+        self.is_peer = False
+        self.accepted_ms = 0
+        # Output: the transport is over its high-water mark (since when, ms; 0: not),
+        # and the command loop stopped for it.
+        self._writing_paused = False
+        self.stalled_since_ms = 0
+        self._out_wait = False
+        # What this connection last reported to the node's client memory budget.
+        self._held_bytes = 0
 
     # -- asyncio callbacks ---------------------------------------------------------------
 
@@ -125,24 +181,38 @@ class RespConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         node = self._node
         node.stats.connections_received += 1
-        if node.connection_count() >= node.config.max_clients:
+        peer = transport.get_extra_info("peername")
+        door = node.door()
+        if door is None:
             node.stats.rejected_connections += 1
+            node.refusals.count(node.refused_reason(), _addr(peer))
             self._transport.write(MAX_CLIENTS_REACHED)
             self._transport.close()
             return
-        peer = transport.get_extra_info("peername")
+        self._probation = door == "peer"
+        high = min(PAUSE_BYTES, max(node.config.max_output_buffer_bytes // 2, 1))
+        self._transport.set_write_buffer_limits(high=high, low=high // 4)
         local = transport.get_extra_info("sockname")
         self.session = Session(node, node.next_client_id(), _addr(peer), _addr(local))
         self.session.channel_binding = auth.channel_binding(transport.get_extra_info("ssl_object"))
-        node.register(self)
+        self.accepted_ms = node.clock.mono_ms()
+        node.register(self, peer=self._probation)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.session is not None:
             self._node.unregister(self)
+            self.session.multi = None  # a queued transaction's commands go now
+        # Everything this connection held goes now, not at the next full collection.
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._pending.clear()
+        self._held = None
         self._transport = None
+        self._release_slot()
 
     def data_received(self, data: bytes) -> None:
-        if self.session is None:
+        if self.session is None or self._reader is None:
             return
         self._node.stats.net_input_bytes += len(data)
         if self._fresh:
@@ -157,17 +227,102 @@ class RespConnection(asyncio.Protocol):
             return
         if not self._paused:
             self._run()
+        if len(data) >= REPORT_READ_BYTES or self._held_bytes:
+            self.report()  # small reads of a small buffer wait for the limits check
+
+    def pause_writing(self) -> None:
+        """Unsent replies passed the high-water mark: run no more commands for now."""
+        self._writing_paused = True
+        self.stalled_since_ms = self._node.clock.mono_ms()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self.stalled_since_ms = 0
+        if self._out_wait:
+            self._out_wait = False
+            self._run()
+        self.report()
+
+    # -- what it holds (limits.ClientBudget) ------------------------------------------
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held_bytes
+
+    def measure(self) -> int:
+        """Bytes held now: query buffer, unsent replies, queued replies, MULTI queue."""
+        transport, reader, session = self._transport, self._reader, self.session
+        held = reader.buffered_bytes() if reader is not None else 0
+        if transport is not None:
+            held += transport.get_write_buffer_size()
+        for place in self._pending:
+            held += len(place[1])  # type: ignore[arg-type]
+        if session is not None and session.multi is not None:
+            held += session.multi_bytes
+        return held
+
+    def report(self) -> None:
+        """Tell the node's client memory budget what this connection holds now."""
+        if self.is_peer or self._transport is None:
+            return
+        held = self.measure()
+        delta, self._held_bytes = held - self._held_bytes, held
+        if delta:
+            self._node.client_memory_changed(delta)
+
+    def evict(self, reason: str) -> None:
+        """Close at once for a limit: counted, logged (rate-limited), told why if it can be."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        session = self.session
+        node = self._node
+        node.refusals.count(reason, session.addr if session else "?")
+        if self._held_bytes:  # gone from the budget now, not when the loop calls back
+            node.budget.change(-self._held_bytes)
+            self._held_bytes = 0
+        notice = CLOSED_FOR.get(reason)
+        if notice is not None and transport.get_write_buffer_size() == 0:
+            transport.write(notice)
+            transport.close()
+            return
+        # A reset, not a close: the replies the kernel still buffers for it go too, and
+        # the client learns it is cut off now, not after reading them at its pace.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+        transport.abort()
+
+    @property
+    def on_probation(self) -> bool:
+        return self._probation
+
+    def needs_auth(self) -> bool:
+        """Let in on probation and not proven, or not AUTHed while a password is set."""
+        session = self.session
+        if session is None:
+            return False
+        if self._probation:
+            return not session.peer_id
+        return not session.authenticated
 
     # -- the command loop ----------------------------------------------------------------
 
     def _run(self) -> None:
-        """Run the buffered commands, up to max_pipeline, and write their replies once."""
+        """Run the buffered commands, up to max_pipeline, writing replies as they are made."""
         session, transport, reader = self.session, self._transport, self._reader
-        if session is None or transport is None:
+        if session is None or transport is None or reader is None:
             self._release_slot()
+            return
+        if self._writing_paused:
+            self._release_slot()
+            self._out_wait = True  # resume_writing runs the rest
+            self._pause()
             return
         node, table, dispatch = self._node, self._table, self._node.dispatch
         out: list[bytes] = []
+        out_bytes = 0
         waiting: Deferred | None = None
         budget = node.config.max_pipeline
         done = 0
@@ -181,6 +336,7 @@ class RespConnection(asyncio.Protocol):
         auth_required = reader.auth_required
         gate = node.gate
         gated = gate.limit and not session.peer_id
+        probation = self._probation
         pending = self._pending
         argv_held, self._held = self._held, None
         held_back = False
@@ -189,6 +345,10 @@ class RespConnection(asyncio.Protocol):
                 argv = reader.gets() if argv_held is None else argv_held
                 argv_held = None
                 if argv is False:
+                    break
+                if probation and argv[0].lower() not in HANDSHAKE and not session.peer_id:
+                    out.append(MAX_CLIENTS_REACHED)  # the peer door is for peers only
+                    session.closing = True
                     break
                 if (
                     gated
@@ -200,7 +360,10 @@ class RespConnection(asyncio.Protocol):
                     gate.waiting.append(self._admit)
                     break
                 done += 1
-                reply = dispatch(table, session, argv)
+                try:
+                    reply = dispatch(table, session, argv)
+                except Exception as exc:  # a bug must cost one error reply, not the node
+                    reply = self._handler_failed(argv, exc)
                 if session.hold_ms:  # a wrong password: answered late, nothing read meanwhile
                     node.auth_failed(session)
                     reply = Deferred(_later(session.hold_ms / 1000, reply))
@@ -210,9 +373,12 @@ class RespConnection(asyncio.Protocol):
                         break
                     held_back = True  # behind deferred replies: queued in order below
                 if type(reply) is Deferred:  # waits on other nodes: replies stay in order
-                    if gated:  # one command in progress per connection, holding a slot
+                    if gated or len(argv) > SERIAL_ARGS:
+                        # One command in progress on this connection (holding a slot
+                        # when gated): a pipeline of MGETs of 10,000 keys each runs one
+                        # at a time, not 256 at once.
                         waiting = reply
-                        if not self._slot:
+                        if gated and not self._slot:
                             self._slot = True
                             gate.in_flight += 1
                         break
@@ -236,7 +402,17 @@ class RespConnection(asyncio.Protocol):
                     encode_into(later, reply, session.proto)
                     pending.append([True, b"".join(later)])
                 else:
+                    mark = len(out)
                     encode_into(out, reply, session.proto)
+                    if len(out) == mark + 1:  # most replies are one chunk
+                        out_bytes += len(out[mark])
+                    else:
+                        out_bytes += sum(map(len, out[mark:]))
+                    if out_bytes >= FLUSH_BYTES:
+                        self._flush(out, out_bytes)
+                        out, out_bytes = [], 0
+                        if self._writing_paused or self._transport is None:
+                            break
                 if slots is not None:
                     end = perf_counter_ns()
                     elapsed, start = end - start, end
@@ -261,14 +437,24 @@ class RespConnection(asyncio.Protocol):
                 if session.closing:
                     break
         except ProtocolError as exc:
-            self._flush(out)
+            self._flush(out, out_bytes)
             self._fail(exc)
             self._release_slot()
+            return
+        except Exception as exc:  # pragma: no cover - a bug in the loop itself
+            log.error("command loop failed; closing the client", exc_info=exc)
+            self._release_slot()
+            transport.abort()
             return
         finally:
             node.stats.commands_processed += done
             session.last_ms = node.clock.mono_ms()
-        self._flush(out)
+        if session.peer_id and not self.is_peer:
+            self._become_peer()
+        self._flush(out, out_bytes)
+        if self._transport is None or transport.is_closing():
+            self._release_slot()
+            return
         if waiting is not None:
             self._wait_for(waiting)
             return
@@ -280,11 +466,32 @@ class RespConnection(asyncio.Protocol):
         elif session.closing:
             if not pending:
                 transport.close()  # else once the last pending reply is sent
+        elif self._writing_paused:
+            self._out_wait = True  # until the client reads its replies down
+            self._pause()
         elif done >= budget:
             self._yield_turn()
         elif self._paused:
             self._paused = False
             transport.resume_reading()
+
+    def _handler_failed(self, argv: list[bytes], exc: Exception) -> Error:
+        node = self._node
+        node.stats.handler_errors += 1
+        name = argv[0][:64].decode("utf-8", "replace")
+        log.error("command failed", extra={"command": name}, exc_info=exc)
+        return Error(f"ERR internal error running '{name}' (logged)")
+
+    def _become_peer(self) -> None:
+        """This connection proved the cluster secret: it leaves the client door."""
+        was_probation, self._probation = self._probation, False
+        self.is_peer = True
+        if self._reader is not None:  # a peer's batches are not bound by the key cap
+            self._reader.set_max_multibulk_len(DEFAULT_MAX_MULTIBULK_LEN)
+        if self._held_bytes:
+            self._node.client_memory_changed(-self._held_bytes)
+            self._held_bytes = 0
+        self._node.promote(self, was_probation)
 
     def _admit(self) -> None:
         """The gate gave this connection a slot: run the command it holds."""
@@ -316,11 +523,12 @@ class RespConnection(asyncio.Protocol):
             return
         out: list[bytes] = []
         _encode_late(out, _outcome(task), session)
-        self._flush(out)
+        self._flush(out, sum(len(b) for b in out))
         if session.closing:  # the reply was the last (AUTH failed too often in a row)
             self._transport.close()
             return
         self._run()
+        self.report()
 
     def _pending_done(self, task: asyncio.Future[object], place: list[object]) -> None:
         """A deferred reply is ready: send it and the ready replies behind it, in order."""
@@ -338,12 +546,18 @@ class RespConnection(asyncio.Protocol):
             _outcome(task)  # consumed (and logged if it failed), not sent
         place[0], place[1] = True, b"".join(out)
         ready: list[bytes] = []
+        size = 0
         while pending and pending[0][0]:
             data = pending.popleft()[1]
             assert isinstance(data, bytes)
             ready.append(data)
-        self._flush(ready)
-        if pending:
+            size += len(data)
+            if size >= FLUSH_BYTES:
+                self._flush(ready, size)
+                ready, size = [], 0
+        self._flush(ready, size)
+        self.report()
+        if pending or self._transport is None:
             return
         if session.closing:
             transport.close()
@@ -357,20 +571,20 @@ class RespConnection(asyncio.Protocol):
         self._pause()
         asyncio.get_running_loop().call_soon(self._run)
 
-    def _flush(self, out: list[bytes]) -> None:
+    def _flush(self, out: list[bytes], size: int) -> None:
+        """Write `size` bytes of replies, unless they would take the unsent bytes past
+        max_output_buffer_bytes: then close instead, before joining them into one buffer."""
         transport = self._transport
         if not out or transport is None or transport.is_closing():
             return
-        data = b"".join(out)
-        self._node.stats.net_output_bytes += len(data)
+        node = self._node
+        if size + transport.get_write_buffer_size() > node.config.max_output_buffer_bytes:
+            node.stats.output_limit_disconnects += 1
+            self.evict("output_buffer")
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        node.stats.net_output_bytes += len(data)
         transport.write(data)
-        if transport.get_write_buffer_size() > self._node.config.max_output_buffer_bytes:
-            self._node.stats.output_limit_disconnects += 1
-            log.warning(
-                "closing client over its output buffer limit",
-                extra={"client": self.session.addr if self.session else "?"},
-            )
-            transport.abort()
 
     def _fail(self, exc: ProtocolError) -> None:
         """Answer a protocol error and close, as Redis does."""
@@ -429,6 +643,17 @@ def _reply_proto(session: Session) -> int:
     if proto < 0:
         session.proto = proto + 1 or session.reply_proto
     return max(proto, 0)
+
+
+def max_arguments(config: NodeConfig) -> int:
+    """The most arguments a client's command may carry. In cluster mode, with a key cap:
+    two per key (MSET) and some room; a command past that is refused as soon as its
+    header arrives (a protocol error, as Redis refuses an oversize multibulk), before
+    its arguments cost any parsing. Elsewhere, Redis's 1M."""
+    cap = config.max_keys_per_command
+    if config.clustered and cap:
+        return min(2 * cap + ARGUMENT_SLACK, DEFAULT_MAX_MULTIBULK_LEN)
+    return DEFAULT_MAX_MULTIBULK_LEN
 
 
 def _outcome(task: asyncio.Future[object]) -> object:
