@@ -38,11 +38,13 @@ class View:
 
 def test_repair_refuses_far_future_records_and_pulls_the_rest() -> None:
     good = make_version(NOW_MS - 10)
+    # (key, version, origin, is_tombstone, expiry version, expiry origin): each record's
+    # expiry register written with its value, as most are.
     listed = [
-        (b"far-entry", FAR[0], "evil", False),
-        (b"far-tomb", FAR[1], "evil", True),
-        (b"changed", good, "peer", False),  # listed fine, fetched from the far future
-        (b"fine", good, "peer", False),
+        (b"far-entry", FAR[0], "evil", False, FAR[0], "evil"),
+        (b"far-tomb", FAR[1], "evil", True, FAR[1], "evil"),
+        (b"changed", good, "peer", False, good, "peer"),  # listed fine, fetched far ahead
+        (b"fine", good, "peer", False, good, "peer"),
     ]
     fetched = {
         b"changed": [b"x", 0, FAR[1], b"evil"],

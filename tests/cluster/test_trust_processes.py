@@ -256,7 +256,7 @@ def test_versions_from_the_far_future_are_refused_everywhere(tmp_path: Path) -> 
                 forwarded = p.execute_command("GC.FWD", 2, version, "SET", "k", "poison")
                 assert forwarded.startswith(b"-ERR version") and b"ahead" in forwarded
                 # A cross-region batch is answered (with the time); its record is dropped.
-                p.execute_command("GC.GEO", "far", "k", version, "evil", 0, "poison")
+                p.execute_command("GC.GEO", "far", "k", version, "evil", 0, "poison", "")
             # A flush from the far future would drop every write until then (GC.FLUSH
             # takes a 64-bit signed integer: the largest, and two minutes ahead).
             ahead = ((int(time.time() * 1000) + 120_000) << 16, (1 << 63) - 1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from client.regions import addr
-from geocache import Client
+from geocache import Client, Unavailable
 from support.procs import ServerProcess, start_geocache
 
 pytestmark = pytest.mark.timeout(300)
@@ -90,9 +90,14 @@ def test_location_options_and_a_shared_client(node: ServerProcess) -> None:
     assert other.get("dj:json") == {"a": [1]}
     with Client([addr(node)]) as plain:
         assert plain.get(":1:dj:json") == {"a": [1]}  # marked JSON: any client reads it
-    bad = GeocacheCache(addr(node), {"OPTIONS": {"ssl": True}})
+    # OPTIONS reach the client: TLS to a plaintext node fails, as the client would...
+    tls = GeocacheCache(addr(node), {"OPTIONS": {"ssl": True}})
+    with pytest.raises(Unavailable):
+        tls.get("k")
+    # ...and an option the client does not have is an error, not ignored.
+    bad = GeocacheCache(addr(node), {"OPTIONS": {"sssl": True}})
     with pytest.raises(TypeError):
-        bad.get("k")  # the client has no TLS option: say so, do not ignore it
+        bad.get("k")
 
 
 def test_clear_keeps_other_prefixes(node: ServerProcess) -> None:

@@ -125,6 +125,7 @@ class Run:
         self.evicted_before: Counter[str] = Counter()
         self._t0 = time.monotonic()
         self.cluster: Cluster | None = None
+        self._blip_rng = random.Random(schedule.seed ^ 0xB11F)
 
     def clock(self) -> float:
         return time.monotonic() - self._t0
@@ -172,7 +173,7 @@ class Run:
         try:
             for step in s.steps:
                 self._step(env, step, start)
-            time.sleep(s.tail_s)
+            self._wait(env, self.clock() + s.tail_s)
         finally:
             workload.stop()
         self.result.workload_s = self.clock() - start
@@ -195,14 +196,15 @@ class Run:
         self.note(f"apply {name}")
         step.fault.apply(env)
         self.result.faults[step.fault.kind] += 1
-        time.sleep(step.duration_s)
+        self._wait(env, self.clock() + step.duration_s)
         step.fault.heal(env)
         self.note(f"heal {name}")
 
     def _wait(self, env: Env, until: float) -> None:
         """Sleep until `until` (run clock); with `blips`, pause a random running node for
-        200 to 600 ms now and then meanwhile (one at a time, healed before returning)."""
-        rng = random.Random(self.schedule.seed ^ 0xB11F)
+        200 to 600 ms now and then meanwhile (one at a time, healed before returning;
+        never a node a fault paused or stopped)."""
+        rng = self._blip_rng
         while self.clock() < until:
             if not self.schedule.blips:
                 time.sleep(until - self.clock())

@@ -245,11 +245,13 @@ CI_SCHEDULES: tuple[Callable[[], Schedule], ...] = (
     forwarded_writes,
     pause_everywhere,
     under_contention(partitions),
-    seed_160273718,
+    under_contention(crash_restart),
+    under_contention(two_region_split),
 )
-# Schedules that meet a known product bug run in soak only until it is fixed (none now:
-# the forwarded-write bug below is fixed, and its schedules run in CI).
-KNOWN_BUG: tuple[Callable[[], Schedule], ...] = ()
+# Schedules that meet a known product bug run in soak only until it is fixed: seed
+# 160273718 under contention still loses an acknowledged write about one run in three
+# (README, "What is guaranteed"); without contention it passes.
+KNOWN_BUG: tuple[Callable[[], Schedule], ...] = (seed_160273718,)
 # Soak only: longer than CI's budget allows, or probing further than CI needs.
 EXTRA: tuple[Callable[[], Schedule], ...] = (skew_far_behind, eviction_partition)
 
