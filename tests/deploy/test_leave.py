@@ -37,8 +37,9 @@ def load(
         try:
             client.set(key, value)
             acked[key] = value
-            if client.get(key) != value:
-                errors.append(f"{key}: read back another value")
+            # A read right after a write may miss it while owners move (reads are not
+            # linearizable; README): no error. What was acknowledged is checked at the end.
+            client.get(key)
         except redis.RedisError as exc:
             errors.append(f"{key}: {exc!r}")
         i += 1
