@@ -39,7 +39,7 @@ COMMANDS = {
 class NullTransport:
     """Enough of asyncio.Transport for RespConnection; replies are dropped."""
 
-    def get_extra_info(self, name: str) -> object:
+    def get_extra_info(self, name: str, default: object = None) -> object:
         return ("127.0.0.1", 1)
 
     def write(self, data: bytes) -> None:
@@ -50,6 +50,9 @@ class NullTransport:
 
     def get_write_buffer_size(self) -> int:
         return 0
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        pass
 
     def pause_reading(self) -> None:
         pass
@@ -75,7 +78,10 @@ def best_ns_per_command(conn: RespConnection, request: bytes, rounds: int) -> fl
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds = 3
     node = Node(NodeConfig(max_pipeline=BATCH * 2))
     for db in (b"0", b"1"):
         conn = RespConnection(node)
