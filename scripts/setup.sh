@@ -3,7 +3,15 @@
 # machine (the tests compare replies with it and use it as an origin), with
 # redis-benchmark and wrk (the benchmarks' load generators: scripts/test.sh smoke-runs
 # every bench/*.py), and Chromium with its driver (the dashboard's browser test).
-# Safe to run again: it reinstalls only when pyproject.toml changed.
+# Safe to run again: it reinstalls only when what the install is made from changed.
+#
+# The install is editable, and mypyc compiles the hot path (setup.py) into .so files
+# beside the sources in src/: Python imports a module's .so before its .py, so an edited
+# compiled module would run its old code without a word. The stamp therefore holds a
+# hash of pyproject.toml, setup.py, every source file and GEOCACHE_PURE (all sources, not
+# only the compiled ones: mypyc may fold another module's Final constants into the C);
+# when any differs, the old .so files are deleted and the install is made again (about
+# 1-3 minutes of compiling; GEOCACHE_PURE=1 skips it and leaves no .so).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +20,14 @@ if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
 stamp=.venv/.geocache-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+wanted="$(find pyproject.toml setup.py src -name '*.py' -o -name '*.toml' | LC_ALL=C sort |
+    xargs cat | sha256sum | cut -d' ' -f1) pure=${GEOCACHE_PURE:-}"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
+    find src -name '*.so' -delete
     # The node's dependencies are the `server` extra; the tests run nodes.
     .venv/bin/python -m pip install --quiet -e '.[server,test]'
-    touch "$stamp"
+    echo "$wanted" >"$stamp"
 fi
 
 need_apt=()

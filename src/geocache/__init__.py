@@ -2,7 +2,16 @@
 
 Importing it brings what `LocalCache` and the clients need (hiredis, xxhash), never the
 node's own dependencies (aiohttp, prometheus_client, uvloop, rich: the `server` extra).
+
+With `GEOCACHE_PURE=1` in the environment, every geocache module is imported from its
+`.py` source even where a mypyc-compiled `.so` sits beside it (geocache/compiled.py):
+one install runs both ways. This must happen before anything below imports a module.
 """
+
+from geocache import compiled as _compiled
+
+if _compiled.pure_requested():
+    _compiled.use_sources()
 
 from geocache._version import __version__
 from geocache.client.aio import AsyncClient

@@ -414,9 +414,16 @@ def setting_help() -> dict[str, tuple[Any, str, str]]:
 
 
 # GEOCACHE_* variables that are not settings but are read by geocache or its tools:
-# the node's per-command timing switch (observability/metrics.py) and the test suite's.
+# the node's per-command timing switch (observability/metrics.py), pure Python instead
+# of the compiled modules (compiled.py), and the test suite's.
 OTHER_VARIABLES = frozenset(
-    {"GEOCACHE_COMMAND_LATENCY", "GEOCACHE_TEST_TARGET", "GEOCACHE_SCHEMATHESIS_SEED"}
+    {
+        "GEOCACHE_COMMAND_LATENCY",
+        "GEOCACHE_PURE",
+        "GEOCACHE_TEST_TARGET",
+        "GEOCACHE_SCHEMATHESIS_SEED",
+        "GEOCACHE_EXPECT_COMPILED",
+    }
 )
 ENV_PREFIX = "GEOCACHE_"
 _INTEGER = re.compile(r"[+-]?\d+")

@@ -274,8 +274,13 @@ def geocache_env() -> dict[str, str]:
 
     GEOCACHE_* variables are dropped: geocache reads its settings from them, and a
     developer's shell (or GEOCACHE_TEST_TARGET itself) must not change the node under test.
+    GEOCACHE_PURE stays: it is the mode the whole run tests (pure Python or compiled).
     """
-    env = {name: value for name, value in os.environ.items() if not name.startswith("GEOCACHE_")}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("GEOCACHE_") or name == "GEOCACHE_PURE"
+    }
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC_DIR), env.get("PYTHONPATH")) if p)
     return env
 

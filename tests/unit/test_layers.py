@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "geocache._version",
             "geocache.auth",
             "geocache.clock",
+            "geocache.compiled",
             "geocache.config",
             "geocache.memoize",
             "geocache.origin.spec",

@@ -138,7 +138,7 @@ def test_encode_command() -> None:
         b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n10\r\n$4\r\n-1.5\r\n$2\r\n\xc3\xa9\r\n"
     )
     assert encode_command(b"PING") == b"*1\r\n$4\r\nPING\r\n"
-    assert encode_command(bytearray(b"a")) == b"*1\r\n$1\r\na\r\n"  # type: ignore[arg-type]
+    assert encode_command(bytearray(b"a")) == b"*1\r\n$1\r\na\r\n"
     with pytest.raises(TypeError, match="bool"):
         encode_command(b"SET", True)
     with pytest.raises(TypeError, match="NoneType"):

@@ -22,7 +22,7 @@ Python's shortest round-tripping repr (Redis's fpconv may differ in exponent sty
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from geocache.protocol.types import BigNumber, Error, Raw, Simple, Verbatim, _NullArray
@@ -60,7 +60,7 @@ def encode_into(out: list[bytes], value: object, proto: int) -> None:
     encoder(out, value)
 
 
-def encode_command(*args: bytes | str | int | float) -> bytes:
+def encode_command(*args: bytes | str | int | float | bytearray | memoryview) -> bytes:
     """A request: an array of bulk strings. str is UTF-8; int and float their decimal text."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -210,12 +210,13 @@ def _items(table: dict[type, Encoder], out: list[bytes], items: Any) -> None:
         encoder(out, item)
 
 
-def _array2(out: list[bytes], value: list[object] | tuple[object, ...]) -> None:
+def _array2(out: list[bytes], value: Collection[object]) -> None:
+    # RESP2 has no set type: sets travel as arrays too.
     out.append(b"*%d\r\n" % len(value))
     _items(_RESP2, out, value)
 
 
-def _array3(out: list[bytes], value: list[object] | tuple[object, ...]) -> None:
+def _array3(out: list[bytes], value: Collection[object]) -> None:
     out.append(b"*%d\r\n" % len(value))
     _items(_RESP3, out, value)
 

@@ -44,6 +44,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from geocache._version import __version__
 from geocache.commands.context import Deferred, Session
+from geocache.compiled import compiled
 from geocache.config import NodeConfig
 from geocache.protocol.replies import ReplyReader
 from geocache.protocol.types import Error, Raw
@@ -349,6 +350,7 @@ class HttpApi:
                 "node_id": node.node_id,
                 "region": node.config.region,
                 "version": __version__,
+                "compiled": compiled(),
                 "uptime_s": node.uptime_s(),
                 "keys": len(store),
                 "used_bytes": store.used_bytes,

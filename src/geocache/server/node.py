@@ -35,6 +35,7 @@ from geocache.cluster.peers import Peers
 from geocache.commands.context import Session, Topology
 from geocache.commands.slowlog import SlowLog
 from geocache.commands.table import Command, build_table, dispatch
+from geocache.compiled import compiled, pure_requested
 from geocache.config import NodeConfig
 from geocache.fill import Filler
 from geocache.observability.events import EventLog
@@ -408,8 +409,16 @@ class Node:
                 "tls": f"{self.config.bind}:{self.tls_port}" if self.tls_context else "off",
                 "http": f"{self.config.bind}:{self.http_port}" if self._http else "off",
                 "pid": os.getpid(),
+                "compiled": "yes" if compiled() else "no",
             },
         )
+        if not compiled() and not pure_requested():
+            # The build fell back (no C compiler) or the .so files are gone: say so loudly,
+            # the node is several times slower than it would be.
+            log.warning(
+                "running pure Python: the hot path is not compiled "
+                "(reinstall where a C compiler is available; INFO server says compiled:no)"
+            )
 
     def tls_listener(
         self, name: str, factory: Callable[[], asyncio.BaseProtocol], refusal: bytes
@@ -586,5 +595,7 @@ def server_facts() -> dict[str, object]:
         "arch_bits": 64,
         "multiplexing_api": "epoll",
         "python_version": platform.python_version(),
+        # yes: the hot path runs as mypyc-compiled C (geocache/compiled.py); no: pure Python.
+        "compiled": "yes" if compiled() else "no",
         "process_id": os.getpid(),
     }

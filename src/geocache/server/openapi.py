@@ -62,6 +62,8 @@ SCHEMAS: dict[str, Schema] = {
             "node_id": _STR,
             "region": _STR,
             "version": _STR,
+            # Whether the hot path runs mypyc-compiled (INFO server's compiled:yes|no).
+            "compiled": {"type": "boolean"},
             **{
                 name: _INT
                 for name in (
