@@ -59,7 +59,19 @@ def source_paths() -> list[str]:
     return [os.path.join("src", *name.split(".")) + ".py" for name in names]
 
 
+# What pip and build run first to learn the metadata, and the sdist: none compiles, and
+# each would otherwise pay mypy's type check (several seconds) for nothing.
+NO_BUILD_COMMANDS = {"egg_info", "dist_info", "sdist"}
+
+
+def builds_extensions(argv: list[str]) -> bool:
+    commands = [arg for arg in argv[1:] if not arg.startswith("-")]
+    return not commands or commands[0] not in NO_BUILD_COMMANDS
+
+
 def ext_modules() -> list[Extension]:
+    if not builds_extensions(sys.argv):
+        return []
     if _compiled["pure_requested"]():
         warn(f"{_compiled['PURE_ENV']} is set: building PURE PYTHON (compiled:no)")
         return []
