@@ -3,24 +3,30 @@
 #   podman build -t geocache .            (or docker build)
 #   podman run -p 7379:7379 -p 7380:7380 -e GEOCACHE_CLUSTER_SECRET=... geocache
 #
-# BASE is the Python runtime both stages start from; the default is the official slim
-# image. A machine without a registry passes its own (tests/deploy builds one with
-# debootstrap) and puts geocache's dependencies as wheels in deploy/wheelhouse/ with
-# --build-arg PIP_NO_INDEX=1: the build then needs no network.
+# BASE is the Python runtime the image runs on; the default is the official slim image.
+# BUILD_BASE builds the wheel: the full image of the same Python and Debian release,
+# which has a C compiler, so mypyc compiles the hot path (setup.py); a build base
+# without one makes a pure-Python wheel, with a warning in the build log (and
+# `INFO server` says compiled:no). A machine without a registry passes its own bases
+# (tests/deploy builds one with debootstrap) and puts geocache's dependencies and build
+# requirements as wheels in deploy/wheelhouse/ with --build-arg PIP_NO_INDEX=1: the
+# build then needs no network.
 ARG BASE=docker.io/library/python:3.12-slim-bookworm
+ARG BUILD_BASE=docker.io/library/python:3.12-bookworm
 
-FROM ${BASE} AS build
+FROM ${BUILD_BASE} AS build
 ARG PIP_NO_INDEX=
 ENV PIP_NO_INDEX=${PIP_NO_INDEX} \
     PIP_FIND_LINKS=/src/deploy/wheelhouse \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE MANIFEST.in ./
+COPY pyproject.toml setup.py README.md LICENSE MANIFEST.in ./
 COPY src ./src
 COPY deploy/wheelhouse ./deploy/wheelhouse
-# The wheel (hiredis, xxhash, uvloop and aiohttp come compiled where a wheel exists),
-# then a virtual environment with it and the server extra: the runtime stage copies it.
+# The wheel (geocache's hot path compiled where BUILD_BASE has a C compiler; hiredis,
+# xxhash, uvloop and aiohttp compiled where a wheel exists), then a virtual environment
+# with it and the server extra: the runtime stage copies it.
 RUN python3 -m venv /opt/geocache \
     && /opt/geocache/bin/pip wheel --wheel-dir /wheels '.[server]' \
     && /opt/geocache/bin/pip install --no-index --find-links /wheels 'geocache[server]'

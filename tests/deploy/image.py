@@ -182,7 +182,7 @@ def wheelhouse(base: str) -> Path:
             "cp",
             *[arg for p in platforms for arg in ("--platform", p)],
             *requirements,
-            "setuptools>=77",
+            *_build_requirements(),
         ],
         check=True,
         capture_output=True,
@@ -200,11 +200,21 @@ def _server_requirements() -> list[str]:
     return [*project["dependencies"], *project["optional-dependencies"]["server"]]
 
 
+def _build_requirements() -> list[str]:
+    """The build backend and what setup.py needs (mypyc), from pyproject.toml."""
+    import tomllib
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    return list(pyproject["build-system"]["requires"])
+
+
 def build_context(into: Path, wheels: Path) -> Path:
-    """What the Dockerfile copies: sources, metadata and the wheelhouse."""
-    for name in ("Dockerfile", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
+    """What the Dockerfile copies: sources, metadata and the wheelhouse (no .so files a
+    development build left in src/: the image's Python builds its own)."""
+    for name in ("Dockerfile", "pyproject.toml", "setup.py", "README.md", "LICENSE", "MANIFEST.in"):
         shutil.copy2(REPO_ROOT / name, into / name)
-    shutil.copytree(REPO_ROOT / "src", into / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    ignored = shutil.ignore_patterns("__pycache__", "*.so")
+    shutil.copytree(REPO_ROOT / "src", into / "src", ignore=ignored)
     shutil.copytree(wheels, into / "deploy" / "wheelhouse")
     return into
 
@@ -222,6 +232,10 @@ def build_image(context: Path, base: str, tag: str) -> float:
         *ulimit_args(),
         "--build-arg",
         f"BASE={base}",
+        # The same base builds the wheel: it has no C compiler, so the wheel is pure
+        # Python (setup.py says so in the build log); the official build base compiles.
+        "--build-arg",
+        f"BUILD_BASE={base}",
         "--build-arg",
         "PIP_NO_INDEX=1",
         "--tag",
