@@ -20,6 +20,8 @@ standalone `Store` pays nothing for them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from geocache.clock import HLC, Clock
 from geocache.cluster.digest import BUCKETS, Digest, bucket_of, entry_hash, tombstone_hash
 from geocache.store.entry import Entry, Tombstone, latest_version, stored_size
@@ -28,6 +30,13 @@ from geocache.store.keyspace import Store
 from geocache.store.tombstones import DEFAULT_MAX_TOMBSTONES, DEFAULT_TOMBSTONE_TTL_MS, Tombstones
 
 Write = tuple[bytes, Entry | Tombstone]
+# Sees each batch of journaled writes as it is taken (what the router replicates): the
+# simulator's record of what was coordinated. Nothing in production listens.
+JournalTap = Callable[[list[Write]], None]
+
+
+def no_tap(writes: list[Write]) -> None:
+    """The tap of a store nothing observes."""
 
 
 class DigestedTombstones(Tombstones):
@@ -64,7 +73,7 @@ class DigestedTombstones(Tombstones):
 
 
 class JournaledStore(Store):
-    __slots__ = ("digest", "evicted_floor", "journal")
+    __slots__ = ("_tap", "digest", "evicted_floor", "journal")
 
     def __init__(
         self,
@@ -75,8 +84,10 @@ class JournaledStore(Store):
         node_id: str = "local",
         tombstones: Tombstones | None = None,
         hlc: HLC | None = None,
+        tap: JournalTap = no_tap,
     ) -> None:
-        """`tombstones` gives the tombstone space's limits; the store keeps its own copy."""
+        """`tombstones` gives the tombstone space's limits; the store keeps its own copy.
+        `tap` sees each non-empty batch `take_journal` hands out."""
         digest = Digest(self.version_of)
         limits = tombstones if tombstones is not None else Tombstones()
         if len(limits):
@@ -92,6 +103,7 @@ class JournaledStore(Store):
         )
         self.digest = digest
         self.journal: list[Write] = []
+        self._tap = tap
         # Per bucket, the newest version evicted from it. Eviction forgets a key, and
         # with it the version that kept older writes out: an older record of it arriving
         # later (a hint, repair from a former owner, another region's stream) would come
@@ -133,6 +145,8 @@ class JournaledStore(Store):
 
     def take_journal(self) -> list[Write]:
         journal, self.journal = self.journal, []
+        if journal:
+            self._tap(journal)
         return journal
 
     def drop_bucket(self, bucket: int) -> int:
