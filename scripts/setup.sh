@@ -16,6 +16,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON="${PYTHON:-python3}"
+# apt_install PACKAGE...: as root with apt, install them; otherwise say what to install.
+apt_install() {
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        # Another apt run may hold the lock for a while: wait up to 5 minutes for it.
+        local apt_opts=(-o DPkg::Lock::Timeout=300)
+        apt-get "${apt_opts[@]}" update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -qq "$@" >/dev/null
+    else
+        echo "geocache: please install $* (Debian/Ubuntu: sudo apt-get install $*)" >&2
+        exit 1
+    fi
+}
+# mypyc (setup.py) compiles the hot path with a C compiler against Python's headers;
+# without them the install is pure Python and make test's compiled run fails, saying so.
+# First, so that the install below compiles.
+need_cc=()
+command -v cc >/dev/null 2>&1 || need_cc+=(gcc)
+"$PYTHON" -c 'import os, sysconfig
+raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+    need_cc+=(python3-dev)
+if [ -z "${GEOCACHE_PURE:-}" ] && [ "${#need_cc[@]}" -gt 0 ]; then
+    apt_install "${need_cc[@]}"
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
@@ -52,16 +75,7 @@ command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 have_sbin runc || command -v runc >/dev/null 2>&1 || need_apt+=(runc)
 have_sbin debootstrap || need_apt+=(debootstrap)
 if [ "${#need_apt[@]}" -gt 0 ]; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        # Another apt run may hold the lock for a while: wait up to 5 minutes for it.
-        apt_opts=(-o DPkg::Lock::Timeout=300)
-        apt-get "${apt_opts[@]}" update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install -y -qq \
-            "${need_apt[@]}" >/dev/null
-    else
-        echo "geocache: please install ${need_apt[*]} (Debian/Ubuntu: sudo apt-get install ${need_apt[*]})" >&2
-        exit 1
-    fi
+    apt_install "${need_apt[@]}"
 fi
 
 # The Node.js cluster clients, pinned by tests/cluster/node/package-lock.json.
