@@ -64,7 +64,8 @@ def test_repair_refuses_far_future_records_and_pulls_the_rest() -> None:
     async def main() -> None:
         client = PeerClient("peer:1", "me", SECRET, dial=peer.dial)
         repairer = Repairer(view)  # type: ignore[arg-type]
-        await repairer._repair_buckets(client, "peer", [0], [0] * digest.BUCKETS, True)
+        zeros = [0] * digest.BUCKETS
+        await repairer._repair_buckets(client, "peer", [0], zeros, zeros, True)
 
     loop = VirtualTimeLoop(limit_s=60)
     try:

@@ -524,6 +524,39 @@ def test_a_write_made_before_a_region_was_seen_reaches_it() -> None:
     run(scenario, 1, SimSpec(regions=(("eu", 2), ("us", 2)), replicas=2))
 
 
+def test_an_older_value_kept_by_an_owner_that_was_cut_off_does_not_outlive_a_newer_one() -> None:
+    """An owner cut off long enough to be declared dead misses a newer write (it was no
+    owner in the view the write was made in), which the other owners then evict. Their
+    eviction floors (GC.EVICTED) make repair evict its older value too: soak seed
+    160273718 read that older value back once the partition healed."""
+    others = [b"{o}%d" % i for i in range(8)]
+
+    async def scenario(sim: SimCluster) -> None:
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(12_000)
+        key = b"k"
+        assert await sim.command("eu-1", b"SET", key, b"old") == b"OK"
+        await sim.sleep(500)
+        assert sim.held("eu-3").get(key) is not None
+        sim.partition(["eu-1", "eu-2"], ["eu-3"], mode="drop")
+        await sim.wait_for(lambda: sim.view("eu-1")["eu-3"] is DEAD, CONVERGE_MS)
+        assert await sim.command("eu-1", b"SET", key, b"new") == b"OK"
+        for other in others:  # small stores: the new value is evicted on eu-1 and eu-2
+            assert await sim.command("eu-1", b"SET", other, b"x") == b"OK"
+        await sim.sleep(500)
+        assert all(sim.held(n).get(key) is None for n in ("eu-1", "eu-2"))
+        sim.heal()
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(20_000)
+        assert sim.held("eu-3").get(key) is None
+        for node in ("eu-1", "eu-2", "eu-3"):
+            assert await sim.command(node, b"GET", key) != b"old"
+        followed = sim.nodes["eu-3"].cluster.repairer.stats.evictions_followed
+        assert followed >= 1
+
+    run(scenario, 0, SimSpec(regions=(("eu", 3),), replicas=3, max_keys=4))
+
+
 # -- the harness itself ----------------------------------------------------------------------
 
 

@@ -11,8 +11,9 @@ connection that has not proven the cluster secret.
 - `GC.SWIM` carries membership (cluster.py) and the sender's wall clock (skew check);
   `GC.APPLY` / `GC.APPLYDEL` replication and hints; `GC.FWD` a command forwarded to its
   coordinator (router.py).
-- `GC.DIGEST`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve repair
-  (repair.py): a peer compares digests, lists differing buckets and pulls newer records.
+- `GC.DIGEST`, `GC.EVICTED`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve
+  repair (repair.py): a peer compares digests, lists differing buckets and pulls newer
+  records, and drops what an owner evicted a newer version of.
 - `GC.GEO` a batch from another region's stream (streams.py).
 
 Versions are checked where they enter: a replicated, forwarded, flush or cross-region version
@@ -59,6 +60,7 @@ def peer_commands(cluster: Cluster) -> list[Command]:
         ("gc.flush", 2, "write peer", "A cluster-wide flush at a version", h.flush),
         ("gc.digest", 1, "readonly peer", "Bucket digests", h.digest),
         ("gc.bucket", 2, "readonly peer", "A bucket's records", h.bucket),
+        ("gc.evicted", 1, "readonly peer", "Newest version evicted per bucket", h.evicted),
         ("gc.repair", 2, "fast peer", "Pull from the caller", h.repair),
         ("gc.geo", -2, "write peer", "Apply another region's writes", h.geo),
     ]
@@ -251,6 +253,11 @@ class PeerHandlers:
     def digest(self, session: Session, argv: list[bytes]) -> object:
         """This node's 1024 bucket digests, 8 KiB of little-endian uint64s."""
         return digest.encode_buckets(self._cluster.store.digest.buckets)
+
+    def evicted(self, session: Session, argv: list[bytes]) -> object:
+        """Per bucket, the newest version this node evicted from it (journal.py), in
+        GC.DIGEST's wire form: repair drops what an owner evicted a newer version of."""
+        return digest.encode_buckets(self._cluster.store.evicted_floor)
 
     def bucket(self, session: Session, argv: list[bytes]) -> object:
         """Flat key, version, origin, is_tombstone, expiry_version, expiry_origin for

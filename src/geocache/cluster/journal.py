@@ -192,14 +192,27 @@ class JournaledStore(Store):
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
         while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
             old_key, old = data.popitem(last=False)
-            self.used_bytes -= stored_size(old_key, old)
-            self.evictions += 1
-            if self.on_change is not None:
-                self.on_change(old_key, None, False)
-            if old[1]:
-                self._wheel.discard(old_key, old[1])
-            self.digest.remove(old_key, entry_hash(old_key, old))
-            bucket = bucket_of(old_key)
-            newest = latest_version(old)
-            if newest > self.evicted_floor[bucket]:
-                self.evicted_floor[bucket] = newest
+            self._evicted(old_key, old)
+
+    def evict(self, key: bytes) -> bool:
+        """Evict `key`'s live entry as memory pressure would (counted, the bucket's floor
+        raised): repair does, for an entry another owner evicted a newer version of."""
+        entry = self._data.pop(key, None)
+        if entry is None:
+            return False
+        self._evicted(key, entry)
+        return True
+
+    def _evicted(self, key: bytes, entry: Entry) -> None:
+        """The bookkeeping of an entry evicted from `_data`."""
+        self.used_bytes -= stored_size(key, entry)
+        self.evictions += 1
+        if self.on_change is not None:
+            self.on_change(key, None, False)
+        if entry[1]:
+            self._wheel.discard(key, entry[1])
+        self.digest.remove(key, entry_hash(key, entry))
+        bucket = bucket_of(key)
+        newest = latest_version(entry)
+        if newest > self.evicted_floor[bucket]:
+            self.evicted_floor[bucket] = newest

@@ -4,7 +4,8 @@ Pull model: a node only ever changes its own store, from what it pulls, so each 
 (is this newer? may this missing key be copied? is there room?) is taken where all the
 facts are. A round against one peer:
 
-1. `GC.DIGEST`: the peer's 1024 bucket digests (digest.py, 8 KiB).
+1. `GC.DIGEST`: the peer's 1024 bucket digests (digest.py, 8 KiB), and `GC.EVICTED`:
+   per bucket, the newest version the peer evicted from it (journal.py).
 2. The buckets that differ, that this node owns and in which the peer holds something
    (placement is per bucket, so two owners of a bucket should hold all of it alike).
    The peer need not be an owner: a former owner's leftovers may hold the newest write
@@ -25,6 +26,11 @@ facts are. A round against one peer:
    the peer's hints for it overflowed). Even then a missing key is taken only if it
    fits without evicting anything, so a full node never churns its LRU for repair, and
    a key it evicted is not pulled back (eviction is local).
+
+6. Evictions followed: in a bucket both own, a live entry here that the peer does not
+   hold and whose value is no newer than the peer's eviction floor there is evicted
+   here too (`_drop_evicted`). The peer may have evicted a newer value of it; an owner
+   cut off when that value was written would otherwise keep its older one for good.
 
 A bucket that still differs after a round in which nothing more could be pulled (an
 eviction on one side, a tombstone reaped a little earlier on one side) is remembered as
@@ -127,6 +133,7 @@ class RepairStats:
     keys_pulled: int = 0
     deletes_pulled: int = 0
     skipped_full: int = 0
+    evictions_followed: int = 0
     handed_off: int = 0
     failures: int = 0
     nudges_sent: int = 0
@@ -457,10 +464,13 @@ class Repairer:
             p.todo = []  # never known: nothing to compare
             return
         client = cluster.peers.get(addr)
-        theirs = digest.decode_buckets(
-            digest.as_bytes(await client.call("GC.DIGEST", timeout_ms=REPAIR_TIMEOUT_MS))
+        digest_reply, evicted_reply = await client.pipeline(
+            [("GC.DIGEST",), ("GC.EVICTED",)], timeout_ms=REPAIR_TIMEOUT_MS
         )
+        theirs = digest.decode_buckets(digest.as_bytes(digest_reply))
+        floors = digest.decode_buckets(digest.as_bytes(evicted_reply))
         self.stats.rounds += 1
+        self._follow_evictions(peer_id, theirs, floors)
         copy = p.copy_missing or not self.ready or cluster.warming()
         if p.todo is None:
             p.todo = self._to_compare(peer_id, theirs, copy)
@@ -474,7 +484,7 @@ class Repairer:
         before = self.stats.keys_pulled + self.stats.deletes_pulled
         for i in range(0, len(now), BUCKETS_PER_CALL):
             batch = now[i : i + BUCKETS_PER_CALL]
-            await self._repair_buckets(client, peer_id, batch, theirs, copy)
+            await self._repair_buckets(client, peer_id, batch, theirs, floors, copy)
             await asyncio.sleep(PAUSE_S)
         if now:
             pulled = self.stats.keys_pulled + self.stats.deletes_pulled - before
@@ -508,14 +518,17 @@ class Repairer:
         peer_id: str,
         batch: list[int],
         theirs: list[int],
+        floors: list[int],
         copy_missing: bool,
     ) -> None:
         replies = await client.pipeline(
             [("GC.BUCKET", b) for b in batch], timeout_ms=REPAIR_TIMEOUT_MS
         )
         fetch: list[bytes] = []
-        for reply in replies:
-            fetch += self._plan(peer_id, digest.decode_records(reply), copy_missing)
+        for b, reply in zip(batch, replies, strict=True):
+            listed = digest.decode_records(reply)
+            self._drop_evicted(peer_id, b, floors[b], {record[0] for record in listed})
+            fetch += self._plan(peer_id, listed, copy_missing)
         self.stats.buckets_compared += len(batch)
         for i in range(0, len(fetch), FETCH_BATCH):
             keys = fetch[i : i + FETCH_BATCH]
@@ -531,6 +544,35 @@ class Repairer:
         settled = self._settled.setdefault(peer_id, {})
         for b in batch:
             settled[b] = (buckets[b], theirs[b])
+
+    def _follow_evictions(self, peer_id: str, theirs: list[int], floors: list[int]) -> None:
+        """`_drop_evicted` for the buckets in which the peer holds nothing at all (repair
+        lists no records there: `_to_compare`)."""
+        mine = self.store.digest.buckets
+        for b in range(digest.BUCKETS):
+            if floors[b] and mine[b] and not theirs[b]:
+                self._drop_evicted(peer_id, b, floors[b], set())
+
+    def _drop_evicted(self, peer_id: str, bucket: int, floor: int, listed: set[bytes]) -> None:
+        """Evict here the live entries of `bucket` that `peer_id`, a fellow owner of it,
+        does not hold (`listed`) and whose value is no newer than the newest version the
+        peer evicted from the bucket (`floor`, GC.EVICTED).
+
+        The peer may have evicted a newer value of such a key, and eviction is local: an
+        owner that missed the newer write (cut off) would keep its older value, which would
+        then stand, undoing an acknowledged write. The floor is per bucket, so this may
+        also drop a key the peer never had; dropping is what a cache may always do, and it
+        counts as an eviction here (INFO `evicted_keys`).
+        """
+        if not floor:
+            return
+        owners = self.cluster.bucket_owners(bucket)
+        if peer_id not in owners or self.cluster.node_id not in owners:
+            return
+        store = self.store
+        for key, version, _origin, tombstone, _xv, _xo in store.digest.keys_in_bucket(bucket):
+            if not tombstone and version <= floor and key not in listed and store.evict(key):
+                self.stats.evictions_followed += 1
 
     def _plan(self, peer_id: str, listed: list[digest.Record], copy_missing: bool) -> list[bytes]:
         """Apply the peer's newer plain tombstones; return the keys whose records to fetch.
