@@ -81,18 +81,26 @@ def prove_peer(
 
 
 def peer_client(server: ServerProcess) -> redis.Redis:
-    """A connection that proved the cluster secret, as a peer named `tester` (over TLS,
-    the proof bound to the connection, as nodes bind theirs)."""
-    c = redis.Redis(
-        host=server.host,
-        port=server.port,
-        socket_timeout=5,
-        single_connection_client=True,  # the proof holds for one connection
-        **server.client_tls,
-    )
-    sock = getattr(c.connection, "_sock", None)
-    binding = sock.get_channel_binding("tls-unique") if isinstance(sock, ssl.SSLSocket) else None
-    assert prove_peer(c.execute_command, "tester", binding=binding or b"")
+    """A client whose connection proved the cluster secret, as a peer named `tester`
+    (over TLS, the proof bound to the connection, as nodes bind theirs). The proof holds
+    for that one connection: the pool hands it out again to the client's commands and
+    pipelines, used one at a time."""
+    c = client(server)
+    pool = c.connection_pool
+    conn = pool.get_connection()
+    try:
+        sock = getattr(conn, "_sock", None)
+        binding = (
+            sock.get_channel_binding("tls-unique") if isinstance(sock, ssl.SSLSocket) else None
+        )
+
+        def call(*argv: object) -> object:
+            conn.send_command(*argv)  # type: ignore[no-untyped-call]
+            return conn.read_response()
+
+        assert prove_peer(call, "tester", binding=binding or b"")
+    finally:
+        pool.release(conn)
     return c
 
 
