@@ -124,6 +124,8 @@ def test_settings_are_valid_and_seeds_reach_both_regions(region: str) -> None:
     config = NodeConfig(cluster_secret="x", **{k: _typed(k, v) for k, v in plain.items()})
     assert config.region == region and config.network == "wan"
     assert_tls_everywhere(config)
+    # Pods are dialled at their IPs, which the region's one certificate cannot name.
+    assert not config.tls_cluster_check_name
     # The certificate files come from the region's TLS Secret, mounted read-only.
     pod = sts["spec"]["template"]["spec"]
     (mount,) = pod["containers"][0]["volumeMounts"]
@@ -223,6 +225,7 @@ def test_the_compose_file_has_three_regions_of_two_nodes_with_tls() -> None:
             settings.pop(unset)
         config = NodeConfig(cluster_secret="x", **{k: coerce(k, v) for k, v in settings.items()})
         assert_tls_everywhere(config)
+        assert config.tls_cluster_check_name  # peers are dialled by the names certs gives
         # The certificates: made by the certs service before any node starts, mounted.
         assert service["depends_on"]["certs"]["condition"] == "service_completed_successfully"
         assert service["volumes"] == ["./tls:/tls:ro"]
