@@ -52,11 +52,12 @@ def url(env: Mapping[str, str], path: str) -> str:
 
 def main(argv: Sequence[str], env: Mapping[str, str]) -> int:
     path = argv[1] if len(argv) > 1 else "/healthz"
-    tls = context(env) if https(env) else None
     try:
+        tls = context(env) if https(env) else None
         with urllib.request.urlopen(url(env, path), timeout=TIMEOUT_S, context=tls) as reply:
             return 0 if reply.status == 200 else 1
-    except (OSError, ValueError) as exc:  # refused, timed out, TLS refused, HTTP 503
+    # Files that do not load, refused, timed out, TLS refused, HTTP 503: one line each.
+    except (OSError, ValueError) as exc:
         print(f"{path}: {exc}", file=sys.stderr)
         return 1
 
