@@ -201,11 +201,12 @@ def _server_requirements() -> list[str]:
 
 
 def build_context(into: Path, wheels: Path) -> Path:
-    """What the Dockerfile copies: sources, metadata and the wheelhouse."""
+    """What the Dockerfile copies: sources, metadata, the wheelhouse, the health check."""
     for name in ("Dockerfile", "pyproject.toml", "README.md", "LICENSE", "MANIFEST.in"):
         shutil.copy2(REPO_ROOT / name, into / name)
     shutil.copytree(REPO_ROOT / "src", into / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(wheels, into / "deploy" / "wheelhouse")
+    shutil.copy2(REPO_ROOT / "deploy" / "healthcheck.py", into / "deploy" / "healthcheck.py")
     return into
 
 
