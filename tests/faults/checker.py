@@ -34,7 +34,9 @@ than room losses is a violation.
 Clock skew: a TTL runs out by the clocks of the coordinator (which sets the expiry)
 and the node that reads, so "possibly expired" and "certainly expired" are judged
 with the spread of the nodes' clock offsets, plus a slack for the time the snapshot
-takes.
+takes. And versions are last-writer-wins by hybrid logical clock, so two writes less
+than that spread apart may end in either order: "certainly before" means before by
+more than the spread (`Rules.margin_s`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,16 @@ class Rules:
     @property
     def tolerance_ms(self) -> int:
         return self.skew_span_ms + self.slack_ms
+
+    @property
+    def margin_s(self) -> float:
+        """How far apart two operations must be for the later to win for certain.
+
+        Versions are last-writer-wins by hybrid logical clock: a node whose clock runs
+        ahead by S mints versions S ahead, so a write made elsewhere up to S after it
+        (before that node's versions reached the writer) loses to it. The README says so
+        ("Clocks"); the checker holds writes closer than the skew to be concurrent."""
+        return self.skew_span_ms / 1000
 
 
 @dataclass
@@ -208,7 +220,7 @@ def _acked_writes(
     final = _newest(records)
     acked = [op for op in ops if op.is_write and op.acked]
     if final is not None and final.value is not None:  # a live entry, or an expired one
-        return _final_value(key, final, acked, writes_by_value, tuple(sorted(records)))
+        return _final_value(key, final, acked, writes_by_value, tuple(sorted(records)), rules)
     possible = [op for op in ops if (op.is_write or op.kind == EXPIRE) and op.may_have_happened]
     # Evicted everywhere: nothing held, or (on nodes that evict) an older tombstone, which
     # repair pulls back from a former owner once the entry that replaced it is evicted.
@@ -239,7 +251,7 @@ def _explained_absence(w: Op, possible: list[Op], snap: Snapshot, rules: Rules) 
     if _possibly_expired(w, snap, rules):
         return True
     for o in possible:
-        if o is w or o.precedes(w):
+        if o is w or o.precedes(w, rules.margin_s):
             continue
         if o.kind == DEL or _possibly_expired(o, snap, rules):
             return True
@@ -252,13 +264,14 @@ def _final_value(
     acked: list[Op],
     writes_by_value: dict[str, Op],
     owners: tuple[str, ...],
+    rules: Rules,
 ) -> list[Violation]:
     f = writes_by_value.get(final.value or "")
     if f is None or f.key != key:
         return [
             Violation("unknown-value", key, f"owners hold {_show(final)}, never written", owners)
         ]
-    later = [o for o in acked if o is not f and f.precedes(o)]
+    later = [o for o in acked if o is not f and f.precedes(o, rules.margin_s)]
     if not later:
         return []
     detail = (
@@ -299,7 +312,9 @@ def _read(
     if f is None or f.key != key:
         return [("unknown-value", f"GET returned {value!r}, never written", ())]
     read = f"GET returned {value} of {f.describe()}"
-    later = [o for o in ops if o.acked and o.is_write and o is not f and f.precedes(o)]
+    later = [
+        o for o in ops if o.acked and o.is_write and o is not f and f.precedes(o, rules.margin_s)
+    ]
     dels = [o for o in later if o.kind == DEL]
     if dels:
         d = dels[-1]
@@ -316,11 +331,11 @@ def _undone_by_expiry(snap: Snapshot, by_key: dict[str, list[Op]], rules: Rules)
     """Reads that miss the value of an acknowledged SET only expiry writes followed."""
     out = []
     for key, ops in sorted(by_key.items()):
-        w = _last_value_write(ops)
+        w = _last_value_write(ops, rules)
         if w is None:
             continue
         expiries = [o for o in ops if o.kind == EXPIRE and o.may_have_happened]
-        after = [o for o in expiries if not o.precedes(w)]
+        after = [o for o in expiries if not o.precedes(w, rules.margin_s)]
         if not after or _may_have_run_out(w, after, snap, rules):
             continue
         for view in snap.views.values():
@@ -335,11 +350,12 @@ def _undone_by_expiry(snap: Snapshot, by_key: dict[str, list[Op]], rules: Rules)
     return out
 
 
-def _last_value_write(ops: list[Op]) -> Op | None:
+def _last_value_write(ops: list[Op], rules: Rules) -> Op | None:
     """The acknowledged SET that every other SET and DEL of the key certainly preceded."""
     writes = [o for o in ops if o.is_write and o.may_have_happened]
+    margin_s = rules.margin_s
     for w in writes:
-        if w.kind == SET and w.acked and all(o is w or o.precedes(w) for o in writes):
+        if w.kind == SET and w.acked and all(o is w or o.precedes(w, margin_s) for o in writes):
             return w
     return None
 

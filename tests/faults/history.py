@@ -64,9 +64,11 @@ class Op:
         """When it was certainly done: its completion if acknowledged, else never."""
         return self.end_s if self.outcome == OK else NEVER
 
-    def precedes(self, other: Op) -> bool:
-        """Whether this op certainly took effect before `other` was even invoked."""
-        return self.effective_end_s < other.start_s
+    def precedes(self, other: Op, margin_s: float = 0.0) -> bool:
+        """Whether this op certainly took effect before `other` was even invoked, by more
+        than `margin_s` (the nodes' clock skew: versions order writes closer than that
+        either way, see checker.Rules)."""
+        return self.effective_end_s + margin_s < other.start_s
 
     def describe(self) -> str:
         what = f"{self.kind} {self.key}"

@@ -110,6 +110,18 @@ def test_an_entry_that_expired_while_being_read_counts_as_its_tombstone() -> Non
     assert check([w], snap(view("n1", {"t1": expiring}), view("n2", {"t1": tomb(20)})), RULES) == []
 
 
+def test_with_skewed_clocks_writes_closer_than_the_skew_may_end_in_either_order() -> None:
+    """A node 4 s ahead mints versions 4 s ahead: a write made elsewhere 1 s after one
+    it coordinated loses (README, "Clocks"). Beyond the skew, the later write must win."""
+    first, second = op(SET, "k1", "ahead", 0, 1), op(SET, "k1", "later", 2, 3)
+    kept_first = same({"k1": live("ahead", 50)})
+    skewed = Rules(is_ttl_key, skew_span_ms=4_000)
+    assert check([first, second], kept_first, skewed) == []
+    assert kinds(check([first, second], kept_first, RULES)) == ["lost-write", "stale-read"]
+    far_later = op(SET, "k1", "much later", 6, 7)
+    assert "lost-write" in kinds(check([first, far_later], kept_first, skewed))
+
+
 def test_a_key_an_owner_evicted_is_accounted_by_its_counters() -> None:
     ops = [op(SET, "k1", "a", 0, 1)]
     evicted = snap(view("n1", {"k1": live("a", 20)}), view("n2", {}, evicted_keys=1))
