@@ -44,7 +44,7 @@ from geocache.cluster.hints import Hints, Pacer, hint_bytes
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.mdns import MdnsDiscovery
-from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
+from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers, encode_request
 from geocache.cluster.records import apply_command
 from geocache.cluster.repair import Repairer
 from geocache.cluster.replication import Replicator
@@ -489,20 +489,22 @@ class Cluster:
 
         `timeout_ms` per owner: writes (the default) wait for their replication there;
         reads pass PEER_TIMEOUT_MS. `version`: a write's version, minted here (GC.FWD)."""
-        return await self._at_owner(owners, ("GC.FWD", proto, version, *argv), timeout_ms)
+        return await self._at_owner(
+            owners, encode_request(("GC.FWD", proto, version), argv), timeout_ms
+        )
 
     async def forward_exec(
         self, commands: list[list[bytes]], owners: list[str], proto: int
     ) -> object:
         """Run a transaction's queued commands at their slot's primary (GC.EXEC)."""
-        flat: list[bytes | int] = []
+        flat: list[bytes] = []
         for argv in commands:
-            flat += [len(argv), *argv]
-        return await self._at_owner(owners, ("GC.EXEC", proto, *flat), FORWARD_TIMEOUT_MS)
+            flat += [b"%d" % len(argv), *argv]
+        request = encode_request(("GC.EXEC", proto), flat)
+        return await self._at_owner(owners, request, FORWARD_TIMEOUT_MS)
 
-    async def _at_owner(
-        self, owners: list[str], request: tuple[bytes | str | int, ...], timeout_ms: int
-    ) -> object:
+    async def _at_owner(self, owners: list[str], request: list[bytes], timeout_ms: int) -> object:
+        """`request` (encoded once: `encode_request`) at the first owner that answers."""
         last: Exception | None = None
         # Owners whose connection just failed go last: a crashed primary costs nothing.
         for owner in sorted(owners, key=self.known_down):
@@ -510,7 +512,8 @@ class Cluster:
             if addr is None:
                 continue
             try:
-                reply = await self.peers.get(addr, FORWARD).call(*request, timeout_ms=timeout_ms)
+                peer = self.peers.get(addr, FORWARD)
+                reply = await peer.call_encoded(request, timeout_ms=timeout_ms)
             except PeerError as exc:
                 last = exc
                 continue

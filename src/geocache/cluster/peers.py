@@ -149,6 +149,18 @@ def tls_dial(
     return dial
 
 
+def encode_request(head: Sequence[Arg], args: Sequence[bytes]) -> list[bytes]:
+    """A request as RESP chunks for `PeerClient.call_encoded`: `head` (the peer command
+    and its own arguments), then `args` as they were parsed (a client's command being
+    forwarded), referenced rather than copied; the chunks are joined once, on the way
+    out."""
+    own = encode_command(*head)
+    out = [b"*%d\r\n" % (len(head) + len(args)), own[len(b"*%d\r\n" % len(head)) :]]
+    for arg in args:
+        out += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return out
+
+
 def _now() -> float:
     """The event loop's clock (s): virtual time in a simulation, monotonic otherwise."""
     return asyncio.get_running_loop().time()
