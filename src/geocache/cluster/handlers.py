@@ -9,8 +9,9 @@ connection that has not proven the cluster secret.
   proves the cluster secret first and then checks the dialing peer's proof (auth.py).
   A refused handshake is counted, logged (rate-limited) and closes the connection.
 - `GC.SWIM` carries membership (cluster.py) and the sender's wall clock (skew check);
-  `GC.APPLY` / `GC.APPLYDEL` replication and hints; `GC.FWD` a command forwarded to its
-  coordinator (router.py).
+  `GC.APPLYBATCH` replication (a batch of records a request, replication.py),
+  `GC.APPLY` / `GC.APPLYDEL` hints and the region streams' records; `GC.FWD` a
+  command forwarded to its coordinator (router.py).
 - `GC.DIGEST`, `GC.EVICTED`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve
   repair (repair.py): a peer compares digests, lists differing buckets and pulls newer
   records, and drops what an owner evicted a newer version of.
@@ -54,6 +55,7 @@ def peer_commands(cluster: Cluster) -> list[Command]:
         ("gc.swim", -3, "fast peer", "A membership message", h.swim),
         ("gc.apply", -6, "write peer", "Apply a replicated write", h.apply),
         ("gc.applydel", -4, "write peer", "Apply a replicated delete", h.applydel),
+        ("gc.applybatch", -1, "write peer", "Apply a batch of replicated writes", h.applybatch),
         ("gc.fetch", 2, "readonly peer", "A key's entry or tombstone", h.fetch),
         ("gc.fwd", -4, "peer", "Run a forwarded command", h.fwd),
         ("gc.exec", -2, "peer", "Run a forwarded transaction", h.exec),
@@ -155,6 +157,30 @@ class PeerHandlers:
             return 1 if self._cluster.store.apply(argv[1], tomb) else 0
         except VersionRefused as exc:
             return self._cluster.version_refused(exc, session.peer_id, argv[1], "GC.APPLYDEL")
+
+    def applybatch(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.APPLYBATCH` and six fields a record (records.py, as GC.GEO): the number of
+        records when each was taken (applied or superseded here), else one reply a
+        record (1 applied, 0 not, or the error that refused it)."""
+        if (len(argv) - 1) % records.GEO_FIELDS:
+            return Error(f"ERR bad GC.APPLYBATCH: not {records.GEO_FIELDS} fields a record")
+        cluster = self._cluster
+        store = cluster.store
+        replies: list[object] = []
+        refused = False
+        for i in range(1, len(argv), records.GEO_FIELDS):
+            try:
+                key, record = records.from_geo_fields(argv[i : i + records.GEO_FIELDS])
+            except ValueError:
+                replies.append(NOT_INTEGER)
+                refused = True
+                continue
+            try:
+                replies.append(1 if store.apply(key, record) else 0)
+            except VersionRefused as exc:
+                replies.append(cluster.version_refused(exc, session.peer_id, key, "GC.APPLYBATCH"))
+                refused = True
+        return replies if refused else len(replies)
 
     def fetch(self, session: Session, argv: list[bytes]) -> object:
         """The entry (value first) or tombstone (version first) held for a key, or nil."""
