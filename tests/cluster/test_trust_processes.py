@@ -44,7 +44,7 @@ from support.cluster import (
 
 pytestmark = pytest.mark.geocache_only
 
-# The join timeout (repair.WARMUP_MAX_S, 10 s) and some room for a loaded machine (s).
+# The join timeout (repair.JOIN_MAX_S, 10 s) and some room for a loaded machine (s).
 JOIN_TIMEOUT_S = 10.0
 EXIT_DEADLINE_S = JOIN_TIMEOUT_S + 20.0
 IO_TIMEOUT_S = 5.0

@@ -227,7 +227,7 @@ class Run:
         except (OSError, ValueError):
             return  # paused or gone: nothing more to learn
         self.evicted_before[node_id] += int(stats.get("evicted_keys", "0"))
-        self.evicted_before[node_id] += int(stats.get("cluster_repair_skipped_full", "0"))
+        self.evicted_before[node_id] += observe.skipped_full(stats)
 
     def _heal_everything(self, cluster: Cluster) -> None:
         self.links.heal_all()

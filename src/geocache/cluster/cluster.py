@@ -272,6 +272,7 @@ class Cluster:
             **self.stats,
             "ready": int(self.ready),
             **{f"repair_{name}": n for name, n in self.repairer.stats.as_dict().items()},
+            **{f"warmup_{name}": n for name, n in self.repairer.warmer.stats.as_dict().items()},
             **self.trust.status(),
             "versions_refused": self.store.versions_refused,
         }
@@ -328,10 +329,6 @@ class Cluster:
 
     def region_peers(self) -> list[str]:
         return [n for n in self._region_ids if n != self.node_id]
-
-    def alone_before_joining(self) -> bool:
-        """Started with seeds, not ready, and no peer known yet: any answer would be a guess."""
-        return len(self._addr_of) == 1 and bool(self.seeds_to_join()) and not self.ready
 
     def seeds_to_join(self) -> list[str]:
         """The seeds besides this node: the addresses they resolved to, or, while no name

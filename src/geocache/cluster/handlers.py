@@ -14,7 +14,8 @@ connection that has not proven the cluster secret.
   command forwarded to its coordinator (router.py).
 - `GC.DIGEST`, `GC.EVICTED`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve
   repair (repair.py): a peer compares digests, lists differing buckets and pulls newer
-  records, and drops what an owner evicted a newer version of.
+  records, and drops what an owner evicted a newer version of; `GC.WARM max_bytes b...`
+  sends whole buckets to a node warming up (warmup.py).
 - `GC.GEO` a batch from another region's stream (streams.py).
 
 Versions are checked where they enter: a replicated, forwarded, flush or cross-region version
@@ -28,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from geocache import auth
-from geocache.cluster import digest, records
+from geocache.cluster import digest, records, warmup
 from geocache.cluster.streams import decode_batch
 from geocache.commands.context import Deferred, Session
 from geocache.commands.strings import NOT_INTEGER
@@ -64,6 +65,7 @@ def peer_commands(cluster: Cluster) -> list[Command]:
         ("gc.bucket", 2, "readonly peer", "A bucket's records", h.bucket),
         ("gc.evicted", 1, "readonly peer", "Newest version evicted per bucket", h.evicted),
         ("gc.repair", 2, "fast peer", "Pull from the caller", h.repair),
+        ("gc.warm", -3, "readonly peer", "Whole buckets' records, for warm-up", h.warm),
         ("gc.geo", -2, "write peer", "Apply another region's writes", h.geo),
     ]
     return [
@@ -295,6 +297,16 @@ class PeerHandlers:
         if not 0 <= bucket < digest.BUCKETS:
             return Error(f"ERR bucket must be 0..{digest.BUCKETS - 1}")
         return digest.encode_records(self._cluster.store.digest.keys_in_bucket(bucket))
+
+    def warm(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.WARM <max bytes> <bucket>...`: the buckets' records, whole (warmup.py)."""
+        try:
+            max_bytes, *buckets = [parse_int(arg) for arg in argv[1:]]
+        except StoreError:
+            return NOT_INTEGER
+        if not all(0 <= b < digest.BUCKETS for b in buckets):
+            return Error(f"ERR bucket must be 0..{digest.BUCKETS - 1}")
+        return warmup.serve(self._cluster.store, buckets, max_bytes)
 
     def repair(self, session: Session, argv: list[bytes]) -> object:
         """Run a repair round against the calling peer soon; `1`: copy keys this node lacks."""

@@ -1,4 +1,4 @@
-"""Repair (anti-entropy) and warm-up: owners compare bucket digests and pull newer records.
+"""Repair (anti-entropy) and readiness: owners compare bucket digests and pull newer records.
 
 Pull model: a node only ever changes its own store, from what it pulls, so each decision
 (is this newer? may this missing key be copied? is there room?) is taken where all the
@@ -55,12 +55,11 @@ region peer. Work is bounded per round and paced between batches.
 A round that fails (no answer, or the peer's connection still in its reconnect backoff
 just after it came back) is tried again RETRY_S later, up to MAX_ATTEMPTS times in a row.
 
-Warm-up: at start (after membership found a region peer, if seeds were given) this node
-runs copying passes against every region peer until none is left, then against the
-members of the nearest other region (geo.py: its peers may have restarted too, or it has
-none); then it sets `ready`;
-`ready` is set anyway after WARMUP_MAX_S. Meanwhile the node serves, and a
-miss asks an owner (router.py, while `cluster.warming()`).
+Warm-up: at start (after membership found a peer, within JOIN_MAX_S, if seeds were
+given) this node pulls the buckets it owns, whole, from its region's peers and then from
+the nearest other region (warmup.py); then it sets `ready`. `ready` is set anyway after
+`warmup_max_s` (the pull goes on), and the log line says what the node holds. Until
+then key commands answer LOADING (router.py). Repair's rounds start after the pull.
 
 The repairer sees its cluster as a `RepairView`: this region's members and their
 addresses, the owners of a bucket, the peer connections, the store, the hints that
@@ -82,6 +81,7 @@ from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore
 from geocache.cluster.peers import PeerClient, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
+from geocache.cluster.warmup import WarmSources, WarmUp
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.entry import entry_size, is_tombstone
@@ -109,8 +109,9 @@ PAUSE_S = 0.01
 # A bucket list or a fetch batch may be large: more time than one replicated write.
 REPAIR_TIMEOUT_MS = 5000
 NUDGE_TIMEOUT_MS = 500
-# A starting node reports ready after this long even if warm-up has not finished (s).
-WARMUP_MAX_S = 10.0
+# A node started with seeds waits this long to hear from one (the join timeout, s):
+# past it, it warms up from whatever it knows, and a node no seed trusts stops.
+JOIN_MAX_S = 10.0
 # After joining, a node that knows no member of its own region yet waits this long for
 # one before it counts itself alone in its region (the first region, or a new one).
 JOIN_GRACE_S = 1.0
@@ -156,12 +157,6 @@ class _Pass:
     retry_at: float = 0.0
 
 
-class WarmUpSource(Protocol):
-    """Where warm-up looks beyond this region (streams.RegionStreams)."""
-
-    def warm_up_source(self) -> list[str]: ...
-
-
 class RepairView(Protocol):
     """What the repairer sees of its cluster (cluster.Cluster satisfies it)."""
 
@@ -187,7 +182,7 @@ class RepairView(Protocol):
     def hints(self) -> Hints: ...
 
     @property
-    def streams(self) -> WarmUpSource: ...
+    def streams(self) -> WarmSources: ...
 
     def region_peers(self) -> list[str]: ...
 
@@ -232,6 +227,7 @@ class Repairer:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_timer: asyncio.TimerHandle | None = None
+        self.warmer = WarmUp(cluster)
 
     @property
     def store(self) -> JournaledStore:
@@ -241,7 +237,8 @@ class Repairer:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._ready_timer = loop.call_later(WARMUP_MAX_S, self._set_ready, "time bound")
+        bound_s = self.cluster.host.config.warmup_max_s
+        self._ready_timer = loop.call_later(bound_s, self._set_ready, "time bound")
         self._tasks.append(asyncio.create_task(self._run()))
 
     def stop(self) -> None:
@@ -290,7 +287,7 @@ class Repairer:
     def _set_ready(self, why: str) -> None:
         if not self.ready:
             self.ready = True
-            log.info("warm-up done", extra={"why": why, "stats": self.stats.as_dict()})
+            log.info("warm-up done", extra={"why": why, "stats": self.warmer.status()})
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -325,7 +322,7 @@ class Repairer:
     async def _warm_up(self) -> None:
         cluster = self.cluster
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + WARMUP_MAX_S
+        deadline = loop.time() + JOIN_MAX_S
         seeds = cluster.seeds_to_join()
         while seeds and not cluster.joined() and loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -334,23 +331,12 @@ class Repairer:
         alone_until = min(deadline, loop.time() + JOIN_GRACE_S)
         while seeds and not cluster.region_peers() and loop.time() < alone_until:
             await asyncio.sleep(0.05)
-        for peer in cluster.region_peers():
-            self.request(peer, copy_missing=True)
-        await self._finish_passes()
-        # Then against the nearest other region (every region holds the data set): the
-        # region's own peers may have been warming too (a whole region restarted), and a
-        # node alone in its region has no other source. Mostly equal digests: cheap.
+        # The region's peers, then the nearest other region (every region holds the data
+        # set): the region's own peers may have been warming too (a whole region
+        # restarted), and a node alone in its region has no other source.
         if seeds:
-            for peer in cluster.streams.warm_up_source():
-                self.request(peer, copy_missing=True)
-            await self._finish_passes()
+            await self.warmer.run()
         self._set_ready("warmed")
-
-    async def _finish_passes(self) -> None:
-        while not self.ready and self._passes:
-            await self._wait()
-            self._wake.clear()  # else, with a failed pass not yet due, this loop never yields
-            await self._rounds()
 
     async def _wait(self) -> None:
         """Until a pass is due (at once if one is), a trigger, or CHECK_S without passes."""
