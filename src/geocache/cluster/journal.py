@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from geocache.clock import HLC, Clock
 from geocache.cluster.digest import BUCKETS, Digest, bucket_of, entry_hash, tombstone_hash
-from geocache.store.entry import Entry, Tombstone, latest_version, stored_size
+from geocache.store.entry import Entry, Tombstone, latest_version, stored_size, tombstone_expiry
 from geocache.store.entry import is_tombstone as is_tombstone
 from geocache.store.keyspace import Store
 from geocache.store.tombstones import DEFAULT_MAX_TOMBSTONES, DEFAULT_TOMBSTONE_TTL_MS, Tombstones
@@ -103,18 +103,35 @@ class JournaledStore(Store):
     # -- replicated writes -----------------------------------------------------------------
 
     def apply(self, key: bytes, record: Entry | Tombstone) -> bool:
-        """Store.apply; an entry at or below its bucket's eviction floor is taken only for
-        a key held in some form (deletes are always taken: they bring nothing back)."""
+        """Store.apply; a record at or below its bucket's eviction floor is taken only for
+        a key held in some form.
+
+        A delete that old too: it would retire nothing the floor does not already keep
+        out, and holding it would make this owner differ from one that holds the newer
+        value this one evicted (another region's, say) for good; holding nothing, this
+        owner only lacks the key, as eviction leaves it."""
         newest = latest_version(record)
         if (
-            not is_tombstone(record)
-            and newest <= self.evicted_floor[bucket_of(key)]
+            newest <= self.evicted_floor[bucket_of(key)]
             and key not in self._data
             and self.tombstones.get(key) is None
         ):
             self.hlc.update(newest)
             return False
         return super().apply(key, record)
+
+    def forgot_value(self, key: bytes) -> bool:
+        """Whether the key's tombstone stands for a value this store forgot rather than
+        one gone: a six-field tombstone (an entry that expired and was reclaimed) whose
+        expiry register no longer expires it. A newer expiry write made where the value
+        was still live (a SET without TTL that lost the value to a newer INCR, a PERSIST)
+        arrived after the older expiry ran out here. Merged by registers the key lives,
+        so an entry at the tombstone's version re-supplies the value (repair fetches it)."""
+        tomb = self.tombstones.get(key)
+        if tomb is None or len(tomb) != 6:
+            return False
+        expires_at_ms = tombstone_expiry(tomb)[0]
+        return not expires_at_ms or expires_at_ms > self._clock.wall_ms()
 
     # -- journal -------------------------------------------------------------------------
 

@@ -575,7 +575,12 @@ class Repairer:
             if held is None:
                 if not copy_missing:
                     continue
-            elif not _has_newer(held, (version, origin, tombstone, x_version, x_origin)):
+            elif not _has_newer(held, (version, origin, tombstone, x_version, x_origin)) and not (
+                not tombstone
+                and held[2]
+                and held[:2] == (version, origin)
+                and store.forgot_value(key)
+            ):
                 continue
             if not tombstone or (x_version, x_origin) != (version, origin):
                 fetch.append(key)
@@ -607,7 +612,8 @@ class Repairer:
 
 def _has_newer(held: Stamps, theirs: Stamps) -> bool:
     """Whether the peer's record has a register newer than this node's. (An entry at the
-    version of this node's tombstone, with the same expiry, has expired here already.)"""
+    version of this node's tombstone, with the same expiry, has expired here already,
+    unless this node forgot a value that lives: JournaledStore.forgot_value.)"""
     return theirs[:2] > held[:2] or theirs[3:] > held[3:]
 
 
