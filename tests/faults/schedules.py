@@ -208,7 +208,9 @@ def flush_partition() -> Schedule:
     """A 2 | 2 split; FLUSHALL through n1 early in it (before either side declared the
     other dead) and through n4 late in it (after), writes going on both sides; then the
     heal. The side that missed each flush gets it when it is back: what it wrote before
-    the flush must go, what it wrote after must stay."""
+    the flush must go, what it wrote after must stay. Many keys and a short tail, so
+    that most keys are not written again after the second flush: their final state is
+    the flush's, delivered late to n1's side."""
     return Schedule(
         "flush-partition",
         seed=1601,
@@ -218,9 +220,11 @@ def flush_partition() -> Schedule:
                 1.0,
                 Split(("n1", "n2"), ("n3", "n4")),
                 8.0,
-                during=(Step(1.5, Flush("n1"), 0.0), Step(6.0, Flush("n4"), 0.0)),
+                during=(Step(1.5, Flush("n1"), 0.0), Step(7.0, Flush("n4"), 0.0)),
             ),
         ),
+        workload=WorkloadConfig(plain_keys=160, ttl_keys=40),
+        tail_s=0.5,
     )
 
 
