@@ -333,6 +333,9 @@ CI_SCHEDULES: tuple[Callable[[], Schedule], ...] = (
     under_contention(crash_restart),
     under_contention(two_region_split),
     seed_160273718,
+    flush_partition,
+    churn_after_heal_join,
+    churn_after_heal_leave,
 )
 # Schedules that meet a known product bug run in soak only until it is fixed (none now:
 # seed 160273718 under contention lost an acknowledged write about one run in three until
@@ -342,9 +345,6 @@ KNOWN_BUG: tuple[Callable[[], Schedule], ...] = ()
 EXTRA: tuple[Callable[[], Schedule], ...] = (
     skew_far_behind,
     eviction_partition,
-    flush_partition,
-    churn_after_heal_join,
-    churn_after_heal_leave,
 )
 
 
