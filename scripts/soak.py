@@ -76,6 +76,12 @@ def chosen(args: argparse.Namespace) -> list[schedules.Schedule]:
     return picked
 
 
+def shown(step: schedules.Step) -> str:
+    """`1s split(n1 | n2,n3)`, with the steps made during it: `[+3s flush(n1)]`."""
+    during = "".join(f" [+{s.at_s:g}s {describe(s.fault)}]" for s in step.during)
+    return f"{step.at_s:g}s {describe(step.fault)}{during}"
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
     if os.geteuid() != 0:
@@ -85,7 +91,7 @@ def main(argv: list[str]) -> int:
     results: list[RunResult] = []
     failed = 0
     for index, schedule in enumerate(chosen(args), 1):
-        steps = ", ".join(f"{s.at_s:g}s {describe(s.fault)}" for s in schedule.steps)
+        steps = ", ".join(shown(s) for s in schedule.steps)
         print(f"seed {schedule.seed}: {schedule.name}, {len(schedule.nodes)} nodes: {steps}")
         sys.stdout.flush()
         try:

@@ -414,8 +414,15 @@ class Cluster:
     async def flush_everywhere(self, version: int, reply: object) -> object:
         """After a local FLUSHALL at `version`: every other member of every region drops
         what is not newer (GC.FLUSH). `reply` once this region's members have it;
-        members that do not answer get it when they are back (the hint loop)."""
-        targets = [node_id for node_id in self._addr_of if node_id != self.node_id]
+        members that do not answer get it when they are back (the hint loop). Members
+        thought dead are sent it too, when they are back: one cut off by a partition
+        still holds what was written before the flush, and would serve it after the
+        heal (its peers' floors keep it from spreading, so nothing else removes it)."""
+        targets = [
+            m.node_id
+            for m in self.swim.members()
+            if m.node_id != self.node_id and m.state != MemberState.LEFT
+        ]
         for target in targets:
             self._unflushed[target] = max(version, self._unflushed.get(target, 0))
         sent = await asyncio.gather(*(self._send_flush(t, version) for t in targets))

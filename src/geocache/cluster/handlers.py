@@ -197,8 +197,10 @@ class PeerHandlers:
         minted when its client asked (0 for a read), and gets exactly that version here. So
         a forwarded write that arrives late (held in a stalled connection while the client
         was answered through another owner) cannot overwrite the writes and deletes made
-        since: if the key already holds that version or a newer one, it does nothing and
-        answers `TRYAGAIN newer version <v>` (the forwarding node then mints a newer one).
+        since: if the key already holds that version or a newer one (or holds nothing and
+        its resurrection floor, a FLUSHALL's version, is that or newer), it does nothing
+        and answers `TRYAGAIN newer version <v>` (the forwarding node then mints a newer
+        one).
         """
         proto = 3 if argv[1] == b"3" else 2
         try:
@@ -222,8 +224,11 @@ class PeerHandlers:
             cluster.store.versions_refused += 1
             return encode(cluster.version_refused(exc, session.peer_id, key, "GC.FWD"), proto)
         if version and cmd.write:
+            # A key not held here counts its resurrection floor (a FLUSHALL's version): a
+            # write older than the flush that arrives after it must not come back.
+            floor = cluster.store.tombstones.floor
             stamps = [cluster.store.version_of(k) for k in keys]
-            newest = max((max(s[0], s[3]) for s in stamps if s is not None), default=0)
+            newest = max((floor if s is None else max(s[0], s[3]) for s in stamps), default=0)
             if newest >= version:
                 return encode(Error(f"TRYAGAIN newer version {newest}"), proto)
         elif len(keys) > 1 or cmd.name == b"mget":
