@@ -187,6 +187,24 @@ class Store:
         self._data.move_to_end(key)
         return entry[0]
 
+    def get_shared(self, key: bytes) -> bytes | None:
+        """`get` for threads that share the store, without their lock (LocalCache): the
+        value of a key that has not expired, made most recent and counted a hit; None
+        for a missing or expired key, counted nothing (the caller's locked `get` then
+        counts the miss and reclaims the entry). It reads the table once and moves the
+        key once, each atomic under the GIL, and writes nothing else but the hit count
+        (which a race may leave one short); an entry removed between the two steps is
+        returned as it was read."""
+        entry = self._data.get(key)
+        if entry is None or (entry[1] and entry[1] <= self._clock.wall_ms()):
+            return None
+        self.hits += 1
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per read)
+            self._data.move_to_end(key)
+        except KeyError:
+            pass  # removed by another thread since the read: the read came first
+        return entry[0]
+
     def lookup(self, key: bytes) -> Entry | None:
         """The live entry, counting a hit or miss and making it most recent."""
         entry = self.peek(key)
