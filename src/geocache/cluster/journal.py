@@ -152,7 +152,7 @@ class JournaledStore(Store):
         raise the resurrection floor to it, so no older write can come back. Returns the
         records dropped."""
         self.hlc.update(version)
-        old = [key for key, entry in self._data.items() if latest_version(entry) <= version]
+        old = [key for key, entry in self._held_entries() if latest_version(entry) <= version]
         for key in old:
             self._remove(key)
         space = self.tombstones
@@ -172,7 +172,7 @@ class JournaledStore(Store):
         self.digest.clear()
 
     def _put(self, key: bytes, entry: Entry) -> None:
-        old = self._data.get(key)
+        old = self._entry_at(key)
         super()._put(key, entry)  # raises TooLarge before changing anything
         if old is None:
             self.digest.add(key, entry_hash(key, entry))
@@ -191,7 +191,7 @@ class JournaledStore(Store):
         """
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
         while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
-            old_key, old = data.popitem(last=False)
+            old_key, old = self._pop_lru()
             self.used_bytes -= stored_size(old_key, old)
             self.evictions += 1
             if self.on_change is not None:
