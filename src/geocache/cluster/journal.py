@@ -169,7 +169,7 @@ class JournaledStore(Store):
         raise the resurrection floor to it, so no older write can come back. Returns the
         records dropped."""
         self.hlc.update(version)
-        old = [key for key, entry in self._data.items() if latest_version(entry) <= version]
+        old = [key for key, entry in self._held_entries() if latest_version(entry) <= version]
         for key in old:
             self._remove(key)
         space = self.tombstones
@@ -189,7 +189,7 @@ class JournaledStore(Store):
         self.digest.clear()
 
     def _put(self, key: bytes, entry: Entry) -> None:
-        old = self._data.get(key)
+        old = self._entry_at(key)
         super()._put(key, entry)  # raises TooLarge before changing anything
         if old is None:
             self.digest.add(key, entry_hash(key, entry))
@@ -208,20 +208,21 @@ class JournaledStore(Store):
         """
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
         while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
-            old_key, old = data.popitem(last=False)
+            old_key, old = self._pop_lru()
             self._evicted(old_key, old)
 
     def evict(self, key: bytes) -> bool:
         """Evict `key`'s live entry as memory pressure would (counted, the bucket's floor
         raised): repair does, for an entry another owner evicted a newer version of."""
-        entry = self._data.pop(key, None)
+        entry = self._entry_at(key)
         if entry is None:
             return False
+        del self._data[key]
         self._evicted(key, entry)
         return True
 
     def _evicted(self, key: bytes, entry: Entry) -> None:
-        """The bookkeeping of an entry evicted from `_data`."""
+        """The bookkeeping of an entry taken out of the table by eviction."""
         self.used_bytes -= stored_size(key, entry)
         self.evictions += 1
         if self.on_change is not None:
