@@ -3,6 +3,11 @@
 #   podman build -t geocache .            (or docker build)
 #   podman run -p 7379:7379 -p 7380:7380 -e GEOCACHE_CLUSTER_SECRET=... geocache
 #
+# Across networks, TLS on every link (README, Deploy and Security), as deploy/compose.yaml
+# sets it: GEOCACHE_PORT=0, GEOCACHE_TLS_PORT=7381, GEOCACHE_TLS_CERT_FILE,
+# GEOCACHE_TLS_KEY_FILE and GEOCACHE_TLS_CA_CERT_FILE (files mounted read-only),
+# GEOCACHE_TLS_CLUSTER=yes.
+#
 # BASE is the Python runtime the image runs on; the default is the official slim image.
 # BUILD_BASE builds the wheel: the full image of the same Python and Debian release,
 # which has a C compiler, so mypyc compiles the hot path (setup.py); a build base
@@ -37,6 +42,7 @@ RUN groupadd --system --gid 10001 geocache \
     && useradd --system --uid 10001 --gid geocache --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin geocache
 COPY --from=build /opt/geocache /opt/geocache
+COPY deploy/healthcheck.py /opt/geocache/healthcheck.py
 # Listen on every interface of the container; peers reach it at GEOCACHE_ADVERTISE_ADDR
 # (or, without it, at the address toward the first seed: see the README's Deploy).
 ENV PATH=/opt/geocache/bin:$PATH \
@@ -44,13 +50,14 @@ ENV PATH=/opt/geocache/bin:$PATH \
     GEOCACHE_BIND=0.0.0.0 \
     GEOCACHE_PORT=7379 \
     GEOCACHE_HTTP_PORT=7380
-# RESP, HTTP (API, /healthz, /readyz, /metrics), and RESP over TLS once it is set
-# (--tls-port 7381).
+# RESP, HTTP (API, /healthz, /readyz, /metrics; HTTPS once TLS is set), and RESP over
+# TLS (GEOCACHE_TLS_PORT=7381; README, Security).
 EXPOSE 7379 7380 7381
 USER 10001:10001
-# /healthz answers while the event loop runs; python3 rather than curl, which a slim
-# image lacks.
+# /healthz answers while the event loop runs. healthcheck.py asks it over HTTPS, with the
+# node's own certificate, when the node has TLS (GEOCACHE_TLS_*); stdlib only, as a slim
+# image has no curl.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('GEOCACHE_HTTP_PORT', '7380'), timeout=2)"]
+    CMD ["python3", "/opt/geocache/healthcheck.py", "/healthz"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["geocache", "serve"]

@@ -18,8 +18,9 @@ lint:
 	.venv/bin/ruff format --check src tests bench
 	.venv/bin/mypy
 
-# Random fault schedules (root: network namespaces): `make soak N=20`, replay `make soak SEED=1234`.
+# Random fault schedules (root: network namespaces): `make soak N=20`, replay `make soak SEED=1234`;
+# `FIRST=1` runs the seeds 1..N, `HOG=1` adds contention.
 N ?= 5
 soak:
 	scripts/setup.sh
-	.venv/bin/python scripts/soak.py --runs $(N) $(if $(SEED),--seed $(SEED)) $(if $(HOG),--cpu-hog $(HOG))
+	.venv/bin/python scripts/soak.py --runs $(N) $(if $(SEED),--seed $(SEED)) $(if $(FIRST),--first-seed $(FIRST)) $(if $(HOG),--cpu-hog $(HOG))

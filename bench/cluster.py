@@ -24,12 +24,19 @@ median over rounds: a burst of outside load then hits every side rather than one
 servers and the load generator share the cores, so absolute figures understate what
 separate machines would do; the ratios are the point.
 
+The summary's headline row is the owner-routed SET of part 2 (a 3-node region,
+replicas=2, write-acks quorum, against one node on the same cores). `--baseline-src
+DIR` also starts a second such region from another source tree (`DIR/src`, e.g. a
+worktree of main), measured as one more side of part 2 in the same rounds: a before
+and after from one run. `--parts` runs some of the three parts only.
+
 How to read it: `ratio` is ops/s over the single node's ops/s (higher is better); `p99 x`
 is p99 latency over the single node's p99 (lower is better). Exit status 1 means a run
 broke (a server did not start, a timeout, an error reply), not that something was slow.
 GEOCACHE_* variables are removed from the environment the nodes start with.
 
     .venv/bin/python bench/cluster.py [--quick] [--requests N] [--rounds R] [--json PATH]
+        [--parts acks,forwarding,owner] [--baseline-src DIR]
 """
 
 from __future__ import annotations
@@ -94,15 +101,24 @@ QUICK_ACKS = ("one", "quorum")
 QUICK_REPLICAS = (2,)
 REGION_SIZE = 3
 SINGLE = "single node"
+OWNER_ROUTED = "region owner-routed"
+BASELINE = "owner-routed, baseline"
+PARTS = ("acks", "forwarding", "owner")
 T = TypeVar("T")
 
 
 # -- servers ---------------------------------------------------------------------------------
 
 
-def node_argv(port: int, *extra: str) -> list[str]:
-    serve = ["-m", "geocache", "serve", "--bind", "127.0.0.1", "--port", str(port)]
-    return [sys.executable, *serve, "--http-port", "0", "--log-level", "warning", *extra]
+def node_argv(port: int, *extra: str, src: Path | None = None) -> list[str]:
+    """A node's command line; `src`: run the geocache package found there instead."""
+    serve = ["serve", "--bind", "127.0.0.1", "--port", str(port)]
+    if src is None:
+        python = [sys.executable, "-m", "geocache"]
+    else:  # ahead of the PYTHONPATH the nodes are started with
+        run = "import sys; sys.path.insert(0, sys.argv.pop(1)); from geocache.cli.main import main"
+        python = [sys.executable, "-c", f"{run}; sys.exit(main())", str(src)]
+    return [*python, *serve, "--http-port", "0", "--log-level", "warning", *extra]
 
 
 def cluster_flags(node_id: str, secret: str, seed_port: int | None, *extra: str) -> list[str]:
@@ -123,13 +139,17 @@ class Region:
         return self.nodes[0].port
 
 
-def plan_region(name: str, logs: Path, *extra: str) -> Region:
+def plan_region(name: str, logs: Path, *extra: str, src: Path | None = None) -> Region:
     ports = [free_port() for _ in range(REGION_SIZE)]
     secret = f"bench-{name}"  # a region per secret: no stray node can join another region
     nodes = [
         ServerSpec(
             f"{name}/n{i + 1}",
-            node_argv(port, *cluster_flags(f"n{i + 1}", secret, ports[0] if i else None, *extra)),
+            node_argv(
+                port,
+                *cluster_flags(f"n{i + 1}", secret, ports[0] if i else None, *extra),
+                src=src,
+            ),
             port,
             logs / f"cluster-{name}-n{i + 1}.log",
         )
@@ -482,15 +502,19 @@ def forwarding_trials(single: int, region: Region, args: argparse.Namespace) -> 
     ]
 
 
-def owner_routing_trials(single: int, region: Region, args: argparse.Namespace) -> Trials:
+def owner_routing_trials(
+    single: int, region: Region, args: argparse.Namespace, baseline: Region | None = None
+) -> Trials:
     keys = [b"gen:%d" % i for i in range(GEN_KEYS)]
     owner_port = run_async(primaries(region.entry, keys))
     entry = region.entry
     port_of: dict[str, PortOf] = {
         SINGLE: lambda key: single,
         "region via n1": lambda key: entry,
-        "region owner-routed": owner_port.__getitem__,
+        OWNER_ROUTED: owner_port.__getitem__,
     }
+    if baseline is not None:
+        port_of[BASELINE] = run_async(primaries(baseline.entry, keys)).__getitem__
     row = f"generator, {GEN_WORKERS} workers"
     # SET first in every round, so each side's GETs find the keys its SETs wrote.
     return [
@@ -594,6 +618,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--requests", type=int, help=f"per 50-client run (default {DEFAULT_REQUESTS})")
     p.add_argument("--rounds", type=int, help="interleaved rounds, median taken (default 3)")
     p.add_argument("--json", type=Path, help="results (default bench/results/cluster.json)")
+    p.add_argument(
+        "--parts", default=",".join(PARTS), help=f"comma-separated, of {', '.join(PARTS)}"
+    )
+    p.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also measure owner-routed writes on a region run from DIR/src (before/after)",
+    )
     # 120 s: 50,000 requests at a slow 1,000 ops/s take 50 s; past 120 s a run is stuck.
     p.add_argument("--run-timeout-s", type=float, default=120.0, help="per redis-benchmark run")
     args = p.parse_args(argv)
@@ -605,6 +637,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.replicas = QUICK_REPLICAS if args.quick else REPLICAS
     args.warm_wait_s = 0.0 if args.quick else WARM_WAIT_S
     args.json = args.json or results_path("cluster", args.quick)
+    args.parts = set(args.parts.split(","))
+    if not args.parts <= set(PARTS):
+        p.error(f"--parts takes {', '.join(PARTS)}")
+    if args.baseline_src is not None:
+        args.baseline_src = (args.baseline_src / "src").resolve()
+        if not (args.baseline_src / "geocache").is_dir():
+            p.error(f"--baseline-src: no geocache package in {args.baseline_src}")
     args.node_info = {}  # node name -> INFO fields, filled in after each part
     return args
 
@@ -629,24 +668,32 @@ def measure_all(args: argparse.Namespace, console: Console, errors: list[str]) -
     with single_spec.start() as single:
         console.print(f"[dim]single node: pid {single.pid}[/]")
         fwd = plan_region("fwd", logs)
-        with running([fwd], console):
+        regions = [fwd]
+        base = None
+        if args.baseline_src is not None and "owner" in args.parts:
+            base = plan_region("base", logs, src=args.baseline_src)
+            regions.append(base)
+        with running(regions, console):
             warm_at = time.monotonic() + args.warm_wait_s
-            for replicas in args.replicas:
+            for replicas in args.replicas if "acks" in args.parts else ():
                 name = f"write acks, replicas={replicas}"
                 sections[name] = measure_acks(name, port, replicas, args, console, errors)
             wait_s = warm_at - time.monotonic()
             if wait_s > 0:
                 console.print(f"[dim]waiting {wait_s:.0f} s for the end of warm-up reads[/]")
                 time.sleep(wait_s)
-            differs = reads_agree(fwd)
-            if differs:
-                errors.append(f"preflight: {differs}")
-            found = interleave(forwarding_trials(port, fwd, args), args.rounds, console, errors)
-            sections["forwarding"] = summarize("forwarding", found, SINGLE)
-            trials = owner_routing_trials(port, fwd, args)
-            found = interleave(trials, args.rounds, console, errors)
-            sections["owner routing"] = summarize("owner routing", found, SINGLE)
-            after_phase([fwd], args, errors)
+            for region in regions:
+                differs = reads_agree(region)
+                if differs:
+                    errors.append(f"preflight {region.name}: {differs}")
+            if "forwarding" in args.parts:
+                found = interleave(forwarding_trials(port, fwd, args), args.rounds, console, errors)
+                sections["forwarding"] = summarize("forwarding", found, SINGLE)
+            if "owner" in args.parts:
+                trials = owner_routing_trials(port, fwd, args, base)
+                found = interleave(trials, args.rounds, console, errors)
+                sections["owner routing"] = summarize("owner routing", found, SINGLE)
+            after_phase(regions, args, errors)
     return sections
 
 
@@ -713,6 +760,35 @@ TITLES = {
 }
 
 
+def headline(sections: Sections) -> list[dict[str, object]]:
+    """The summary: owner-routed SET on a 3-node region (replicas=2, quorum) against one
+    node on the same cores, and the baseline region's when one ran."""
+    label = {OWNER_ROUTED: "owner-routed", BASELINE: "owner-routed, --baseline-src"}
+    return [
+        {"measure": f"SET, 3-node region (replicas 2, quorum), {label[str(row['side'])]}", **row}
+        for row in sections.get("owner routing", [])
+        if row["command"] == "set" and row["side"] in label
+    ]
+
+
+def print_headline(rows: list[dict[str, object]], console: Console) -> None:
+    table = Table(title="summary: vs one node on the same cores, median of rounds")
+    table.add_column("measure")
+    for col in ("ops/s", "single ops/s", "ratio", "p99 x"):
+        table.add_column(col, justify="right")
+    for row in rows:
+        rps, ratio_ = row["rps"], row["ratio"]
+        single = rps / ratio_ if isinstance(rps, float) and isinstance(ratio_, float) else None
+        table.add_row(
+            str(row["measure"]),
+            fmt(rps, ",.0f"),
+            fmt(single, ",.0f"),
+            fmt(ratio_, ".2f"),
+            fmt(row["p99_ratio"], ".2f"),
+        )
+    console.print(table)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     console = Console()
@@ -733,6 +809,8 @@ def main(argv: list[str]) -> int:
             title += " (quorum = all here)"
         print_table(title, sections[name], console)
     print_counters(args.node_info, console)
+    summary = headline(sections)
+    print_headline(summary, console)
     duration_s = round(time.time() - started, 1)
     version = subprocess.run(
         ["redis-benchmark", "--version"], capture_output=True, text=True, timeout=10
@@ -752,6 +830,8 @@ def main(argv: list[str]) -> int:
         "gen_keys": GEN_KEYS,
         "duration_s": duration_s,
         "errors": errors,
+        "baseline_src": str(args.baseline_src) if args.baseline_src else None,
+        "summary": [{k: v for k, v in r.items() if k != "rounds"} for r in summary],
         "sections": sections,
         "node_info": args.node_info,
     }

@@ -169,10 +169,10 @@ WARMUP_S = 1.0
 # relays' delay makes longer; a loaded machine longer still.
 CONVERGE_TIMEOUT_S = 30.0
 STREAM_TIMEOUT_S = 10.0  # region A's streams to B exist and have measured an RTT
-# Every node answers keyed commands. A node alone in its region whose seeds are in the
-# other region answers LOADING until its warm-up's time bound (WARMUP_MAX_S, 10 s, in
-# cluster/repair.py), as it waits for region peers that never come: so B's node does,
-# in the default 1-node regions.
+# Every node answers keyed commands. A node answers LOADING until it has joined and
+# warmed up (cluster/warmup.py); one alone in its region whose seeds are in the other
+# region first waits a second for region peers that never come (repair.JOIN_GRACE_S):
+# so B's node does, in the default 1-node regions.
 SERVING_TIMEOUT_S = 20.0
 # INFO regions fields: summed over region A's nodes, or the worst of them.
 SUMMED = ("queued", "sent", "acked", "coalesced", "failures", "resyncs", "bytes", "resync")

@@ -5,7 +5,8 @@ What it measures, in one run, on `--keys` keys (default 1,000,000; `--quick` 20,
 
 - ops/s of get, set (overwriting a key that is there) and a 90/10 get/set mix, over a
   shuffled key sequence in which every key comes once, for geocache's `Store`, `Store`
-  with a one-hour TTL on every key (as TTLCache has), `LocalCache(serializer="raw")`,
+  with a one-hour TTL on every key (as TTLCache has), `LocalCache()` (its default
+  serializer, `auto`: bytes stored as they are),
   `cachetools.TTLCache`, `cachetools.LRUCache` and `lru.LRU` (lru-dict, a C extension).
   Every cache is sized to hold all keys, so nothing is evicted. Each contender is built
   and timed in turn, and the whole sequence is repeated `--rounds` times (default 3):
@@ -22,7 +23,9 @@ What it measures, in one run, on `--keys` keys (default 1,000,000; `--quick` 20,
   difference between the two is reported as the bytes a TTL change costs. Beside them,
   a redis-server started here on a free port of 127.0.0.1
   (`--save "" --appendonly no`), loaded with the same keys and values through redis-py
-  pipelines: the growth of `INFO memory` used_memory per key. It is stopped by PID.
+  pipelines: the growth of `INFO memory` used_memory per key (what redis asked its
+  allocator for, as tracemalloc counts ours) and of used_memory_rss (resident, as our
+  RSS row). It is stopped by PID.
 
 How to read it: "÷ TTLCache" and "÷ lru-dict" are ops/s ratios (higher is better for
 geocache); memory "÷ redis" is bytes per entry over redis-server's (lower is better).
@@ -153,10 +156,10 @@ class StoreTTLContender(StoreContender):
 
 
 class LocalCacheContender(StoreContender):
-    name = "LocalCache raw"
+    name = "LocalCache"
 
     def build(self, keys: list[bytes], value: bytes) -> Any:
-        cache = LocalCache(max_keys=len(keys), serializer="raw")
+        cache = LocalCache(max_keys=len(keys))  # the default serializer
         self.set(cache, keys, value)
         return cache
 
@@ -321,8 +324,9 @@ def memory_in_fresh_process(kind: str, count: int, how: str) -> float:
     return float(done.stdout.strip().splitlines()[-1])
 
 
-def redis_bytes_per_key(count: int, logs: Path, console: Console) -> tuple[float, str]:
-    """used_memory growth per key of a redis-server loaded with the same keys."""
+def redis_bytes_per_key(count: int, logs: Path, console: Console) -> tuple[dict[str, float], str]:
+    """used_memory and used_memory_rss growth per key of a redis-server loaded with the
+    same keys."""
     port = free_port()
     argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port)]
     argv += ["--save", "", "--appendonly", "no"]
@@ -330,16 +334,20 @@ def redis_bytes_per_key(count: int, logs: Path, console: Console) -> tuple[float
         console.print(f"redis-server pid {server.pid} on port {port}: loading {count:,} keys")
         client = redis.Redis(host="127.0.0.1", port=port)
         version = str(client.info("server")["redis_version"])
-        before = int(client.info("memory")["used_memory"])
+        before = client.info("memory")
         for start in range(0, count, PIPELINE):
             pipe = client.pipeline(transaction=False)
             for i in range(start, min(start + PIPELINE, count)):
                 pipe.set(make_key(i), make_value(i))
             pipe.execute()
         assert client.dbsize() == count
-        after = int(client.info("memory")["used_memory"])
+        after = client.info("memory")
         client.close()
-    return (after - before) / count, version
+    grown = {
+        how: (int(after[field]) - int(before[field])) / count
+        for how, field in (("used_memory", "used_memory"), ("rss", "used_memory_rss"))
+    }
+    return grown, version
 
 
 def measure_memory(
@@ -356,8 +364,11 @@ def measure_memory(
         )
     if with_redis:
         per_key, version = redis_bytes_per_key(count, logs, console)
-        memory["redis-server"] = {"used_memory": per_key}
-        console.print(f"memory redis-server {version}: {per_key:.1f} B/key used_memory")
+        memory["redis-server"] = per_key
+        console.print(
+            f"memory redis-server {version}: {per_key['used_memory']:.1f} B/key used_memory, "
+            f"{per_key['rss']:.1f} B/key resident"
+        )
     extra = ttl_change_extra(memory)
     console.print(
         f"a TTL changed after the write costs {extra['tracemalloc']:+.1f} B/entry traced, "
@@ -389,9 +400,11 @@ def summarize(
     }
     memory_ratio: dict[str, dict[str, float]] = {}
     if "redis-server" in memory:
-        redis_bytes = memory["redis-server"]["used_memory"]
+        # Traced bytes against what redis asked its allocator for, resident against resident.
+        redis = memory["redis-server"]
+        base = {"tracemalloc": redis["used_memory"], "rss": redis["rss"]}
         memory_ratio = {
-            kind: {how: value / redis_bytes for how, value in per.items()}
+            kind: {how: value / base[how] for how, value in per.items()}
             for kind, per in memory.items()
             if kind != "redis-server"
         }
@@ -450,7 +463,8 @@ def print_tables(summary: dict[str, Any], console: Console) -> None:
     ratios = summary["memory_vs_redis"]
     for kind, per in summary["memory_bytes_per_entry"].items():
         if kind == "redis-server":
-            memory.add_row(kind, "", f"{per['used_memory']:.1f} (used_memory)", "1.00x", "1.00x")
+            traced = f"{per['used_memory']:.1f} (used_memory)"
+            memory.add_row(kind, traced, f"{per['rss']:.1f}", "1.00x", "1.00x")
             continue
         shown = ratios.get(kind, {})
         memory.add_row(

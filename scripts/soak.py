@@ -5,6 +5,7 @@
     make soak N=20            # 20
     make soak SEED=1234       # replay one schedule by its seed
     make soak N=100 HOG=2     # under contention: 2 busy processes, short node pauses
+    make soak N=100 FIRST=1   # the seeds 1 to 100 (a range to quote and replay)
     .venv/bin/python scripts/soak.py --schedule partitions   # one of CI's, by name
 
 Needs root (network namespaces, iptables), like the fault tests. Each run's nodes' logs
@@ -36,6 +37,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5, help="random schedules to run (5)")
     parser.add_argument("--seed", type=int, action="append", help="replay this seed (repeatable)")
     parser.add_argument(
+        "--first-seed",
+        type=int,
+        metavar="S",
+        help="run the seeds S, S+1, ... (--runs of them) rather than random ones",
+    )
+    parser.add_argument(
         "--schedule",
         action="append",
         choices=sorted(schedules.NAMED),
@@ -58,11 +65,21 @@ def chosen(args: argparse.Namespace) -> list[schedules.Schedule]:
         picked = [schedules.NAMED[name]() for name in args.schedule or []]
         picked += [schedules.random_schedule(seed) for seed in args.seed or []]
     else:
-        rng = random.Random()
-        picked = [schedules.random_schedule(rng.randrange(1, 2**31)) for _ in range(args.runs)]
+        if args.first_seed is not None:
+            seeds = list(range(args.first_seed, args.first_seed + args.runs))
+        else:
+            rng = random.Random()
+            seeds = [rng.randrange(1, 2**31) for _ in range(args.runs)]
+        picked = [schedules.random_schedule(seed) for seed in seeds]
     if args.cpu_hog:
         picked = [replace(s, cpu_hogs=args.cpu_hog, blips=True) for s in picked]
     return picked
+
+
+def shown(step: schedules.Step) -> str:
+    """`1s split(n1 | n2,n3)`, with the steps made during it: `[+3s flush(n1)]`."""
+    during = "".join(f" [+{s.at_s:g}s {describe(s.fault)}]" for s in step.during)
+    return f"{step.at_s:g}s {describe(step.fault)}{during}"
 
 
 def main(argv: list[str]) -> int:
@@ -74,7 +91,7 @@ def main(argv: list[str]) -> int:
     results: list[RunResult] = []
     failed = 0
     for index, schedule in enumerate(chosen(args), 1):
-        steps = ", ".join(f"{s.at_s:g}s {describe(s.fault)}" for s in schedule.steps)
+        steps = ", ".join(shown(s) for s in schedule.steps)
         print(f"seed {schedule.seed}: {schedule.name}, {len(schedule.nodes)} nodes: {steps}")
         sys.stdout.flush()
         try:

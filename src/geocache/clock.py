@@ -154,10 +154,14 @@ class HLC:
         the pinned one)."""
         if self._pinned:
             return self._pinned
-        wall = _capped(self._wall_ms() << COUNTER_BITS)
+        wall, last = self._wall_ms() << COUNTER_BITS, self._last
         # Counter overflow (65,536 events in one ms) borrows the next millisecond, which
-        # keeps versions strictly increasing; the wall clock catches up.
-        version = wall if wall > self._last else _capped(self._last + 1)
+        # keeps versions strictly increasing; the wall clock catches up. Written out
+        # rather than through `_capped`: this runs on every local write.
+        if wall > last:
+            version = wall if wall <= MAX_VERSION else MAX_VERSION
+        else:
+            version = last + 1 if last < MAX_VERSION else MAX_VERSION
         self._last = version
         return version
 

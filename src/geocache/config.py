@@ -169,6 +169,14 @@ class NodeConfig:
     peer_map: str = _setting(
         "", "comma-separated addr=via pairs: dial via to reach peer addr (a relay; tests, demo)"
     )
+    warmup_max_s: float = _setting(
+        60.0,
+        "a node started with seeds is ready once it has pulled the keys it owns (warm-up),"
+        " or after this long, whichever is first (s)",
+    )
+    warmup_keys_per_s: int = _setting(
+        0, "pace warm-up's pull to this many keys a second, to spare its sources; 0 = no pacing"
+    )
     allow_solo: bool = _setting(
         False,
         "with seeds: if no seed accepts this node's proof of the cluster secret within the"
@@ -260,6 +268,7 @@ class NodeConfig:
             "max_client_memory",
             "max_keys_per_command",
             "max_hint_bytes",
+            "warmup_keys_per_s",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be 0 or more")
@@ -280,6 +289,7 @@ class NodeConfig:
             "auth_timeout_s",
             "http_header_timeout_s",
             "http_body_timeout_s",
+            "warmup_max_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be more than 0")

@@ -5,6 +5,9 @@
   unchanged so that values written by other clients can be read. (The network client
   stores bytes, str and int itself and marks what a serializer wrote: client/values.py.)
 - `msgpack`: compact and fast; needs the `msgpack` package.
+- `auto` (LocalCache's default): bytes stored as they are, as `raw` does, anything else
+  pickled. A pickle starts with the PROTO opcode (0x80), so bytes that start with it are
+  pickled too and `loads` tells the two apart by the first byte alone.
 - `pickle`: any picklable object. Only for data you trust: unpickling runs code, so
   anyone who can write to a shared cache could run code in every reader. LocalCache
   defaults to it because an in-process cache is written only by its own process.
@@ -19,7 +22,7 @@ from typing import Any, Literal, Protocol, get_args
 
 # The built-in serializers by name: a typo fails the type check, and get_serializer
 # raises ValueError for it at run time.
-SerializerName = Literal["json", "msgpack", "pickle", "raw"]
+SerializerName = Literal["auto", "json", "msgpack", "pickle", "raw"]
 
 
 class Serializer(Protocol):
@@ -79,6 +82,25 @@ class Pickle:
         return pickle.loads(data)
 
 
+# The first byte of every pickle of protocol 2 or later (the PROTO opcode).
+_PICKLE_PROTO = 0x80
+
+
+@dataclass(frozen=True, slots=True)
+class Auto:
+    name: str = "auto"
+
+    def dumps(self, value: Any) -> bytes:
+        if type(value) is bytes and not (value and value[0] == _PICKLE_PROTO):
+            return value  # the common case costs nothing: no copy, no header
+        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def loads(self, data: bytes) -> Any:
+        if data and data[0] == _PICKLE_PROTO:
+            return pickle.loads(data)
+        return data
+
+
 @dataclass(frozen=True, slots=True)
 class Msgpack:
     name: str = "msgpack"
@@ -94,7 +116,9 @@ class Msgpack:
         return msgpack.unpackb(data, raw=False)
 
 
-SERIALIZERS: dict[str, Serializer] = {s.name: s for s in (Raw(), Json(), Pickle(), Msgpack())}
+SERIALIZERS: dict[str, Serializer] = {
+    s.name: s for s in (Auto(), Raw(), Json(), Pickle(), Msgpack())
+}
 assert sorted(SERIALIZERS) == sorted(get_args(SerializerName))
 
 

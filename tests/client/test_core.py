@@ -406,3 +406,27 @@ def test_calls_end_and_never_repeat_what_may_have_run(
     for i, outcome in enumerate(call.outcomes):
         assert outcome == b"ok" or isinstance(outcome, Timeout | Unavailable | Error)
         assert tried[i] == [a for a in items[i].candidates if a in tried[i]]  # in order
+
+
+def test_a_node_answering_loading_is_skipped_until_a_probe_finds_it_ready() -> None:
+    """A node (or a region) restarted empty answers LOADING while it warms up: calls move
+    on, and do not come back to it until its probe says `cluster_ready:1`."""
+    core = core_with(eu_us_reply())
+    key = b"k1"
+    primary, replica = core.topology.owners(key, "eu")
+    call = core.call([core.key_item(b"GET", key, 0.0)], 0.0, 1.0)
+    first = call.next_round(0.0)[0]
+    call.replied(first, [Error("LOADING geocache is joining its cluster")], 0.001, 0.001)
+    assert first.addr == primary and core.health.is_down(primary)
+    assert core.take_downed() == []  # not failed: its connections stay
+    call.replied(call.next_round(0.001)[0], [b"v"], 0.001, 0.002)
+    assert call.outcomes == [b"v"]
+    later = core.call([core.key_item(b"GET", key, 0.01)], 0.01, 1.0)
+    assert later.next_round(0.01)[0].addr == replica
+    assert primary in core.probes_due(1.0)
+    assert not Core.probe_answered(b"cluster_ready:0\r\n")
+    core.probed(primary, None, 1.0)  # still warming: stays down
+    assert core.health.is_down(primary)
+    core.probed(primary, 0.001, 5.0)  # ready now
+    again = core.call([core.key_item(b"GET", key, 5.0)], 5.0, 1.0)
+    assert again.next_round(5.0)[0].addr == primary

@@ -32,7 +32,7 @@ ORIGINS = ["n1", "n2", "n3"]
 def held_records(store: JournaledStore) -> list[digest.Record]:
     """What the store holds, read from its internals, for a from-scratch recomputation."""
     assert isinstance(store.tombstones, Tombstones)
-    entries = [(k, e[2], e[3], False, *expiry_stamp(e)) for k, e in store._data.items()]
+    entries = [(k, e[2], e[3], False, *expiry_stamp(e)) for k, e in store._held_entries()]
     tombs = [(k, t[0], t[1], True, *tombstone_expiry(t)[1:]) for k, t in store.tombstones.items()]
     return entries + tombs
 

@@ -44,3 +44,18 @@ def test_keys_held_or_of_other_buckets_are_judged_as_before() -> None:
     # Another bucket has its own floor.
     other = next(k for k in (b"x%d" % i for i in range(100)) if bucket_of(k) != bucket_of(k1))
     assert s.apply(other, (b"w", 0, V + 1, "b"))
+
+
+def test_an_older_delete_of_a_key_not_held_is_refused_and_of_a_held_key_taken() -> None:
+    """Holding an older tombstone where another region holds the newer value this node
+    evicted would differ for good; holding nothing is an eviction."""
+    s = store(max_keys=1)
+    k1, k2 = same_bucket(b"t", 2)
+    assert s.apply(k1, (b"new", 0, V + 10, "b"))
+    assert s.apply(k2, (b"other", 0, V + 20, "b"))  # evicts k1: the floor is V + 10
+    assert not s.apply(k1, (V + 5, "c", 0))  # another region's older delete
+    assert s.version_of(k1) is None
+    assert s.apply(k2, (V + 15, "c", 0)) is False  # older than what k2 holds
+    assert s.apply(k2, (V + 25, "c", 0))  # a newer delete of a held key
+    assert s.version_of(k2) is not None and s.version_of(k2)[2]  # type: ignore[index]
+    assert s.apply(k1, (V + 30, "c", 0))  # a delete newer than the floor is kept

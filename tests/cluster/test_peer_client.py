@@ -20,6 +20,7 @@ from geocache.cluster.peers import (
     PeerClient,
     PeerError,
     Peers,
+    encode_request,
 )
 from geocache.protocol.types import Error
 from sim.fakes import HANG, FakePeer
@@ -64,6 +65,25 @@ def test_requests_are_pipelined_on_one_connection_and_answered_in_order() -> Non
         assert many == [b"%d" % i for i in range(50)]
         assert len(peer.writes) == writes_before + 1
         assert peer.dials == 1 and client.connected
+
+    run(main())
+
+
+def test_a_request_encoded_in_chunks_arrives_as_the_command_it_names() -> None:
+    peer = FakePeer(SECRET, lambda argv: len(argv))
+    parsed = [b"SET", b"k", b"v" * 100, b""]  # a client's command, forwarded as parsed
+
+    async def main() -> None:
+        client = client_of(peer)
+        request = encode_request(("GC.FWD", 2, 12345), parsed)
+        assert await client.call_encoded(request) == 7
+        assert peer.received[-1].argv == [b"GC.FWD", b"2", b"12345", *parsed]
+        assert any(chunk is parsed[2] for chunk in request)  # the value itself, not a copy
+        # Two in one turn leave in one write, after the handshake's.
+        writes = len(peer.writes)
+        both = [client.call_encoded(encode_request(("ECHO",), [b"x"])) for _ in range(2)]
+        assert await asyncio.gather(*both) == [2, 2]
+        assert len(peer.writes) == writes + 1
 
     run(main())
 

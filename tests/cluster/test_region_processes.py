@@ -64,9 +64,11 @@ def test_a_killed_node_costs_no_reads_or_writes_and_rejoins(
         restarted = start_at(n3.port, tmp_path, cluster_args("n3", f"127.0.0.1:{n1.port}"))
         try:
             poll(lambda: states(n1).get("n3") == "alive", 15, "n3 alive again")
-            # The restarted node answers LOADING until it has found its peers.
+            # The restarted node answers LOADING until it has found its peers and pulled
+            # its keys from them (warm-up).
             poll(lambda: list(states(restarted).values()).count("alive") == 3, 15, "n3 joined")
             with client(restarted) as c3:
+                poll(lambda: c3.info("geocache")["cluster_ready"] == 1, 15, "n3 warmed up")
                 assert c3.mget(keys) == [b"during"] * len(keys)
         finally:
             restarted.stop()

@@ -64,7 +64,8 @@ def test_repair_refuses_far_future_records_and_pulls_the_rest() -> None:
     async def main() -> None:
         client = PeerClient("peer:1", "me", SECRET, dial=peer.dial)
         repairer = Repairer(view)  # type: ignore[arg-type]
-        await repairer._repair_buckets(client, "peer", [0], [0] * digest.BUCKETS, True)
+        zeros = [0] * digest.BUCKETS
+        await repairer._repair_buckets(client, "peer", [0], zeros, zeros, True)
 
     loop = VirtualTimeLoop(limit_s=60)
     try:
@@ -82,3 +83,44 @@ def test_repair_refuses_far_future_records_and_pulls_the_rest() -> None:
     # Only the records that looked sane were fetched.
     fetches = [r.argv[1] for r in peer.received if r.argv[0] == b"GC.FETCH"]
     assert fetches == [b"changed", b"fine"]
+
+
+def test_repair_fetches_a_value_this_node_forgot_but_whose_registers_say_it_lives() -> None:
+    """A six-field tombstone whose expiry register no longer expires it stands for a
+    forgotten value (JournaledStore.forgot_value): a peer's entry at its version is
+    fetched and fills it in. A tombstone of a value that really expired is left alone."""
+    x, s = make_version(NOW_MS - 5_000), make_version(NOW_MS - 4_000)
+    view = View()
+    store = view.store
+    # The value at x expired here and was reclaimed; then a SET's no-expiry register (s)
+    # came: by registers the key lives, but this node no longer has the value.
+    store.apply(b"forgot", (x, "eu", NOW_MS - 3_000, 0, s, "us"))
+    store.apply(b"expired", (x, "eu", NOW_MS - 3_000, NOW_MS - 3_500, s, "us"))
+    assert store.forgot_value(b"forgot") and not store.forgot_value(b"expired")
+    listed = [
+        (b"forgot", x, "eu", False, s, "us"),
+        (b"expired", x, "eu", False, s, "us"),
+    ]
+
+    def answer(argv: list[bytes]) -> object:
+        if argv[0] == b"GC.BUCKET":
+            return digest.encode_records(listed)
+        if argv[0] == b"GC.FETCH":
+            return [b"v", 0, x, b"eu", s, b"us"]
+        return OK
+
+    peer = FakePeer(SECRET, answer)
+
+    async def main() -> None:
+        client = PeerClient("peer:1", "me", SECRET, dial=peer.dial)
+        zeros = [0] * digest.BUCKETS
+        await Repairer(view)._repair_buckets(client, "peer", [0], zeros, zeros, False)  # type: ignore[arg-type]
+
+    loop = VirtualTimeLoop(limit_s=60)
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()
+    fetches = [r.argv[1] for r in peer.received if r.argv[0] == b"GC.FETCH"]
+    assert fetches == [b"forgot"]
+    assert store.peek(b"forgot") is not None

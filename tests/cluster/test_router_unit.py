@@ -71,7 +71,6 @@ class FakeCluster:
         self.streams = Streams()
         self.ready = True
         self.warm = False
-        self.alone = False
         self.down: set[str] = set()
         self.forwards: list[Forward] = []
         self.replicated: list[Write] = []
@@ -104,9 +103,6 @@ class FakeCluster:
 
     def warming(self) -> bool:
         return self.warm
-
-    def alone_before_joining(self) -> bool:
-        return self.alone
 
     def replicate(self, writes: list[Write], reply: object) -> object:
         self.replicated += writes
@@ -227,13 +223,6 @@ def test_reads_run_at_an_owner_and_are_forwarded_from_elsewhere(s: Setup) -> Non
     assert fwd.owners == ["a", "b"] and fwd.timeout_ms == PEER_TIMEOUT_MS and fwd.version == 0
 
 
-def test_an_owner_still_warming_up_reads_from_the_other_owners_first(s: Setup) -> None:
-    s.cluster.ready = False
-    s.cluster.answers["b"] = b"$1\r\nx\r\n"
-    assert s.send("GET", "mine:k") == Raw(b"$1\r\nx\r\n")
-    assert [f.owners for f in s.cluster.forwards] == [["b"]]
-
-
 def test_a_miss_at_an_owner_while_warming_asks_the_region(s: Setup) -> None:
     s.cluster.warm = True
     assert s.send("GET", "mine:k") is None
@@ -334,7 +323,12 @@ def test_the_arity_error_comes_before_routing(s: Setup) -> None:
     assert s.cluster.forwards == []
 
 
-def test_a_node_alone_before_joining_answers_loading(s: Setup) -> None:
-    s.cluster.alone = True
-    assert s.send("GET", "mine:k") == LOADING
+def test_a_node_not_ready_answers_loading_to_key_commands(s: Setup) -> None:
+    """Joining or warming up: no key command runs here, nothing is forwarded."""
+    s.cluster.ready = False
+    for command in (("GET", "mine:k"), ("SET", "other:k", "v"), ("MGET", "mine:a", "rep:b")):
+        assert s.send(*command) == LOADING
+    assert s.cluster.forwards == [] and s.cluster.replicated == []
     assert s.send("PING") != LOADING  # keyless commands still answer
+    s.cluster.ready = True
+    assert s.send("GET", "mine:k") is None

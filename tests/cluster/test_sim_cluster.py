@@ -393,7 +393,18 @@ def test_random_workload_with_skewed_clocks(seed: int) -> None:
     run_workload(seed, SimSpec(regions=(("eu", 4),), replicas=2, max_skew_ms=2_000))
 
 
-@pytest.mark.parametrize("seed", seeds(15, {}))
+@pytest.mark.parametrize(
+    "seed",
+    seeds(
+        15,
+        {
+            10: "the open row of the expiry outcome table (docs/architecture.md): a SET's"
+            " no-expiry register reaches eu after eu reclaimed the newer INCR's value by its"
+            " older TTL; us, which had the SET first, keeps the value for good, and only a"
+            " region resync re-supplies it to eu"
+        },
+    ),
+)
 def test_regions_converge_after_a_region_partition(seed: int) -> None:
     spec = SimSpec(regions=(("eu", 3), ("us", 3)), replicas=2)
     run_workload(seed, spec, fault=region_fault)
@@ -504,6 +515,53 @@ def test_a_forwarded_write_that_failed_does_not_override_a_later_delete() -> Non
     run(scenario, 0, SimSpec(regions=(("eu", 3),), replicas=2))
 
 
+def test_a_flush_made_while_a_member_was_thought_dead_reaches_it_after_the_heal() -> None:
+    """FLUSHALL through eu-1 while eu-3 is cut off and declared dead: eu-3 gets the flush
+    once it is back and drops what it held from before (fault schedule flush-partition:
+    the flush went only to the members alive at the time, so eu-3 kept serving it)."""
+
+    async def scenario(sim: SimCluster) -> None:
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(12_000)
+        sim.partition(["eu-1", "eu-2"], ["eu-3"], mode="drop")
+        await sim.wait_for(lambda: sim.view("eu-1")["eu-3"] is DEAD, CONVERGE_MS)
+        await sim.command("eu-3", b"SET", b"before", b"old")  # held at eu-3 alone
+        assert b"before" in sim.held("eu-3")
+        assert await sim.command("eu-1", b"FLUSHALL") == b"OK"
+        assert await sim.command("eu-1", b"SET", b"after", b"new") == b"OK"
+        sim.heal()
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(10_000)
+        for node in sim.up():
+            assert b"before" not in sim.held(node), node
+            assert await sim.command(node, b"GET", b"before") is None, node
+            assert await sim.command(node, b"GET", b"after") == b"new", node
+
+    run(scenario, 0, SimSpec(regions=(("eu", 3),), replicas=2))
+
+
+def test_a_forwarded_write_older_than_a_flush_does_not_come_back_after_it() -> None:
+    """A SET forwarded to its primary stalls in a cut connection; FLUSHALL runs there;
+    the stalled GC.FWD, delivered at the heal, carries a version older than the flush
+    and is refused like one older than a delete (fault schedule flush-partition)."""
+
+    async def scenario(sim: SimCluster) -> None:
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(12_000)
+        key = next(b"k%d" % i for i in range(1000) if sim.owners(b"k%d" % i) == ["eu-1", "eu-2"])
+        assert await sim.command("eu-3", b"SET", key, b"old") == b"OK"  # eu-3 forwards to eu-1
+        sim.partition(["eu-1", "eu-2"], ["eu-3"], mode="drop")  # eu-3's connection stalls
+        failed = await sim.command("eu-3", b"SET", key, b"zombie")
+        assert isinstance(failed, Error) and failed.startswith("CLUSTERDOWN")
+        assert await sim.command("eu-1", b"FLUSHALL") == b"OK"
+        sim.heal()  # TCP delivers the stalled GC.FWD to eu-1, which must refuse it now
+        await sim.sleep(10_000)
+        for node in sim.up():
+            assert await sim.command(node, b"GET", key) is None, node
+
+    run(scenario, 0, SimSpec(regions=(("eu", 3),), replicas=2))
+
+
 def test_a_write_made_before_a_region_was_seen_reaches_it() -> None:
     eu, us = ["eu-1", "eu-2"], ["us-1", "us-2"]
 
@@ -522,6 +580,39 @@ def test_a_write_made_before_a_region_was_seen_reaches_it() -> None:
         assert await sim.command("eu-1", b"GET", key) == b"v"
 
     run(scenario, 1, SimSpec(regions=(("eu", 2), ("us", 2)), replicas=2))
+
+
+def test_an_older_value_kept_by_an_owner_that_was_cut_off_does_not_outlive_a_newer_one() -> None:
+    """An owner cut off long enough to be declared dead misses a newer write (it was no
+    owner in the view the write was made in), which the other owners then evict. Their
+    eviction floors (GC.EVICTED) make repair evict its older value too: soak seed
+    160273718 read that older value back once the partition healed."""
+    others = [b"{o}%d" % i for i in range(8)]
+
+    async def scenario(sim: SimCluster) -> None:
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(12_000)
+        key = b"k"
+        assert await sim.command("eu-1", b"SET", key, b"old") == b"OK"
+        await sim.sleep(500)
+        assert sim.held("eu-3").get(key) is not None
+        sim.partition(["eu-1", "eu-2"], ["eu-3"], mode="drop")
+        await sim.wait_for(lambda: sim.view("eu-1")["eu-3"] is DEAD, CONVERGE_MS)
+        assert await sim.command("eu-1", b"SET", key, b"new") == b"OK"
+        for other in others:  # small stores: the new value is evicted on eu-1 and eu-2
+            assert await sim.command("eu-1", b"SET", other, b"x") == b"OK"
+        await sim.sleep(500)
+        assert all(sim.held(n).get(key) is None for n in ("eu-1", "eu-2"))
+        sim.heal()
+        await sim.wait_for(sim.membership_converged, CONVERGE_MS)
+        await sim.sleep(20_000)
+        assert sim.held("eu-3").get(key) is None
+        for node in ("eu-1", "eu-2", "eu-3"):
+            assert await sim.command(node, b"GET", key) != b"old"
+        followed = sim.nodes["eu-3"].cluster.repairer.stats.evictions_followed
+        assert followed >= 1
+
+    run(scenario, 0, SimSpec(regions=(("eu", 3),), replicas=3, max_keys=4))
 
 
 # -- the harness itself ----------------------------------------------------------------------

@@ -209,13 +209,14 @@ def _build_requirements() -> list[str]:
 
 
 def build_context(into: Path, wheels: Path) -> Path:
-    """What the Dockerfile copies: sources, metadata and the wheelhouse (no .so files a
-    development build left in src/: the image's Python builds its own)."""
+    """What the Dockerfile copies: sources, metadata, the wheelhouse, the health check (no
+    .so files a development build left in src/: the image's Python builds its own)."""
     for name in ("Dockerfile", "pyproject.toml", "setup.py", "README.md", "LICENSE", "MANIFEST.in"):
         shutil.copy2(REPO_ROOT / name, into / name)
     ignored = shutil.ignore_patterns("__pycache__", "*.so")
     shutil.copytree(REPO_ROOT / "src", into / "src", ignore=ignored)
     shutil.copytree(wheels, into / "deploy" / "wheelhouse")
+    shutil.copy2(REPO_ROOT / "deploy" / "healthcheck.py", into / "deploy" / "healthcheck.py")
     return into
 
 

@@ -1,6 +1,7 @@
 """The deploy material: the Kubernetes manifests validate against the schemas of every
-Kubernetes minor version we support and hold together (selectors, probes, sizing, the
-regions alike); the compose file and the systemd unit say what the README says.
+Kubernetes minor version we support and hold together (selectors, probes, sizing, TLS,
+the regions alike); the compose file and the systemd unit say what the README says,
+with TLS on every link.
 
 Helm could not be installed on this project's machines (no Debian package, no wheel
 with the helm binary, a Go too old to build it), so the material is plain manifests,
@@ -17,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from geocache.config import NodeConfig, parse_size
+from geocache.config import NodeConfig, coerce, parse_size
 from support.procs import REPO_ROOT
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -34,6 +35,10 @@ SIZING_FACTOR, SIZING_BASE_MIB = 1.25, 256
 # grace must exceed it.
 STOP_BOUND_S = 20
 _MEM = re.compile(r"(\d+)(Mi|Gi)")
+# Where every way of deploying listens once TLS is on: RESP over TLS for clients and
+# peers (the plaintext port is off), HTTPS.
+TLS_PORT, HTTP_PORT = 7381, 7380
+HEALTHCHECK = "/opt/geocache/healthcheck.py"
 
 
 def docs(path: Path) -> list[dict[str, Any]]:
@@ -77,10 +82,21 @@ def test_a_region_holds_together(region: str) -> None:
     assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"]
     spec = pod["spec"]
     container = spec["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    # The probes ask over HTTPS with the node's certificate (the image's health check).
+    probes = {
+        kind: container[f"{kind}Probe"]["exec"]["command"]
+        for kind in ("readiness", "liveness", "startup")
+    }
+    assert probes == {
+        "readiness": ["python3", HEALTHCHECK, "/readyz"],
+        "liveness": ["python3", HEALTHCHECK, "/healthz"],
+        "startup": ["python3", HEALTHCHECK, "/healthz"],
+    }
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"resp": 7379, "http": 7380}
+    assert ports == {"resp-tls": TLS_PORT, "http": HTTP_PORT}
+    # The Services reach those ports by name, and only those.
+    assert [p["targetPort"] for p in peers["spec"]["ports"]] == ["resp-tls"]
+    assert {p["targetPort"]: p["port"] for p in client["spec"]["ports"]} == ports
     assert spec["terminationGracePeriodSeconds"] > STOP_BOUND_S
     assert spec["securityContext"]["runAsUser"] == 10001  # the image's user
     anti = spec["affinity"]["podAntiAffinity"]
@@ -98,19 +114,39 @@ def test_settings_are_valid_and_seeds_reach_both_regions(region: str) -> None:
     sts = by_kind(region)["StatefulSet", f"geocache-{region}"]
     env = env_of(sts)
     assert env["GEOCACHE_CLUSTER_SECRET"]["secretKeyRef"]["name"] == "geocache-cluster"
-    assert env["GEOCACHE_ADVERTISE_ADDR"] == "$(POD_IP):7379"
+    assert env["GEOCACHE_ADVERTISE_ADDR"] == f"$(POD_IP):{TLS_PORT}"
     seeds = env["GEOCACHE_SEEDS"].split(",")
-    assert seeds[0] == f"dns:geocache-{region}-peers:7379"
+    assert seeds[0] == f"dns:geocache-{region}-peers:{TLS_PORT}"
     assert f"geocache-{REGIONS[region]}-peers" in seeds[1]
+    assert all(seed.endswith(f":{TLS_PORT}") for seed in seeds)
     plain = {k[len("GEOCACHE_") :].lower(): v for k, v in env.items() if isinstance(v, str)}
     plain.pop("advertise_addr")
     config = NodeConfig(cluster_secret="x", **{k: _typed(k, v) for k, v in plain.items()})
     assert config.region == region and config.network == "wan"
+    assert_tls_everywhere(config)
+    # Pods are dialled at their IPs, which the region's one certificate cannot name.
+    assert not config.tls_cluster_check_name
+    # The certificate files come from the region's TLS Secret, mounted read-only.
+    pod = sts["spec"]["template"]["spec"]
+    (mount,) = pod["containers"][0]["volumeMounts"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == f"geocache-{region}-tls" and mount["readOnly"]
+    for path in (config.tls_cert_file, config.tls_key_file, config.tls_ca_cert_file):
+        assert Path(path).parent == Path(mount["mountPath"])
+        assert Path(path).name in ("tls.crt", "tls.key", "ca.crt")  # the Secret's keys
+    # The files are the node's group's (fsGroup), readable by it alone.
+    assert pod["securityContext"]["fsGroup"] == 10001
+    assert volume["secret"]["defaultMode"] == 0o440
+
+
+def assert_tls_everywhere(config: NodeConfig) -> None:
+    """Clients and peers on TLS only, client certificates required, HTTPS."""
+    assert (config.port, config.tls_port, config.http_port) == (0, TLS_PORT, HTTP_PORT)
+    assert config.tls_cluster and config.tls_auth_clients == "yes" and config.https
+    assert config.tls_cert_file and config.tls_key_file and config.tls_ca_cert_file
 
 
 def _typed(name: str, value: str) -> object:
-    from geocache.config import coerce
-
     return coerce(name, value)
 
 
@@ -166,26 +202,44 @@ COMPOSE_PORTS = {
 }
 
 
-def test_the_compose_file_has_three_regions_of_two_nodes() -> None:
+def test_the_compose_file_has_three_regions_of_two_nodes_with_tls() -> None:
     compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     services = compose["services"]
+    certs = services.pop("certs")
     assert set(services) == set(COMPOSE_PORTS)
     regions: dict[str, list[str]] = {}
     for name, service in services.items():
         env = service["environment"]
         regions.setdefault(env["GEOCACHE_REGION"], []).append(name)
         assert env["GEOCACHE_NODE_ID"] == name
-        assert env["GEOCACHE_ADVERTISE_ADDR"] == f"{name}:7379"
+        assert env["GEOCACHE_ADVERTISE_ADDR"] == f"{name}:{TLS_PORT}"
         assert env["GEOCACHE_CLUSTER_SECRET"].startswith("${GEOCACHE_CLUSTER_SECRET:?")
         resp, http = COMPOSE_PORTS[name]
-        assert service["ports"] == [f"127.0.0.1:{resp}:7379", f"127.0.0.1:{http}:7380"]
+        assert service["ports"] == [f"127.0.0.1:{resp}:{TLS_PORT}", f"127.0.0.1:{http}:{HTTP_PORT}"]
         assert service["build"]["context"] == ".." and service["stop_grace_period"] == "30s"
         seeds = env["GEOCACHE_SEEDS"].split(",")
         assert all(seed.split(":")[0] in services for seed in seeds)
+        assert all(seed.endswith(f":{TLS_PORT}") for seed in seeds)
+        settings = {k[len("GEOCACHE_") :].lower(): v for k, v in env.items()}
+        for unset in ("cluster_secret", "advertise_addr"):
+            settings.pop(unset)
+        config = NodeConfig(cluster_secret="x", **{k: coerce(k, v) for k, v in settings.items()})
+        assert_tls_everywhere(config)
+        assert config.tls_cluster_check_name  # peers are dialled by the names certs gives
+        # The certificates: made by the certs service before any node starts, mounted.
+        assert service["depends_on"]["certs"]["condition"] == "service_completed_successfully"
+        assert service["volumes"] == ["./tls:/tls:ro"]
+        assert Path(config.tls_cert_file).parent == Path("/tls")
     assert sorted(len(nodes) for nodes in regions.values()) == [2, 2, 2]
+    # The certificate names every node, as peers dial it, and what the host dials.
+    (script,) = certs["command"]
+    hosts = re.search(r"--hosts (\S+)", script).group(1).split(",")  # type: ignore[union-attr]
+    assert set(hosts) == {*services, "localhost", "127.0.0.1"}
+    assert certs["volumes"] == ["./tls:/tls"]
     readme = (REPO_ROOT / "README.md").read_text()
     for resp, http in COMPOSE_PORTS.values():
         assert f"{resp}/{http}" in readme
+    assert "deploy/tls/" in (REPO_ROOT / ".gitignore").read_text().splitlines()
 
 
 def test_the_systemd_unit_runs_serve_and_stops_gracefully() -> None:
@@ -198,3 +252,9 @@ def test_the_systemd_unit_runs_serve_and_stops_gracefully() -> None:
 
     config = load(str(DEPLOY / "systemd" / "node.toml"), environ={"GEOCACHE_CLUSTER_SECRET": "x"})
     assert config.region == "eu-west" and config.network == "wan"
+    assert_tls_everywhere(config)
+    assert config.peer_addr.endswith(f":{TLS_PORT}")
+    assert all(seed.endswith(f":{TLS_PORT}") for seed in config.seed_list)
+    # The files live where the unit lets the node read them, and SIGHUP reloads them.
+    assert Path(config.tls_cert_file).parent == Path("/etc/geocache/tls")
+    assert "ExecReload=/bin/kill -HUP $MAINPID" in unit

@@ -3,29 +3,37 @@
 runs, and by mDNS on the bridge between the namespaces; two regions joined through the
 delay relay, on which the region checks of tests/cluster pass.
 
-Every node binds the wildcard address without --advertise-addr, so each also shows
-that a node advertises the address toward its first seed. Needs root (CI runs as root).
+TLS is on every link, as across real networks: each node has no plaintext port, only
+RESP over TLS (for clients, the test's included, and peers: `--tls-cluster yes`), with
+one node certificate naming every host's address, made by `geocache certs`; the peers
+check those names through the relay too. Every node of the DNS test binds the wildcard
+address without --advertise-addr, so each also shows that a node advertises the address
+(and TLS port) toward its first seed. Needs root (CI runs as root).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from cluster import test_regions_processes as region_checks
 from faults.netns import PREFIX, Host, Network
+from geocache.cli.certs import CertFiles, make_certs
 from geocache.relay import RelaySet
-from support.cluster import SECRET, cluster_args, poll, states
-from support.procs import REPO_ROOT, ServerProcess, _spawn, geocache_argv, geocache_env, wait_ready
+from geocache.tls import client_context
+from support.cluster import SECRET, client, cluster_args, poll, states
+from support.procs import REPO_ROOT, ServerProcess, _spawn, geocache_argv, geocache_env
+from support.tls import wait_tls_ready
 
 from .dns_server import TestDnsServer, Zone
 
+# Each node's one RESP port: TLS, for clients and peers alike.
 PORT = 7379
 # One way between the regions: a WAN link in miniature.
 ONE_WAY_MS = 15
@@ -46,17 +54,51 @@ def network() -> Iterator[Network]:
         net.close()
 
 
-def spawn(host: Host, args: list[str], workdir: Path) -> ServerProcess:
-    argv = host.exec_argv(geocache_argv(PORT, ["--bind", "0.0.0.0", *args]))
+def make_tls(directory: Path, hosts: Iterable[Host]) -> CertFiles:
+    """A CA of the test's own, one node certificate naming every host's address (as peers
+    dial it, through the relay or not) and a client certificate."""
+    return make_certs(directory, [host.addr for host in hosts])
+
+
+def tls_args(tls: CertFiles) -> list[str]:
+    """No plaintext port; RESP over TLS on PORT; peer links over mutual TLS."""
+    return [
+        *("--port", "0", "--tls-port", str(PORT)),
+        *("--tls-cert-file", str(tls.node_cert), "--tls-key-file", str(tls.node_key)),
+        *("--tls-ca-cert-file", str(tls.ca_cert), "--tls-cluster", "yes"),
+    ]
+
+
+def spawn(host: Host, args: list[str], workdir: Path, tls: CertFiles) -> ServerProcess:
+    argv = host.exec_argv(geocache_argv(0, ["--bind", "0.0.0.0", *tls_args(tls), *args]))
     log_path = workdir / f"{host.name}-{time.monotonic_ns()}.log"
     server = _spawn("geocache", argv, PORT, log_path, cwd=REPO_ROOT, env=geocache_env())
     server.host = host.addr
+    server.client_tls = {
+        "ssl": True,
+        "ssl_ca_certs": str(tls.ca_cert),
+        "ssl_certfile": str(tls.client_cert),
+        "ssl_keyfile": str(tls.client_key),
+        "ssl_check_hostname": True,
+    }
     return server
+
+
+def wait_ready(node: ServerProcess, tls: CertFiles) -> None:
+    context = client_context(str(tls.ca_cert), None, str(tls.client_cert), str(tls.client_key))
+    wait_tls_ready(node, PORT, context)
+
+
+def refuses_plaintext(node: ServerProcess) -> bool:
+    """PING in plaintext is answered that the port speaks TLS."""
+    with socket.create_connection((node.host, PORT), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(64).startswith(b"-ERR this port speaks TLS")
 
 
 def addrs_seen(node: ServerProcess) -> set[str]:
     """The addresses `node` holds for the members it knows."""
-    with redis.Redis(host=node.host, port=node.port, socket_timeout=5) as c:
+    with client(node) as c:
         topology = c.execute_command("GC.TOPOLOGY")
     found = set()
     for item in topology:
@@ -79,6 +121,7 @@ def test_two_regions_find_each_other_by_dns_through_the_delay_relay(
 ) -> None:
     regions = {"a1": "A", "a2": "A", "b1": "B", "b2": "B"}
     hosts = {name: network.add_host(name) for name in regions}
+    tls = make_tls(tmp_path / "tls", hosts.values())
     zone = Zone()
     for name, host in hosts.items():
         zone.set_addresses(f"{name}.gc.test", [host.addr])
@@ -108,9 +151,10 @@ def test_two_regions_find_each_other_by_dns_through_the_delay_relay(
                 if region == "B":
                     extra += ["--network", "wan"]  # the far region's timing profile
                 args = cluster_args(name, seeds, *extra, log_level="info")
-                nodes[name] = spawn(host, args, tmp_path)
+                nodes[name] = spawn(host, args, tmp_path, tls)
             for node in nodes.values():
-                wait_ready(node)
+                wait_ready(node, tls)
+                assert refuses_plaintext(node)
             for name in ("a1", "a2", "b1"):
                 poll(
                     lambda n=nodes[name]: list(states(n).values()).count("alive") == 3,
@@ -125,7 +169,7 @@ def test_two_regions_find_each_other_by_dns_through_the_delay_relay(
                     JOIN_TIMEOUT_S,
                     "4 alive once b.gc.test lists b1",
                 )
-            # The wildcard bind advertised each host's own address.
+            # The wildcard bind advertised each host's own address, at its TLS port.
             expected = {f"{host.addr}:{PORT}" for host in hosts.values()}
             for node in nodes.values():
                 assert addrs_seen(node) == expected
@@ -133,10 +177,13 @@ def test_two_regions_find_each_other_by_dns_through_the_delay_relay(
             region_checks.test_a_delete_crosses_regions_and_an_older_write_does_not_undo_it(nodes)
             region_checks.test_concurrent_writes_in_both_regions_converge(nodes)
             # The streams measured the relay's round trip (2 x 15 ms one way, at least).
-            with redis.Redis(host=nodes["a1"].host, port=PORT, socket_timeout=5) as c:
+            with client(nodes["a1"]) as c:
                 info = c.info("regions")
+                stats = c.info("stats")
             assert info["region_B"]["rtt_ms"] >= 2 * ONE_WAY_MS
             assert sum(r.accepted for r in relays.relays()) > 0
+            # Peers completed handshakes with a1; none failed (every name checked out).
+            assert stats["tls_handshakes"] > 0 and stats["tls_handshake_failures"] == 0
     finally:
         stop_all(nodes)
         dns.stop()
@@ -147,6 +194,7 @@ def test_nodes_of_one_cluster_find_each_other_by_mdns(network: Network, tmp_path
     with the name but not the secret, stay out."""
     names = ("m1", "m2", "m3", "other", "stranger")
     hosts = {name: network.add_host(name) for name in names}
+    tls = make_tls(tmp_path / "tls", hosts.values())
     nodes: dict[str, ServerProcess] = {}
     try:
         for name, host in hosts.items():
@@ -164,9 +212,9 @@ def test_nodes_of_one_cluster_find_each_other_by_mdns(network: Network, tmp_path
                 args += ["--cluster-name", "elsewhere"]
             if name == "stranger":
                 args += ["--cluster-secret", SECRET + "-not"]
-            nodes[name] = spawn(host, args, tmp_path)
+            nodes[name] = spawn(host, args, tmp_path, tls)
         for node in nodes.values():
-            wait_ready(node)
+            wait_ready(node, tls)
         members = {f"{hosts[n].addr}:{PORT}" for n in ("m1", "m2", "m3")}
         for name in ("m1", "m2", "m3"):
             poll(
@@ -179,9 +227,9 @@ def test_nodes_of_one_cluster_find_each_other_by_mdns(network: Network, tmp_path
             assert addrs_seen(nodes[name]) == members
         assert list(states(nodes["other"]).values()) == ["alive"]
         assert list(states(nodes["stranger"]).values()) == ["alive"]
-        with redis.Redis(host=hosts["m1"].addr, port=PORT, socket_timeout=5) as c:
+        with client(nodes["m1"]) as c:
             assert c.set("found-by-mdns", "yes")
-        with redis.Redis(host=hosts["m3"].addr, port=PORT, socket_timeout=5) as c:
+        with client(nodes["m3"]) as c:
             assert c.get("found-by-mdns") == b"yes"
     finally:
         stop_all(nodes)

@@ -18,11 +18,18 @@ returns violations, each naming its key, nodes and what was seen:
    value whose write certainly completed before an acknowledged DEL of the key began
    (the deleted value is back),
    nor one certainly superseded by an acknowledged SET, nor one certainly expired; and
-   it does not fail. An acknowledged SET followed only by expiry writes (EXPIRE,
+   it does not fail. An acknowledged FLUSHALL is an acknowledged delete of every key
+   at its time (`read-after-flush` for a value it certainly followed); one whose
+   outcome is unknown may or may not have happened, so it explains an absence but
+   condemns nothing. An acknowledged SET followed only by expiry writes (EXPIRE,
    PERSIST...: no other SET or DEL may have come after it) is read as its value until
    it or a later expiry write may have run out: a read of an older value, or of
    nothing, is `value-undone-by-expiry` (an expiry write replicated with the stale
    value it saw, winning by version: issue 21).
+
+Nodes that left the cluster (`Rules.departed`, a graceful leave) are not in the
+snapshot: their records went with them. No node may still name one as an owner
+(`departed-owner`); the keys they held must be at the remaining owners like any other.
 
 `missing`: every key a node lacks while the other owners hold it, and every
 acknowledged write that no owner holds live and nothing else explains (an eviction on
@@ -34,7 +41,9 @@ than room losses is a violation.
 Clock skew: a TTL runs out by the clocks of the coordinator (which sets the expiry)
 and the node that reads, so "possibly expired" and "certainly expired" are judged
 with the spread of the nodes' clock offsets, plus a slack for the time the snapshot
-takes.
+takes. And versions are last-writer-wins by hybrid logical clock, so two writes less
+than that spread apart may end in either order: "certainly before" means before by
+more than the spread (`Rules.margin_s`).
 """
 
 from __future__ import annotations
@@ -44,7 +53,7 @@ from dataclasses import dataclass, field
 
 from geocache.clock import version_ms
 
-from .history import DEL, EXPIRE, SET, Op
+from .history import ALL_KEYS, EXPIRE, FLUSH, SET, Op
 from .observe import Record, Snapshot
 
 # A snapshot takes a moment (a few hundred ms on a loaded machine) after taken_wall_ms.
@@ -72,10 +81,22 @@ class Rules:
     # max - min of the clock offsets nodes ran with during the run (ms).
     skew_span_ms: int = 0
     slack_ms: int = SLACK_MS
+    # Nodes that left the cluster gracefully during the run (not in the snapshot).
+    departed: frozenset[str] = frozenset()
 
     @property
     def tolerance_ms(self) -> int:
         return self.skew_span_ms + self.slack_ms
+
+    @property
+    def margin_s(self) -> float:
+        """How far apart two operations must be for the later to win for certain.
+
+        Versions are last-writer-wins by hybrid logical clock: a node whose clock runs
+        ahead by S mints versions S ahead, so a write made elsewhere up to S after it
+        (before that node's versions reached the writer) loses to it. The README says so
+        ("Clocks"); the checker holds writes closer than the skew to be concurrent."""
+        return self.skew_span_ms / 1000
 
 
 @dataclass
@@ -92,13 +113,18 @@ def check(ops: list[Op], snap: Snapshot, rules: Rules) -> list[Violation]:
     """Every violation of the module docstring's properties; [] when all hold."""
     by_key: dict[str, list[Op]] = {}
     for op in ops:
-        by_key.setdefault(op.key, []).append(op)
+        if op.key != ALL_KEYS:
+            by_key.setdefault(op.key, []).append(op)
     writes_by_value = {op.value: op for op in ops if op.kind == SET and op.value is not None}
     keys = sorted(set(by_key).union(*(v.records for v in snap.views.values())))
+    # A flush is an operation on every key: each key's ops include them, in time order.
+    flushes = [op for op in ops if op.kind == FLUSH]
+    for key in keys:
+        by_key[key] = sorted(by_key.get(key, []) + flushes, key=lambda o: (o.start_s, o.op_id))
     charges = _Charges()
     out: list[Violation] = []
     for key in keys:
-        owners = _owners(snap, key, out)
+        owners = _owners(snap, key, rules, out)
         records = {o: snap.views[o].records.get(key) for o in owners if o in snap.views}
         out += _convergence(key, records, snap, rules, charges)
         out += _acked_writes(
@@ -113,14 +139,19 @@ def check(ops: list[Op], snap: Snapshot, rules: Rules) -> list[Violation]:
 # -- 1. convergence --------------------------------------------------------------------------
 
 
-def _owners(snap: Snapshot, key: str, out: list[Violation]) -> list[str]:
-    """The key's owners in every region; every node of a region must name the same ones."""
+def _owners(snap: Snapshot, key: str, rules: Rules, out: list[Violation]) -> list[str]:
+    """The key's owners in every region; every node of a region must name the same ones,
+    and none that left the cluster."""
     owners: list[str] = []
     for region in sorted({v.region for v in snap.views.values()}):
         said = {v.node_id: v.owners.get(key, ()) for v in snap.views.values() if v.region == region}
         if len(set(said.values())) > 1:
             out.append(Violation("owners-disagree", key, f"region {region}: {said}"))
         owners += next(iter(said.values()))
+    gone = sorted(set(owners) & rules.departed)
+    if gone:
+        detail = f"{gone} left the cluster, but owners named are {owners}"
+        out.append(Violation("departed-owner", key, detail, tuple(gone)))
     return owners
 
 
@@ -208,7 +239,7 @@ def _acked_writes(
     final = _newest(records)
     acked = [op for op in ops if op.is_write and op.acked]
     if final is not None and final.value is not None:  # a live entry, or an expired one
-        return _final_value(key, final, acked, writes_by_value, tuple(sorted(records)))
+        return _final_value(key, final, acked, writes_by_value, tuple(sorted(records)), rules)
     possible = [op for op in ops if (op.is_write or op.kind == EXPIRE) and op.may_have_happened]
     # Evicted everywhere: nothing held, or (on nodes that evict) an older tombstone, which
     # repair pulls back from a former owner once the entry that replaced it is evicted.
@@ -239,9 +270,9 @@ def _explained_absence(w: Op, possible: list[Op], snap: Snapshot, rules: Rules) 
     if _possibly_expired(w, snap, rules):
         return True
     for o in possible:
-        if o is w or o.precedes(w):
+        if o is w or o.precedes(w, rules.margin_s):
             continue
-        if o.kind == DEL or _possibly_expired(o, snap, rules):
+        if o.deletes or _possibly_expired(o, snap, rules):
             return True
     return False
 
@@ -252,18 +283,19 @@ def _final_value(
     acked: list[Op],
     writes_by_value: dict[str, Op],
     owners: tuple[str, ...],
+    rules: Rules,
 ) -> list[Violation]:
     f = writes_by_value.get(final.value or "")
     if f is None or f.key != key:
         return [
             Violation("unknown-value", key, f"owners hold {_show(final)}, never written", owners)
         ]
-    later = [o for o in acked if o is not f and f.precedes(o)]
+    later = [o for o in acked if o is not f and f.precedes(o, rules.margin_s)]
     if not later:
         return []
     detail = (
         f"owners hold {_show(final)} from {f.describe()}, but {len(later)} acknowledged "
-        f"write(s)/delete(s) began after it completed, last {later[-1].describe()}; "
+        f"write(s)/delete(s)/flush(es) began after it completed, last {later[-1].describe()}; "
         f"{_minted(final, f)}"
     )
     return [Violation("lost-write", key, detail, owners, (f.op_id, later[-1].op_id))]
@@ -299,11 +331,14 @@ def _read(
     if f is None or f.key != key:
         return [("unknown-value", f"GET returned {value!r}, never written", ())]
     read = f"GET returned {value} of {f.describe()}"
-    later = [o for o in ops if o.acked and o.is_write and o is not f and f.precedes(o)]
-    dels = [o for o in later if o.kind == DEL]
+    later = [
+        o for o in ops if o.acked and o.is_write and o is not f and f.precedes(o, rules.margin_s)
+    ]
+    dels = [o for o in later if o.deletes]
     if dels:
         d = dels[-1]
-        return [("read-after-delete", f"{read}, deleted by {d.describe()}", (f.op_id, d.op_id))]
+        kind = "read-after-flush" if d.kind == FLUSH else "read-after-delete"
+        return [(kind, f"{read}, deleted by {d.describe()}", (f.op_id, d.op_id))]
     if later:
         w = later[-1]
         return [("stale-read", f"{read}, overwritten by {w.describe()}", (f.op_id, w.op_id))]
@@ -316,11 +351,11 @@ def _undone_by_expiry(snap: Snapshot, by_key: dict[str, list[Op]], rules: Rules)
     """Reads that miss the value of an acknowledged SET only expiry writes followed."""
     out = []
     for key, ops in sorted(by_key.items()):
-        w = _last_value_write(ops)
+        w = _last_value_write(ops, rules)
         if w is None:
             continue
         expiries = [o for o in ops if o.kind == EXPIRE and o.may_have_happened]
-        after = [o for o in expiries if not o.precedes(w)]
+        after = [o for o in expiries if not o.precedes(w, rules.margin_s)]
         if not after or _may_have_run_out(w, after, snap, rules):
             continue
         for view in snap.views.values():
@@ -335,11 +370,12 @@ def _undone_by_expiry(snap: Snapshot, by_key: dict[str, list[Op]], rules: Rules)
     return out
 
 
-def _last_value_write(ops: list[Op]) -> Op | None:
+def _last_value_write(ops: list[Op], rules: Rules) -> Op | None:
     """The acknowledged SET that every other SET and DEL of the key certainly preceded."""
     writes = [o for o in ops if o.is_write and o.may_have_happened]
+    margin_s = rules.margin_s
     for w in writes:
-        if w.kind == SET and w.acked and all(o is w or o.precedes(w) for o in writes):
+        if w.kind == SET and w.acked and all(o is w or o.precedes(w, margin_s) for o in writes):
             return w
     return None
 

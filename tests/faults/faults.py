@@ -9,6 +9,14 @@
 | kill | SIGKILL | restart at the same address (it rejoins and warms up) |
 | pause | SIGSTOP | SIGCONT |
 | skew | SIGKILL, restart with `--clock-offset-ms` | none: the clock stays skewed |
+| join | start a node that starts late (its spec says so), seeded with every other | none |
+| leave | SIGTERM: the node announces LEFT, hands off and exits; it stays gone | none |
+| flush | FLUSHALL through a node, recorded in the history as a `flush` | none |
+
+Join, leave and flush are membership churn and an operation rather than faults, but
+they are steps of a schedule like any fault: a join right after a heal meets views
+that still differ. A leave that does not end by itself within `LEAVE_TIMEOUT_S` (the
+node is then SIGKILLed) is reported as a finding (`unclean-leave`).
 
 Faults that crash a node (kill, skew) are `crash` faults: the runner first waits
 until the cluster is quiet (every node sees every other alive and has warmed up), so
@@ -41,6 +49,10 @@ class Env:
     # A node's eviction counter, read just before it is killed (its process's count
     # dies with it); see observe.Snapshot.evicted_before.
     count_evictions: Callable[[str], None]
+    # FLUSHALL through a node, recorded in the history (Workload.flush).
+    flush: Callable[[str], None]
+    # A finding of the harness itself, (kind, detail): reported with the checker's.
+    report: Callable[[str, str], None]
 
 
 class Fault(Protocol):
@@ -171,3 +183,49 @@ class Skew:
 
     def heal(self, env: Env) -> None:
         """A skewed clock stays skewed: there is nothing to heal."""
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """A node whose spec starts late joins the running cluster."""
+
+    node: str
+    kind: str = "join"
+    crash: bool = False
+
+    def apply(self, env: Env) -> None:
+        env.cluster.restart(env.cluster.node(self.node))
+
+    def heal(self, env: Env) -> None:
+        """A node that joined stays."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """A graceful leave (SIGTERM): the node hands its buckets off and exits for good."""
+
+    node: str
+    kind: str = "leave"
+    crash: bool = False
+
+    def apply(self, env: Env) -> None:
+        if not env.cluster.leave(env.cluster.node(self.node)):
+            env.report("unclean-leave", f"{self.node} did not exit by itself after SIGTERM")
+
+    def heal(self, env: Env) -> None:
+        """A node that left stays gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Flush:
+    """FLUSHALL through a node: cluster-wide, a delete of every key at one version."""
+
+    node: str
+    kind: str = "flush"
+    crash: bool = False
+
+    def apply(self, env: Env) -> None:
+        env.flush(self.node)
+
+    def heal(self, env: Env) -> None:
+        """A flush is done once made."""

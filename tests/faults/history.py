@@ -13,6 +13,9 @@ outcome is Jepsen's:
   (a paused node may run a request it read long ago), so its completion is taken as
   never.
 
+A cluster-wide FLUSHALL is an operation too (`flush`, on every key at once: its key is
+`ALL_KEYS`); the checker reads it as a delete of every key at its time.
+
 Values written are unique per operation (`<client>.<seq>`), so a value read back names
 the write that produced it.
 """
@@ -29,6 +32,9 @@ SET, DEL, GET = "set", "del", "get"
 # Writes of the expiry alone (EXPIRE, PEXPIRE, PERSIST, GETEX EX...): `ttl_ms` the TTL
 # they set, 0 for PERSIST. They never change the value.
 EXPIRE = "expire"
+# FLUSHALL: empties every key of every node at one version (issued by the harness).
+FLUSH = "flush"
+ALL_KEYS = "*"
 NEVER = float("inf")
 
 
@@ -36,7 +42,7 @@ NEVER = float("inf")
 class Op:
     op_id: int
     client: int
-    kind: str  # set, del, expire or get
+    kind: str  # set, del, expire, flush or get
     key: str
     value: str | None  # written (set) or read (get; None for nil)
     ttl_ms: int  # set: its TTL, 0 for none
@@ -49,7 +55,12 @@ class Op:
 
     @property
     def is_write(self) -> bool:
-        return self.kind in (SET, DEL)
+        return self.kind in (SET, DEL, FLUSH)
+
+    @property
+    def deletes(self) -> bool:
+        """A DEL of its key, or a FLUSHALL (a delete of every key)."""
+        return self.kind in (DEL, FLUSH)
 
     @property
     def acked(self) -> bool:
@@ -64,9 +75,11 @@ class Op:
         """When it was certainly done: its completion if acknowledged, else never."""
         return self.end_s if self.outcome == OK else NEVER
 
-    def precedes(self, other: Op) -> bool:
-        """Whether this op certainly took effect before `other` was even invoked."""
-        return self.effective_end_s < other.start_s
+    def precedes(self, other: Op, margin_s: float = 0.0) -> bool:
+        """Whether this op certainly took effect before `other` was even invoked, by more
+        than `margin_s` (the nodes' clock skew: versions order writes closer than that
+        either way, see checker.Rules)."""
+        return self.effective_end_s + margin_s < other.start_s
 
     def describe(self) -> str:
         what = f"{self.kind} {self.key}"
@@ -122,9 +135,10 @@ class History:
             return list(self._events)
 
     def excerpt(self, key: str, since_op: int | None = None, limit: int = 40) -> list[str]:
-        """One key's operations, for a violation's report: from operation `since_op` (the
-        earliest it implicates) on, or the last ones; at most `limit`, eliding the middle."""
-        ops = [op for op in self.ops if op.key == key]
+        """One key's operations and the flushes, for a violation's report: from operation
+        `since_op` (the earliest it implicates) on, or the last ones; at most `limit`,
+        eliding the middle."""
+        ops = [op for op in self.ops if op.key in (key, ALL_KEYS)]
         first = next((i for i, op in enumerate(ops) if op.op_id == since_op), len(ops) - 12)
         lines = [op.describe() for op in ops[max(first, 0) :]]
         if len(lines) > limit:

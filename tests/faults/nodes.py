@@ -1,7 +1,11 @@
 """The nodes of a fault run: each a geocache process inside its own namespace.
 
-A `NodeSpec` says what a node is (id, region, clock offset, key limit); the region tag
-is what region-level faults (a region split) and the checker group nodes by. Every
+A `NodeSpec` says what a node is (id, region, clock offset, key limit, whether it
+starts late); the region tag is what region-level faults (a region split) and the
+checker group nodes by. A node that starts late is not started with the others: a
+`join` fault starts it mid-schedule, with every other node as a seed, as a node added
+to a running cluster is. A node that left (`leave`: SIGTERM, it hands off and exits)
+stays gone: it is nobody's seed, and the runner neither restarts nor reads it. Every
 node listens on the same port, each at its own address, so a restart keeps its address
 and there is no port race to lose.
 
@@ -14,6 +18,7 @@ coverage of node processes is measured as everywhere else (procs.geocache_env).
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +34,9 @@ PORT = 7379
 REAP_TIMEOUT_S = 5.0
 # A node's graceful stop (leave announcement, connections drained) takes under a second.
 STOP_TIMEOUT_S = 5.0
+# A leave mid-schedule waits for the handoff, which the node bounds at 10 s
+# (handoff.LEAVE_HANDOFF_S), plus the drain; past this it is SIGKILLed.
+LEAVE_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,8 @@ class NodeSpec:
     clock_offset_ms: int = 0
     # `--max-keys`: 0 for none; a small limit makes the node evict (LRU).
     max_keys: int = 0
+    # Not started with the others: a `join` fault starts it (faults.py).
+    starts_late: bool = False
 
 
 @dataclass
@@ -51,6 +61,8 @@ class Node:
     paused: bool = False
     # The clock offset of the running process (a skew fault restarts with another one).
     clock_offset_ms: int = 0
+    # Left the cluster gracefully (a `leave` fault): never restarted.
+    left: bool = False
 
     @property
     def node_id(self) -> str:
@@ -82,9 +94,14 @@ class Cluster:
     def running(self) -> list[Node]:
         return [n for n in self.nodes.values() if n.running]
 
+    def members(self) -> list[Node]:
+        """The nodes that are meant to be in the cluster: all but those that left."""
+        return [n for n in self.nodes.values() if not n.left]
+
     def args(self, node: Node) -> list[str]:
-        """geocache serve's flags for a node: its address, region, seeds (all the others)."""
-        seeds = ",".join(f"{n.addr}:{PORT}" for n in self.nodes.values() if n is not node)
+        """geocache serve's flags for a node: its address, region, seeds (all the others
+        but those that left)."""
+        seeds = ",".join(f"{n.addr}:{PORT}" for n in self.members() if n is not node)
         extra = ["--bind", node.addr, "--advertise-addr", f"{node.addr}:{PORT}"]
         extra += ["--region", node.spec.region, "--replicas", "2", "--write-acks", "quorum"]
         if node.clock_offset_ms:
@@ -109,10 +126,12 @@ class Cluster:
         wait_ready(node.server)
 
     def start_all(self) -> None:
-        """Start every node at once (they join through each other), then wait for each."""
-        for node in self.nodes.values():
+        """Start every node but the late ones at once (they join through each other), then
+        wait for each."""
+        first = [n for n in self.nodes.values() if not n.spec.starts_late]
+        for node in first:
             self.spawn(node)
-        for node in self.nodes.values():
+        for node in first:
             self.wait_started(node)
 
     def kill(self, node: Node) -> None:
@@ -131,6 +150,22 @@ class Cluster:
             node.clock_offset_ms = clock_offset_ms
         self.spawn(node)
         self.wait_started(node)
+
+    def leave(self, node: Node) -> bool:
+        """A graceful leave: SIGTERM by PID (the node announces LEFT, hands its buckets
+        off and exits), waited for; True if it exited by itself, with status 0, within
+        LEAVE_TIMEOUT_S."""
+        node.left = True
+        server = node.server
+        if server is None or not server.is_running():
+            return False
+        self.resume(node)
+        server.terminate()
+        try:
+            return server.wait(LEAVE_TIMEOUT_S) == 0
+        except subprocess.TimeoutExpired:
+            self.kill(node)
+            return False
 
     def pause(self, node: Node) -> None:
         if node.server is not None and node.running:

@@ -60,7 +60,7 @@ class NodeView:
     reads: dict[str, str | None]  # key -> what a GET through this node returned
     read_errors: dict[str, str]  # key -> the error of a GET that failed
     evicted_keys: int
-    skipped_full: int  # keys repair did not copy for want of room (INFO)
+    skipped_full: int  # keys repair and warm-up did not copy for want of room (INFO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,11 @@ def as_map(item: object) -> dict[str, object]:
     if isinstance(item, list) and len(item) % 2 == 0:
         return {text(k): v for k, v in zip(item[::2], item[1::2], strict=True)}
     raise ValueError(f"not a map: {item!r:.100}")
+
+
+def skipped_full(stats: dict[str, str]) -> int:
+    """Keys repair and warm-up did not copy for want of room (INFO)."""
+    return sum(int(stats.get(f"cluster_{kind}_skipped_full", "0")) for kind in ("repair", "warmup"))
 
 
 def states(node: Node) -> dict[str, str]:
@@ -201,6 +206,6 @@ def snapshot(nodes: list[Node], keys: Iterable[str], evicted_before: dict[str, i
             reads=values,
             read_errors=errors,
             evicted_keys=int(stats.get("evicted_keys", "0")),
-            skipped_full=int(stats.get("cluster_repair_skipped_full", "0")),
+            skipped_full=skipped_full(stats),
         )
     return Snapshot(taken_wall_ms, views, dict(evicted_before))

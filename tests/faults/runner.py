@@ -1,13 +1,16 @@
 """One schedule, start to finish: network, nodes, workload, faults, heal, settle, check.
 
-1. A fresh network (netns.py) and the schedule's nodes in it; wait until every node
-   sees every other alive and has warmed up.
+1. A fresh network (netns.py) and the schedule's nodes in it (but those that start
+   late: a `join` step starts them); wait until every node sees every other alive and
+   has warmed up.
 2. The workload starts; the steps run one after another, each not before its `at_s`:
-   apply, hold for `duration_s`, heal. A crash fault first waits for a quiet cluster
+   apply, make the steps `during` it (each at its `at_s` after the apply), hold until
+   `duration_s` after the apply, heal. A crash fault first waits for a quiet cluster
    (faults.py says why); if the cluster does not get quiet in time, the fault is
    skipped and noted, never applied on a cluster where a crash may lose writes.
 3. After the tail, the workload stops; every link is healed, every node thawed (and
-   restarted if down).
+   restarted if down), but a node that left: it stays gone, and the checker is told
+   (`Rules.departed`).
 4. Settle: wait until membership has healed (every node sees all alive) and at least
    `settle_min_s(schedule)` has passed since the heal, then take a snapshot and check
    it, again and again until the check passes or the settle time is up; the last
@@ -36,7 +39,7 @@ from pathlib import Path
 from . import observe
 from .checker import Rules, Violation, check
 from .faults import LINK_FAULTS, Env, Skew, describe
-from .history import History
+from .history import ALL_KEYS, History
 from .links import Links, iptables_works
 from .netns import Network
 from .nodes import PORT, Cluster, Node
@@ -71,6 +74,8 @@ class RunResult:
     seed: int
     nodes: int
     outcomes: Counter[str] = field(default_factory=Counter)
+    # Acknowledged operations by kind (set, del, get, flush).
+    acked: Counter[str] = field(default_factory=Counter)
     faults: Counter[str] = field(default_factory=Counter)
     skipped: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
@@ -103,13 +108,13 @@ def wait_until(check: Callable[[], bool], timeout_s: float) -> bool:
 def skew_span_ms(schedule: Schedule) -> int:
     """The spread of clock offsets the nodes ran with, first or after a skew fault."""
     offsets = [n.clock_offset_ms for n in schedule.nodes]
-    offsets += [s.fault.offset_ms for s in schedule.steps if isinstance(s.fault, Skew)]
+    offsets += [s.fault.offset_ms for s in schedule.all_steps if isinstance(s.fault, Skew)]
     return max(offsets) - min(offsets)
 
 
 def settle_min_s(schedule: Schedule) -> float:
     """The longest link outage of the schedule, plus a margin (see the module docstring)."""
-    outages = [s.duration_s for s in schedule.steps if s.fault.kind in LINK_FAULTS]
+    outages = [s.duration_s for s in schedule.all_steps if s.fault.kind in LINK_FAULTS]
     return max(outages, default=0.0) + SETTLE_MARGIN_S
 
 
@@ -126,6 +131,8 @@ class Run:
         self._t0 = time.monotonic()
         self.cluster: Cluster | None = None
         self._blip_rng = random.Random(schedule.seed ^ 0xB11F)
+        # Findings of the harness itself (a leave that did not end by itself).
+        self.findings: list[Violation] = []
 
     def clock(self) -> float:
         return time.monotonic() - self._t0
@@ -155,7 +162,7 @@ class Run:
         if why:
             raise HarnessError(f"iptables does not work in a namespace: {why}")
         cluster.start_all()
-        nodes = list(cluster.nodes.values())
+        nodes = cluster.running()  # a node that starts late joins in a step
         if not wait_until(lambda: observe.membership_settled(nodes), FORM_S):
             raise HarnessError(f"the cluster did not form in {FORM_S}s (logs: {self.workdir})")
         if not wait_until(lambda: observe.all_ready(nodes), FORM_S):
@@ -167,7 +174,13 @@ class Run:
         on = s.clients_on or tuple(cluster.nodes)
         targets = {i: cluster.node(i).addr for i in on}
         workload = Workload(s.workload, targets, PORT, self.history, self.clock, s.seed)
-        env = Env(cluster, self.links, self._count_evictions)
+        env = Env(
+            cluster,
+            self.links,
+            self._count_evictions,
+            flush=lambda node_id: workload.flush(node_id, cluster.node(node_id).addr),
+            report=lambda kind, detail: self.findings.append(Violation(kind, "", detail)),
+        )
         start = self.clock()
         workload.start()
         try:
@@ -196,7 +209,10 @@ class Run:
         self.note(f"apply {name}")
         step.fault.apply(env)
         self.result.faults[step.fault.kind] += 1
-        self._wait(env, self.clock() + step.duration_s)
+        applied = self.clock()
+        for inner in step.during:
+            self._step(env, inner, applied)
+        self._wait(env, applied + step.duration_s)
         step.fault.heal(env)
         self.note(f"heal {name}")
 
@@ -227,11 +243,11 @@ class Run:
         except (OSError, ValueError):
             return  # paused or gone: nothing more to learn
         self.evicted_before[node_id] += int(stats.get("evicted_keys", "0"))
-        self.evicted_before[node_id] += int(stats.get("cluster_repair_skipped_full", "0"))
+        self.evicted_before[node_id] += observe.skipped_full(stats)
 
     def _heal_everything(self, cluster: Cluster) -> None:
         self.links.heal_all()
-        for node in cluster.nodes.values():
+        for node in cluster.members():
             if node.paused:
                 cluster.resume(node)
             if not node.running:
@@ -241,14 +257,15 @@ class Run:
     def _settle(self, cluster: Cluster) -> None:
         self._heal_everything(cluster)
         start = self.clock()
-        nodes = list(cluster.nodes.values())
-        violations: list[Violation] = []
+        nodes = cluster.members()
+        violations: list[Violation] = list(self.findings)
         if not wait_until(lambda: observe.membership_settled(nodes), MEMBERSHIP_SETTLE_S):
             seen = {n.node_id: _states_or_error(n) for n in nodes}
             violations.append(
                 Violation("membership", "", f"not all alive after {MEMBERSHIP_SETTLE_S}s: {seen}")
             )
-        self.note("membership settled" if not violations else "membership did not settle")
+        settled = not any(v.kind == "membership" for v in violations)
+        self.note("membership settled" if settled else "membership did not settle")
         time.sleep(max(0.0, start + settle_min_s(self.schedule) - self.clock()))
         found: list[Violation] = []
 
@@ -277,7 +294,7 @@ class Run:
 
     def _check(self, nodes: list[Node]) -> list[Violation]:
         ops = self.history.ops
-        keys = {op.key for op in ops}
+        keys = {op.key for op in ops if op.key != ALL_KEYS}
         started = self.clock()
         try:
             snap = observe.snapshot(nodes, keys, dict(self.evicted_before))
@@ -287,7 +304,9 @@ class Run:
             self.note(f"snapshot took {self.clock() - started:.1f}s")
         self.result.room_losses = {n: snap.room_losses(n) for n in snap.views}
         (self.workdir / "snapshot.json").write_text(json.dumps(asdict(snap), indent=1))
-        rules = Rules(is_ttl_key, skew_span_ms(self.schedule))
+        assert self.cluster is not None
+        departed = frozenset(n.node_id for n in self.cluster.nodes.values() if n.left)
+        rules = Rules(is_ttl_key, skew_span_ms(self.schedule), departed=departed)
         return check(ops, snap, rules)
 
     def _teardown(self) -> list[str]:
@@ -298,6 +317,7 @@ class Run:
         finally:
             left = self.network.close()
             self.result.outcomes = Counter(op.outcome for op in self.history.ops)
+            self.result.acked = Counter(op.kind for op in self.history.ops if op.acked)
             self.history.dump(self.workdir / "history.jsonl")
         return left
 

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from .checker import Rules, Violation, check
-from .history import DEL, EXPIRE, FAIL, GET, INFO, OK, SET, Op
+from .history import ALL_KEYS, DEL, EXPIRE, FAIL, FLUSH, GET, INFO, OK, SET, Op
 from .observe import NodeView, Record, Snapshot
 from .workload import is_ttl_key
 
@@ -108,6 +108,18 @@ def test_an_entry_that_expired_while_being_read_counts_as_its_tombstone() -> Non
     w = op(SET, "t1", "a", 0, 1, ttl_ms=1_000)
     expiring = Record(20, "n1", False, expired=True)  # listed, then gone when fetched
     assert check([w], snap(view("n1", {"t1": expiring}), view("n2", {"t1": tomb(20)})), RULES) == []
+
+
+def test_with_skewed_clocks_writes_closer_than_the_skew_may_end_in_either_order() -> None:
+    """A node 4 s ahead mints versions 4 s ahead: a write made elsewhere 1 s after one
+    it coordinated loses (README, "Clocks"). Beyond the skew, the later write must win."""
+    first, second = op(SET, "k1", "ahead", 0, 1), op(SET, "k1", "later", 2, 3)
+    kept_first = same({"k1": live("ahead", 50)})
+    skewed = Rules(is_ttl_key, skew_span_ms=4_000)
+    assert check([first, second], kept_first, skewed) == []
+    assert kinds(check([first, second], kept_first, RULES)) == ["lost-write", "stale-read"]
+    far_later = op(SET, "k1", "much later", 6, 7)
+    assert "lost-write" in kinds(check([first, far_later], kept_first, skewed))
 
 
 def test_a_key_an_owner_evicted_is_accounted_by_its_counters() -> None:
@@ -254,6 +266,61 @@ def test_a_set_followed_only_by_expiry_writes_must_be_read_until_it_expires() ->
 def test_an_expiry_write_before_the_set_does_not_count() -> None:
     ops = [op(EXPIRE, "k1", None, 0, 1, ttl_ms=1_000), op(SET, "k1", "v2", 2, 3)]
     assert check(ops, same({"k1": live("v2", 20)}), RULES) == []
+
+
+# -- FLUSHALL: a delete of every key at its time ------------------------------------------------
+
+
+def test_a_flush_deletes_what_came_before_it_and_keeps_what_may_have_come_after() -> None:
+    ops = [
+        op(SET, "k1", "a", 0, 1),
+        op(SET, "k2", "b", 0, 1),
+        op(FLUSH, ALL_KEYS, None, 2, 3, node="n2"),
+        op(SET, "k1", "c", 2.5, 3.5),  # concurrent with the flush: either way
+        op(SET, "k2", "d", 4, 5),  # after the flush completed: must survive
+    ]
+    assert check(ops, same({"k2": live("d", 50)}), RULES) == []
+    assert check(ops, same({"k1": live("c", 40), "k2": live("d", 50)}), RULES) == []
+
+
+def test_a_value_written_before_an_acknowledged_flush_coming_back_is_caught() -> None:
+    ops = [op(SET, "k1", "a", 0, 1), op(FLUSH, ALL_KEYS, None, 2, 3, node="n2")]
+    found = check(ops, same({"k1": live("a", 10)}), RULES)
+    assert kinds(found) == ["lost-write", "read-after-flush"]
+    read = next(v for v in found if v.kind == "read-after-flush")
+    assert read.ops == (ops[0].op_id, ops[1].op_id) and "flush *" in read.detail
+    # Read back through one node only, while the owners hold nothing: still caught.
+    n1 = view("n1", {}, reads={"k1": "a"})
+    assert kinds(check(ops, snap(n1, view("n2", {})), RULES)) == ["read-after-flush"]
+
+
+def test_a_write_after_an_acknowledged_flush_must_survive_it() -> None:
+    ops = [op(FLUSH, ALL_KEYS, None, 0, 1), op(SET, "k1", "a", 2, 3)]
+    assert kinds(check(ops, same({}), RULES)) == ["missing"]  # gone, and nothing evicted
+
+
+def test_a_flush_of_unknown_outcome_may_or_may_not_have_happened() -> None:
+    unknown = [op(SET, "k1", "a", 0, 1), op(FLUSH, ALL_KEYS, None, 2, 3, outcome=INFO)]
+    assert check(unknown, same({"k1": live("a", 10)}), RULES) == []
+    assert check(unknown, same({}), RULES) == []
+    failed = [unknown[0], replace(unknown[1], outcome=FAIL)]  # certainly did nothing
+    assert kinds(check(failed, same({}), RULES)) == ["missing"]
+
+
+# -- nodes that left ------------------------------------------------------------------------------
+
+
+def test_a_node_that_left_is_no_owner_any_more() -> None:
+    ops = [op(SET, "k1", "a", 0, 1)]
+    held = same({"k1": live("a", 20)})
+    assert check(ops, held, Rules(is_ttl_key, departed=frozenset({"n3"}))) == []
+    stale = {k: ("n1", "n3") for k in ("k1", "k2", "t1")}
+    named = snap(
+        view("n1", {"k1": live("a", 20)}, owners=stale),
+        view("n2", {"k1": live("a", 20)}, owners=stale),
+    )
+    found = check(ops, named, Rules(is_ttl_key, departed=frozenset({"n3"})))
+    assert kinds(found) == ["departed-owner"] and found[0].nodes == ("n3",)
 
 
 # -- the property --------------------------------------------------------------------------------

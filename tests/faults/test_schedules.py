@@ -5,7 +5,8 @@ faults, heal, settle, check. The `-hog` schedules run under contention: busy pro
 beside the nodes and short SIGSTOPs of whole nodes between the faults. Besides the
 checker's verdict, each test asserts that its faults really happened and did what they
 do (a killed node refused connections, a paused one left requests unanswered, small
-nodes evicted), so a harness that quietly did nothing cannot pass.
+nodes evicted, both flushes were acknowledged, a node that joined was read at the end
+and one that left was not), so a harness that quietly did nothing cannot pass.
 """
 
 from __future__ import annotations
@@ -35,12 +36,20 @@ def evicted(result: RunResult) -> bool:
     return sum(result.room_losses.values()) > 0
 
 
+def checked(node_id: str, result: RunResult) -> bool:
+    """The node was running, and read by the checker, at the end."""
+    return node_id in result.room_losses
+
+
 # What each schedule's faults must visibly have done.
 EFFECTS: dict[str, Callable[[RunResult], bool]] = {
     "crash-restart": refused_some,
     "clock-skew": refused_some,
     "eviction": lambda r: refused_some(r) and evicted(r),
     "pause": left_some_unanswered,
+    "flush-partition": lambda r: r.acked["flush"] == 2,
+    "churn-after-heal-join": lambda r: checked("n4", r),
+    "churn-after-heal-leave": lambda r: refused_some(r) and not checked("n3", r),
 }
 
 
@@ -62,7 +71,7 @@ def test_schedule(
     record_result(result)
     assert result.skipped == [], "faults skipped: the cluster never got quiet before a crash"
     blips = result.faults.pop("blip", 0)
-    assert sum(result.faults.values()) == len(schedule.steps)
+    assert sum(result.faults.values()) == len(schedule.all_steps)
     assert blips > 0 if schedule.blips else blips == 0, f"{blips} short pauses"
     assert result.outcomes["ok"] >= 100, f"the workload barely ran: {result.outcomes}"
     assert result.violations == [], explain(result)

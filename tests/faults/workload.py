@@ -9,6 +9,9 @@ checker knows which absences an expiry may explain).
 Bounded: the threads stop at `stop()`, after `max_ops` operations in all, or after
 `max_duration_s`, whichever comes first; each request has its own timeout. A short
 pause between a client's requests leaves the two CPUs to the nodes.
+
+A schedule's FLUSHALL (`Workload.flush`) goes through the same recording, as client
+`HARNESS_CLIENT`.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from dataclasses import dataclass
 from support.resp import RawClient
 
 from . import wire
-from .history import DEL, FAIL, GET, INFO, OK, SET, History, Op
+from .history import ALL_KEYS, DEL, FAIL, FLUSH, GET, INFO, OK, SET, History, Op
 
 # Outcomes of error replies that certainly did nothing: the node refused the request
 # before touching any key (still joining). Every other error may follow a local write.
 REFUSED_PREFIXES = ("LOADING",)
+# The client id of operations the harness makes itself (a schedule's FLUSHALL).
+HARNESS_CLIENT = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +107,14 @@ class Workload:
         if any(t.is_alive() for t in self._threads):
             raise RuntimeError("a workload thread did not stop")
 
+    def flush(self, node: str, addr: str) -> None:
+        """FLUSHALL through `node` (at `addr`), recorded as a `flush` of every key."""
+        client = _Client(self, HARNESS_CLIENT, {node: addr})
+        try:
+            client.request(node, FLUSH, ALL_KEYS, None, 0, ["FLUSHALL"])
+        finally:
+            client.close()
+
     def _take(self) -> bool:
         with self._count_lock:
             if self._count >= self.config.max_ops:
@@ -117,9 +130,12 @@ class Workload:
 
 
 class _Client:
-    def __init__(self, workload: Workload, client: int) -> None:
+    def __init__(
+        self, workload: Workload, client: int, targets: dict[str, str] | None = None
+    ) -> None:
         self.w = workload
         self.client = client
+        self.targets = targets or workload.targets
         self.rng = random.Random(workload.seed * 1_000 + client)
         self.conns: dict[str, RawClient] = {}
         self.seq = 0
@@ -131,14 +147,17 @@ class _Client:
                 self.one()
                 w._stop.wait(w.config.pause_s)
         finally:
-            for conn in self.conns.values():
-                conn.close()
+            self.close()
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
 
     def one(self) -> None:
         c, rng = self.w.config, self.rng
         key = rng.choice(self.w.keys)
         roll = rng.random()
-        node = rng.choice(sorted(self.w.targets))
+        node = rng.choice(sorted(self.targets))
         if roll < c.set_share:
             self.seq += 1
             value = f"{self.client}.{self.seq}"
@@ -179,7 +198,7 @@ class _Client:
         conn = self.conns.get(node)
         if conn is None:
             try:
-                conn = wire.connect(self.w.targets[node], self.w.port, self.w.config.op_timeout_s)
+                conn = wire.connect(self.targets[node], self.w.port, self.w.config.op_timeout_s)
             except OSError as exc:
                 return FAIL, None, f"connect: {exc}"
             self.conns[node] = conn

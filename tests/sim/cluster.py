@@ -76,6 +76,8 @@ class SimSpec:
     secret: str = "sim-secret"
     # Each node's wall clock is off by up to this much either way (ms), drawn per node.
     max_skew_ms: int = 0
+    # Each node's key limit (0: none): small stores evict all the time.
+    max_keys: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,7 @@ class SimCluster:
                     seeds=seeds,
                     replicas=spec.replicas,
                     write_acks=spec.write_acks,
+                    max_keys=spec.max_keys,
                 )
                 skew = self.rng.randint(-spec.max_skew_ms, spec.max_skew_ms)
                 self._configs[node_id] = (config, skew)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import ssl
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -60,26 +61,46 @@ def start_at(port: int, tmp: Path, args: list[str]) -> ServerProcess:
 
 
 def client(server: ServerProcess) -> redis.Redis:
-    return redis.Redis(host=server.host, port=server.port, socket_timeout=5)
+    return redis.Redis(host=server.host, port=server.port, socket_timeout=5, **server.client_tls)
 
 
-def prove_peer(call: Callable[..., object], name: str, secret: str = SECRET) -> object:
+def prove_peer(
+    call: Callable[..., object], name: str, secret: str = SECRET, binding: bytes = b""
+) -> object:
     """Run the client's side of the peer handshake (auth.py) through `call(*argv)`, as
-    the peer `name`: check the server's proof, then send this side's. Returns the reply
-    to GC.AUTH (OK when the server accepted it)."""
+    the peer `name`: check the server's proof, then send this side's (`binding`: the TLS
+    connection's channel binding, when it is one). Returns the reply to GC.AUTH (OK when
+    the server accepted it)."""
     nonce = auth.new_nonce()
     hello = call("GC.HELLO", name, nonce)
     assert isinstance(hello, list) and len(hello) == 3, hello
     server_id, server_nonce, server_proof = (bytes(x) for x in hello)
-    transcript = auth.Transcript(name, server_id.decode(), nonce, server_nonce)
+    transcript = auth.Transcript(name, server_id.decode(), nonce, server_nonce, binding)
     assert auth.verify(secret, auth.SERVER_TO_CLIENT, transcript, server_proof)
     return call("GC.AUTH", auth.proof(secret, auth.CLIENT_TO_SERVER, transcript))
 
 
 def peer_client(server: ServerProcess) -> redis.Redis:
-    """A connection that proved the cluster secret, as a peer named `tester`."""
+    """A client whose connection proved the cluster secret, as a peer named `tester`
+    (over TLS, the proof bound to the connection, as nodes bind theirs). The proof holds
+    for that one connection: the pool hands it out again to the client's commands and
+    pipelines, used one at a time."""
     c = client(server)
-    assert prove_peer(c.execute_command, "tester")
+    pool = c.connection_pool
+    conn = pool.get_connection()
+    try:
+        sock = getattr(conn, "_sock", None)
+        binding = (
+            sock.get_channel_binding("tls-unique") if isinstance(sock, ssl.SSLSocket) else None
+        )
+
+        def call(*argv: object) -> object:
+            conn.send_command(*argv)  # type: ignore[no-untyped-call]
+            return conn.read_response()
+
+        assert prove_peer(call, "tester", binding=binding or b"")
+    finally:
+        pool.release(conn)
     return c
 
 

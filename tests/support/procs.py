@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from geocache.ports import free_port
 
@@ -103,6 +104,9 @@ class ServerProcess:
     host: str = HOST
     password: str | None = None
     flags: dict[str, object] = field(default_factory=dict)
+    # redis-py's ssl_* arguments, for a node whose `port` speaks TLS (support/cluster.py's
+    # clients pass them on).
+    client_tls: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:

@@ -88,11 +88,13 @@ def tls_args(certs: Certs, tls_port: int, node: Pair | None = None) -> list[str]
     ]
 
 
-def tls_ping(port: int, context: ssl.SSLContext, timeout_s: float = 2.0) -> bytes:
+def tls_ping(
+    port: int, context: ssl.SSLContext, timeout_s: float = 2.0, host: str = "127.0.0.1"
+) -> bytes:
     """PING over TLS: the reply's bytes (raises OSError, ssl.SSLError on failure)."""
     with (
-        socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as raw,
-        context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+        socket.create_connection((host, port), timeout=timeout_s) as raw,
+        context.wrap_socket(raw, server_hostname=host) as sock,
     ):
         sock.sendall(b"*1\r\n$4\r\nPING\r\n")
         return sock.recv(64)
@@ -106,7 +108,7 @@ def wait_tls_ready(
         if not server.is_running():
             raise ServerStartError(f"node exited:\n{server.log_text()[-4000:]}")
         try:
-            if tls_ping(port, context, 1.0) == b"+PONG\r\n":
+            if tls_ping(port, context, 1.0, server.host) == b"+PONG\r\n":
                 return
         except OSError:
             pass

@@ -283,6 +283,7 @@ def test_peer_authentication() -> None:
         [b"GC.SWIM", b"a:1", b"x"],
         [b"GC.APPLY", b"k", b"v", b"0", b"1", b"n"],
         [b"GC.APPLYDEL", b"k", b"1", b"n"],
+        [b"GC.APPLYBATCH", b"k", b"1", b"n", b"0", b"v", b""],
         [b"GC.FETCH", b"k"],
         [b"gc.fwd", b"2", b"0", b"SET", b"k", b"v"],
         [b"GC.DIGEST"],

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from geocache import LocalCache, ManualClock
-from geocache.store import TooLarge
+from geocache.store import TooLarge, entry_size
 from geocache.store.errors import NotAnInteger, Overflow
 
 NOW_MS = 1_700_000_000_000
@@ -95,6 +95,51 @@ def test_expire_refuses_infinite_and_nan(cache: LocalCache, ttl_s: float) -> Non
     with pytest.raises(ValueError, match="positive, finite number of seconds"):
         cache.expire("k", ttl_s)
     assert cache.ttl("k") == 5
+
+
+def test_the_default_serializer_stores_bytes_as_they_are(cache: LocalCache) -> None:
+    value = b"v" * 100
+    cache.set("k", value)
+    assert cache.get("k") == value
+    assert cache.stats().bytes == entry_size(b"k", value)  # not a pickle's size
+    cache.set("obj", {"a": 1})
+    assert cache.get("obj") == {"a": 1}
+    cache.set("odd", b"\x80\x05.")  # looks like a pickle: still comes back as bytes
+    assert cache.get("odd") == b"\x80\x05."
+
+
+def test_reads_without_the_lock_survive_concurrent_writes_and_evictions() -> None:
+    """Readers take no lock while writers delete, overwrite and evict the same keys:
+    no reader fails, and each read sees a value that was written or nothing."""
+    cache = LocalCache(max_keys=8)
+    keys = [b"k%d" % i for i in range(16)]
+    written = {b"v%d" % i for i in range(4)}
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            for _ in range(20_000):
+                for key in keys:
+                    got = cache.get(key)
+                    assert got is None or got in written
+        except BaseException as error:  # reported by the main thread
+            errors.append(error)
+
+    def write() -> None:
+        try:
+            for i in range(20_000):
+                key = keys[i % len(keys)]
+                cache.delete(key) if i % 5 == 0 else cache.set(key, b"v%d" % (i % 4))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=f) for f in (read, read, write)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(cache) <= 8
 
 
 def test_incr_with_the_default_serializer(cache: LocalCache) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from geocache.serializers import SERIALIZERS, Json, Msgpack, Pickle, Raw, get_serializer
+from geocache.serializers import SERIALIZERS, Auto, Json, Msgpack, Pickle, Raw, get_serializer
 
 JSON_VALUES = st.recursive(
     st.one_of(
@@ -33,6 +35,23 @@ def test_raw_keeps_bytes_and_refuses_the_rest() -> None:
         raw.dumps("text")
     with pytest.raises(TypeError, match="not int"):
         raw.dumps(1)
+
+
+def test_auto_keeps_bytes_as_they_are_and_pickles_the_rest() -> None:
+    auto, value = Auto(), b"k" * 100
+    assert auto.dumps(value) is value  # no copy, no header
+    assert auto.loads(value) is value
+    assert auto.dumps(b"") == b"" and auto.loads(b"") == b""
+    assert auto.dumps("text") == pickle.dumps("text", protocol=pickle.HIGHEST_PROTOCOL)
+    # Bytes that look like a pickle's first byte are pickled, so they read back as bytes.
+    looks_pickled = b"\x80\x05K\x01."
+    assert auto.dumps(looks_pickled) != looks_pickled
+    assert auto.loads(auto.dumps(looks_pickled)) == looks_pickled
+
+
+@given(st.one_of(st.binary(), JSON_VALUES, st.tuples(st.binary(), st.integers())))
+def test_auto_round_trips_bytes_and_objects(value: object) -> None:
+    assert Auto().loads(Auto().dumps(value)) == value
 
 
 @given(JSON_VALUES)
@@ -65,11 +84,11 @@ def test_msgpack_round_trips(value: object) -> None:
 
 
 def test_serializers_are_chosen_by_name() -> None:
-    assert sorted(SERIALIZERS) == ["json", "msgpack", "pickle", "raw"]
+    assert sorted(SERIALIZERS) == ["auto", "json", "msgpack", "pickle", "raw"]
     for name, serializer in SERIALIZERS.items():
         assert get_serializer(name) is serializer
         assert serializer.name == name
     custom = Raw(name="mine")
     assert get_serializer(custom) is custom
-    with pytest.raises(ValueError, match="choose one of json, msgpack, pickle, raw"):
+    with pytest.raises(ValueError, match="choose one of auto, json, msgpack, pickle, raw"):
         get_serializer("yaml")

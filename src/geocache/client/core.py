@@ -27,7 +27,10 @@ when the call's deadline passes, or `Unavailable` when no candidate is left.
 Retries never repeat a write that is not idempotent (INCRBY) once it may have reached a
 node: only a refused connection proves it was not sent. Error replies that mean "this
 node cannot serve the key right now" (LOADING, TRYAGAIN; CLUSTERDOWN, NOREPLICAS for
-idempotent commands) move the command on without counting against the node's health.
+idempotent commands) move the command on without counting against the node's health,
+but LOADING (the node is joining or warming up: it holds only part of its keys) also
+marks the node down until a probe finds it ready, so calls do not return to a node,
+or a whole region restarted empty, before it has pulled its keys.
 
 Time is passed in (`now`, monotonic seconds). Nothing here blocks, sends or locks; the
 sync client calls it under its own lock, except `plan` (and so `key_item`), which only
@@ -66,6 +69,7 @@ _REGION_ORDER_S = 1.0
 # (seconds), so a burst of failures costs one GC.TOPOLOGY, not one each.
 _REFRESH_GAP_S = 0.2
 _ALWAYS_RETRY = ("LOADING", "TRYAGAIN")
+_NOT_READY_ERROR = "LOADING"
 _RETRY_IF_IDEMPOTENT = ("CLUSTERDOWN", "NOREPLICAS")
 
 
@@ -199,6 +203,10 @@ class Core:
             self._downed.append(addr)
         if failure is not Failure.TIMEOUT:
             self.want_refresh(now)  # a node gone may be a membership change
+
+    def not_ready(self, addr: str, now: float) -> None:
+        """The node answered LOADING: down (not dropped) until a probe finds it ready."""
+        self.health.not_ready(addr, now)
 
     def stats(self) -> dict[str, NodeStats]:
         """Every node of the map (and any other the client talked to), by address."""
@@ -375,6 +383,8 @@ class Call:
         for index, reply in zip(attempt.items, replies, strict=True):
             pending = self._pending[index]
             if isinstance(reply, Error) and _retriable(reply, pending.item.idempotent):
+                if reply.startswith(_NOT_READY_ERROR):
+                    self._core.not_ready(attempt.addr, now)
                 pending.pos += 1
                 pending.failure, pending.refusal = None, reply
             else:

@@ -142,6 +142,15 @@ class Health:
         health.probe_at = now + self._jittered(health.probe_gap_s)
         return True
 
+    def not_ready(self, addr: str, now: float) -> None:
+        """The node said it is not ready (LOADING): down, probed until its probe says ready.
+        Not a failure: it answered, so its latency and failure count stand."""
+        health = self.node(addr)
+        if not health.down:
+            health.down = True
+            health.probe_gap_s = self.policy.probe_first_s
+            health.probe_at = now + self._jittered(health.probe_gap_s)
+
     # -- probes ---------------------------------------------------------------------------
 
     def probes_due(self, now: float, addrs: list[str]) -> list[str]:

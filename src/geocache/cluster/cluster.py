@@ -3,9 +3,9 @@
 `Cluster` drives the sans-IO SWIM state machine (swim.py) over peer connections
 (`GC.SWIM <from addr> <message>`), computes each key's owners in this node's region
 from the alive members (placement.py), ships the coordinator's writes to the other
-owners (`GC.APPLY` / `GC.APPLYDEL`) and counts their acknowledgements against
-`write_acks`, keeps hints for owners that did not answer and replays them when those
-owners are alive again.
+owners (`GC.APPLYBATCH`, a batch a peer: replication.py) and counts their
+acknowledgements against `write_acks`, keeps hints for owners that did not answer and
+replays them when those owners are alive again.
 
 Reads and writes of the local store happen in command handlers; this module only does
 the network side, so everything here is asyncio and nothing here touches a key twice
@@ -44,16 +44,16 @@ from geocache.cluster.hints import Hints, Pacer, hint_bytes
 from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore, Write
 from geocache.cluster.mdns import MdnsDiscovery
-from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers
+from geocache.cluster.peers import FORWARD, GEO, PeerError, Peers, encode_request
 from geocache.cluster.records import apply_command
 from geocache.cluster.repair import Repairer
+from geocache.cluster.replication import Replicator
 from geocache.cluster.router import FORWARD_TIMEOUT_MS, PEER_TIMEOUT_MS, Router
 from geocache.cluster.streams import RegionStreams
 from geocache.cluster.swim import Send, Swim, local_member
 from geocache.cluster.swim_messages import Member, MemberState, decode, encode
 from geocache.cluster.timing import swim_config
 from geocache.cluster.trust import Trust
-from geocache.commands.context import Deferred
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.errors import VersionRefused
@@ -76,7 +76,6 @@ WARM_WINDOW_MS = 30_000
 # After announcing a graceful leave, keep answering peers this long, so members that
 # missed the announcement learn it from their next probe (about a third of an interval).
 LEAVE_GRACE_S = 0.3
-NOREPLICAS = Error("NOREPLICAS Not enough good replicas to write.")
 
 
 class Cluster:
@@ -114,6 +113,7 @@ class Cluster:
         self.peers = peers
         self.router = Router(self)
         self.hints = Hints(max_bytes=config.max_hint_bytes)
+        self.replicator = Replicator(self, PEER_TIMEOUT_MS)
         self._pacers: dict[str, Pacer] = {}
         # Membership changes, resyncs and repair passes, for the dashboard's timeline.
         self.events = events
@@ -146,7 +146,6 @@ class Cluster:
         self._addr_of: dict[str, str] = {self.node_id: self.addr}
         self._tasks: list[asyncio.Task[None]] = []
         self.warm_until_ms = clock.mono_ms() + WARM_WINDOW_MS
-        self._shipping: set[asyncio.Task[tuple[str, bool]]] = set()
         # Flushes (FLUSHALL) members have not acknowledged yet: node id -> version.
         self._unflushed: dict[str, int] = {}
         self.handoff = HandoffStats()  # the graceful leave's, once stopped
@@ -273,6 +272,7 @@ class Cluster:
             **self.stats,
             "ready": int(self.ready),
             **{f"repair_{name}": n for name, n in self.repairer.stats.as_dict().items()},
+            **{f"warmup_{name}": n for name, n in self.repairer.warmer.stats.as_dict().items()},
             **self.trust.status(),
             "versions_refused": self.store.versions_refused,
         }
@@ -330,10 +330,6 @@ class Cluster:
     def region_peers(self) -> list[str]:
         return [n for n in self._region_ids if n != self.node_id]
 
-    def alone_before_joining(self) -> bool:
-        """Started with seeds, not ready, and no peer known yet: any answer would be a guess."""
-        return len(self._addr_of) == 1 and bool(self.seeds_to_join()) and not self.ready
-
     def seeds_to_join(self) -> list[str]:
         """The seeds besides this node: the addresses they resolved to, or, while no name
         has resolved yet, the seeds as given (a node that is its name's only address,
@@ -364,41 +360,11 @@ class Cluster:
     # -- replication -----------------------------------------------------------------------
 
     def replicate(self, writes: list[Write], reply: object) -> object:
-        """Ship writes to their other owners: `reply` at once when no other owner needs
-        to acknowledge them (a lone owner, write_acks=one), else a `Deferred` answering
-        `reply` once enough have applied them (NOREPLICAS if too few could)."""
-        by_target: dict[str, list[Write]] = {}
-        need = 0
-        for key, record in writes:
-            owners = self.owners(key)
-            reachable = [o for o in owners if not self.known_down(o)]
-            need = max(need, self.required_acks(len(reachable) or 1) - 1)
-            for owner in owners:
-                if owner != self.node_id:
-                    by_target.setdefault(owner, []).append((key, record))
-        tasks = [asyncio.ensure_future(self.ship_to(t, w)) for t, w in by_target.items()]
-        for task in tasks:
-            self._shipping.add(task)
-            task.add_done_callback(self._shipping.discard)
-        if need <= 0 or not tasks:
-            return reply
-        return Deferred(self._acks(tasks, need, reply))
-
-    async def _acks(
-        self, tasks: list[asyncio.Task[tuple[str, bool]]], need: int, reply: object
-    ) -> object:
-        acked = 0
-        for next_done in asyncio.as_completed(tasks):
-            target, ok = await next_done
-            if ok:
-                acked += 1
-            elif self.known_down(target):
-                # Its connection failed, or it stopped answering: the quorum is of the
-                # owners still reachable (the write waits for it as a hint).
-                need -= 1
-            if acked >= need:
-                return reply
-        return NOREPLICAS
+        """Ship writes to their other owners, a batch a peer (replication.py): `reply` at
+        once when no other owner needs to acknowledge them (a lone owner,
+        write_acks=one), else a `Deferred` answering `reply` once enough have applied
+        them (NOREPLICAS if too few could)."""
+        return self.replicator.replicate(writes, reply)
 
     def known_down(self, node_id: str) -> bool:
         """A peer whose connection just failed or that stopped answering (hung), before
@@ -448,8 +414,15 @@ class Cluster:
     async def flush_everywhere(self, version: int, reply: object) -> object:
         """After a local FLUSHALL at `version`: every other member of every region drops
         what is not newer (GC.FLUSH). `reply` once this region's members have it;
-        members that do not answer get it when they are back (the hint loop)."""
-        targets = [node_id for node_id in self._addr_of if node_id != self.node_id]
+        members that do not answer get it when they are back (the hint loop). Members
+        thought dead are sent it too, when they are back: one cut off by a partition
+        still holds what was written before the flush, and would serve it after the
+        heal (its peers' floors keep it from spreading, so nothing else removes it)."""
+        targets = [
+            m.node_id
+            for m in self.swim.members()
+            if m.node_id != self.node_id and m.state != MemberState.LEFT
+        ]
         for target in targets:
             self._unflushed[target] = max(version, self._unflushed.get(target, 0))
         sent = await asyncio.gather(*(self._send_flush(t, version) for t in targets))
@@ -520,20 +493,22 @@ class Cluster:
 
         `timeout_ms` per owner: writes (the default) wait for their replication there;
         reads pass PEER_TIMEOUT_MS. `version`: a write's version, minted here (GC.FWD)."""
-        return await self._at_owner(owners, ("GC.FWD", proto, version, *argv), timeout_ms)
+        return await self._at_owner(
+            owners, encode_request(("GC.FWD", proto, version), argv), timeout_ms
+        )
 
     async def forward_exec(
         self, commands: list[list[bytes]], owners: list[str], proto: int
     ) -> object:
         """Run a transaction's queued commands at their slot's primary (GC.EXEC)."""
-        flat: list[bytes | int] = []
+        flat: list[bytes] = []
         for argv in commands:
-            flat += [len(argv), *argv]
-        return await self._at_owner(owners, ("GC.EXEC", proto, *flat), FORWARD_TIMEOUT_MS)
+            flat += [b"%d" % len(argv), *argv]
+        request = encode_request(("GC.EXEC", proto), flat)
+        return await self._at_owner(owners, request, FORWARD_TIMEOUT_MS)
 
-    async def _at_owner(
-        self, owners: list[str], request: tuple[bytes | str | int, ...], timeout_ms: int
-    ) -> object:
+    async def _at_owner(self, owners: list[str], request: list[bytes], timeout_ms: int) -> object:
+        """`request` (encoded once: `encode_request`) at the first owner that answers."""
         last: Exception | None = None
         # Owners whose connection just failed go last: a crashed primary costs nothing.
         for owner in sorted(owners, key=self.known_down):
@@ -541,7 +516,8 @@ class Cluster:
             if addr is None:
                 continue
             try:
-                reply = await self.peers.get(addr, FORWARD).call(*request, timeout_ms=timeout_ms)
+                peer = self.peers.get(addr, FORWARD)
+                reply = await peer.call_encoded(request, timeout_ms=timeout_ms)
             except PeerError as exc:
                 last = exc
                 continue

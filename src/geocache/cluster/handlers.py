@@ -9,10 +9,13 @@ connection that has not proven the cluster secret.
   proves the cluster secret first and then checks the dialing peer's proof (auth.py).
   A refused handshake is counted, logged (rate-limited) and closes the connection.
 - `GC.SWIM` carries membership (cluster.py) and the sender's wall clock (skew check);
-  `GC.APPLY` / `GC.APPLYDEL` replication and hints; `GC.FWD` a command forwarded to its
-  coordinator (router.py).
-- `GC.DIGEST`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve repair
-  (repair.py): a peer compares digests, lists differing buckets and pulls newer records.
+  `GC.APPLYBATCH` replication (a batch of records a request, replication.py),
+  `GC.APPLY` / `GC.APPLYDEL` hints and the region streams' records; `GC.FWD` a
+  command forwarded to its coordinator (router.py).
+- `GC.DIGEST`, `GC.EVICTED`, `GC.BUCKET b`, `GC.FETCH key` and `GC.REPAIR copy` serve
+  repair (repair.py): a peer compares digests, lists differing buckets and pulls newer
+  records, and drops what an owner evicted a newer version of; `GC.WARM max_bytes b...`
+  sends whole buckets to a node warming up (warmup.py).
 - `GC.GEO` a batch from another region's stream (streams.py).
 
 Versions are checked where they enter: a replicated, forwarded, flush or cross-region version
@@ -26,7 +29,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from geocache import auth
-from geocache.cluster import digest, records
+from geocache.cluster import digest, records, warmup
 from geocache.cluster.streams import decode_batch
 from geocache.commands.context import Deferred, Session
 from geocache.commands.strings import NOT_INTEGER
@@ -53,13 +56,16 @@ def peer_commands(cluster: Cluster) -> list[Command]:
         ("gc.swim", -3, "fast peer", "A membership message", h.swim),
         ("gc.apply", -6, "write peer", "Apply a replicated write", h.apply),
         ("gc.applydel", -4, "write peer", "Apply a replicated delete", h.applydel),
+        ("gc.applybatch", -1, "write peer", "Apply a batch of replicated writes", h.applybatch),
         ("gc.fetch", 2, "readonly peer", "A key's entry or tombstone", h.fetch),
         ("gc.fwd", -4, "peer", "Run a forwarded command", h.fwd),
         ("gc.exec", -2, "peer", "Run a forwarded transaction", h.exec),
         ("gc.flush", 2, "write peer", "A cluster-wide flush at a version", h.flush),
         ("gc.digest", 1, "readonly peer", "Bucket digests", h.digest),
         ("gc.bucket", 2, "readonly peer", "A bucket's records", h.bucket),
+        ("gc.evicted", 1, "readonly peer", "Newest version evicted per bucket", h.evicted),
         ("gc.repair", 2, "fast peer", "Pull from the caller", h.repair),
+        ("gc.warm", -3, "readonly peer", "Whole buckets' records, for warm-up", h.warm),
         ("gc.geo", -2, "write peer", "Apply another region's writes", h.geo),
     ]
     return [
@@ -154,6 +160,30 @@ class PeerHandlers:
         except VersionRefused as exc:
             return self._cluster.version_refused(exc, session.peer_id, argv[1], "GC.APPLYDEL")
 
+    def applybatch(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.APPLYBATCH` and six fields a record (records.py, as GC.GEO): the number of
+        records when each was taken (applied or superseded here), else one reply a
+        record (1 applied, 0 not, or the error that refused it)."""
+        if (len(argv) - 1) % records.GEO_FIELDS:
+            return Error(f"ERR bad GC.APPLYBATCH: not {records.GEO_FIELDS} fields a record")
+        cluster = self._cluster
+        store = cluster.store
+        replies: list[object] = []
+        refused = False
+        for i in range(1, len(argv), records.GEO_FIELDS):
+            try:
+                key, record = records.from_geo_fields(argv[i : i + records.GEO_FIELDS])
+            except ValueError:
+                replies.append(NOT_INTEGER)
+                refused = True
+                continue
+            try:
+                replies.append(1 if store.apply(key, record) else 0)
+            except VersionRefused as exc:
+                replies.append(cluster.version_refused(exc, session.peer_id, key, "GC.APPLYBATCH"))
+                refused = True
+        return replies if refused else len(replies)
+
     def fetch(self, session: Session, argv: list[bytes]) -> object:
         """The entry (value first) or tombstone (version first) held for a key, or nil."""
         store = self._cluster.store
@@ -167,8 +197,10 @@ class PeerHandlers:
         minted when its client asked (0 for a read), and gets exactly that version here. So
         a forwarded write that arrives late (held in a stalled connection while the client
         was answered through another owner) cannot overwrite the writes and deletes made
-        since: if the key already holds that version or a newer one, it does nothing and
-        answers `TRYAGAIN newer version <v>` (the forwarding node then mints a newer one).
+        since: if the key already holds that version or a newer one (or holds nothing and
+        its resurrection floor, a FLUSHALL's version, is that or newer), it does nothing
+        and answers `TRYAGAIN newer version <v>` (the forwarding node then mints a newer
+        one).
         """
         proto = 3 if argv[1] == b"3" else 2
         try:
@@ -192,8 +224,11 @@ class PeerHandlers:
             cluster.store.versions_refused += 1
             return encode(cluster.version_refused(exc, session.peer_id, key, "GC.FWD"), proto)
         if version and cmd.write:
+            # A key not held here counts its resurrection floor (a FLUSHALL's version): a
+            # write older than the flush that arrives after it must not come back.
+            floor = cluster.store.tombstones.floor
             stamps = [cluster.store.version_of(k) for k in keys]
-            newest = max((max(s[0], s[3]) for s in stamps if s is not None), default=0)
+            newest = max((floor if s is None else max(s[0], s[3]) for s in stamps), default=0)
             if newest >= version:
                 return encode(Error(f"TRYAGAIN newer version {newest}"), proto)
         elif len(keys) > 1 or cmd.name == b"mget":
@@ -252,6 +287,11 @@ class PeerHandlers:
         """This node's 1024 bucket digests, 8 KiB of little-endian uint64s."""
         return digest.encode_buckets(self._cluster.store.digest.buckets)
 
+    def evicted(self, session: Session, argv: list[bytes]) -> object:
+        """Per bucket, the newest version this node evicted from it (journal.py), in
+        GC.DIGEST's wire form: repair drops what an owner evicted a newer version of."""
+        return digest.encode_buckets(self._cluster.store.evicted_floor)
+
     def bucket(self, session: Session, argv: list[bytes]) -> object:
         """Flat key, version, origin, is_tombstone, expiry_version, expiry_origin for
         every record held in one bucket."""
@@ -262,6 +302,16 @@ class PeerHandlers:
         if not 0 <= bucket < digest.BUCKETS:
             return Error(f"ERR bucket must be 0..{digest.BUCKETS - 1}")
         return digest.encode_records(self._cluster.store.digest.keys_in_bucket(bucket))
+
+    def warm(self, session: Session, argv: list[bytes]) -> object:
+        """`GC.WARM <max bytes> <bucket>...`: the buckets' records, whole (warmup.py)."""
+        try:
+            max_bytes, *buckets = [parse_int(arg) for arg in argv[1:]]
+        except StoreError:
+            return NOT_INTEGER
+        if not all(0 <= b < digest.BUCKETS for b in buckets):
+            return Error(f"ERR bucket must be 0..{digest.BUCKETS - 1}")
+        return warmup.serve(self._cluster.store, buckets, max_bytes)
 
     def repair(self, session: Session, argv: list[bytes]) -> object:
         """Run a repair round against the calling peer soon; `1`: copy keys this node lacks."""

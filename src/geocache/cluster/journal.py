@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from geocache.clock import HLC, Clock
 from geocache.cluster.digest import BUCKETS, Digest, bucket_of, entry_hash, tombstone_hash
-from geocache.store.entry import Entry, Tombstone, latest_version, stored_size
+from geocache.store.entry import Entry, Tombstone, latest_version, stored_size, tombstone_expiry
 from geocache.store.entry import is_tombstone as is_tombstone
 from geocache.store.keyspace import Store
 from geocache.store.tombstones import DEFAULT_MAX_TOMBSTONES, DEFAULT_TOMBSTONE_TTL_MS, Tombstones
@@ -115,18 +115,35 @@ class JournaledStore(Store):
     # -- replicated writes -----------------------------------------------------------------
 
     def apply(self, key: bytes, record: Entry | Tombstone) -> bool:
-        """Store.apply; an entry at or below its bucket's eviction floor is taken only for
-        a key held in some form (deletes are always taken: they bring nothing back)."""
+        """Store.apply; a record at or below its bucket's eviction floor is taken only for
+        a key held in some form.
+
+        A delete that old too: it would retire nothing the floor does not already keep
+        out, and holding it would make this owner differ from one that holds the newer
+        value this one evicted (another region's, say) for good; holding nothing, this
+        owner only lacks the key, as eviction leaves it."""
         newest = latest_version(record)
         if (
-            not is_tombstone(record)
-            and newest <= self.evicted_floor[bucket_of(key)]
+            newest <= self.evicted_floor[bucket_of(key)]
             and key not in self._data
             and self.tombstones.get(key) is None
         ):
             self.hlc.update(newest)
             return False
         return super().apply(key, record)
+
+    def forgot_value(self, key: bytes) -> bool:
+        """Whether the key's tombstone stands for a value this store forgot rather than
+        one gone: a six-field tombstone (an entry that expired and was reclaimed) whose
+        expiry register no longer expires it. A newer expiry write made where the value
+        was still live (a SET without TTL that lost the value to a newer INCR, a PERSIST)
+        arrived after the older expiry ran out here. Merged by registers the key lives,
+        so an entry at the tombstone's version re-supplies the value (repair fetches it)."""
+        tomb = self.tombstones.get(key)
+        if tomb is None or len(tomb) != 6:
+            return False
+        expires_at_ms = tombstone_expiry(tomb)[0]
+        return not expires_at_ms or expires_at_ms > self._clock.wall_ms()
 
     # -- journal -------------------------------------------------------------------------
 
@@ -166,7 +183,7 @@ class JournaledStore(Store):
         raise the resurrection floor to it, so no older write can come back. Returns the
         records dropped."""
         self.hlc.update(version)
-        old = [key for key, entry in self._data.items() if latest_version(entry) <= version]
+        old = [key for key, entry in self._held_entries() if latest_version(entry) <= version]
         for key in old:
             self._remove(key)
         space = self.tombstones
@@ -186,7 +203,7 @@ class JournaledStore(Store):
         self.digest.clear()
 
     def _put(self, key: bytes, entry: Entry) -> None:
-        old = self._data.get(key)
+        old = self._entry_at(key)
         super()._put(key, entry)  # raises TooLarge before changing anything
         if old is None:
             self.digest.add(key, entry_hash(key, entry))
@@ -205,15 +222,29 @@ class JournaledStore(Store):
         """
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
         while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
-            old_key, old = data.popitem(last=False)
-            self.used_bytes -= stored_size(old_key, old)
-            self.evictions += 1
-            if self.on_change is not None:
-                self.on_change(old_key, None, False)
-            if old[1]:
-                self._wheel.discard(old_key, old[1])
-            self.digest.remove(old_key, entry_hash(old_key, old))
-            bucket = bucket_of(old_key)
-            newest = latest_version(old)
-            if newest > self.evicted_floor[bucket]:
-                self.evicted_floor[bucket] = newest
+            old_key, old = self._pop_lru()
+            self._evicted(old_key, old)
+
+    def evict(self, key: bytes) -> bool:
+        """Evict `key`'s live entry as memory pressure would (counted, the bucket's floor
+        raised): repair does, for an entry another owner evicted a newer version of."""
+        entry = self._entry_at(key)
+        if entry is None:
+            return False
+        del self._data[key]
+        self._evicted(key, entry)
+        return True
+
+    def _evicted(self, key: bytes, entry: Entry) -> None:
+        """The bookkeeping of an entry taken out of the table by eviction."""
+        self.used_bytes -= stored_size(key, entry)
+        self.evictions += 1
+        if self.on_change is not None:
+            self.on_change(key, None, False)
+        if entry[1]:
+            self._wheel.discard(key, entry[1])
+        self.digest.remove(key, entry_hash(key, entry))
+        bucket = bucket_of(key)
+        newest = latest_version(entry)
+        if newest > self.evicted_floor[bucket]:
+            self.evicted_floor[bucket] = newest

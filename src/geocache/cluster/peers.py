@@ -149,6 +149,18 @@ def tls_dial(
     return dial
 
 
+def encode_request(head: Sequence[Arg], args: Sequence[bytes]) -> list[bytes]:
+    """A request as RESP chunks for `PeerClient.call_encoded`: `head` (the peer command
+    and its own arguments), then `args` as they were parsed (a client's command being
+    forwarded), referenced rather than copied; the chunks are joined once, on the way
+    out."""
+    own = encode_command(*head)
+    out = [b"*%d\r\n" % (len(head) + len(args)), own[len(b"*%d\r\n" % len(head)) :]]
+    for arg in args:
+        out += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return out
+
+
 def _now() -> float:
     """The event loop's clock (s): virtual time in a simulation, monotonic otherwise."""
     return asyncio.get_running_loop().time()
@@ -260,16 +272,30 @@ class PeerClient:
     async def pipeline(
         self, commands: Sequence[Sequence[Arg]], timeout_ms: int = 1000
     ) -> list[object]:
+        encoded = [encode_command(*c) for c in commands]
+        return await self._exchange(encoded, len(commands), timeout_ms)
+
+    async def call_encoded(self, request: list[bytes], timeout_ms: int = 1000) -> object:
+        """Send one request already encoded as RESP, in chunks (a batch's records, their
+        values referenced, not copied), and return its reply. The chunks are joined
+        once, with everything else this loop turn sends to the peer."""
+        (reply,) = await self._exchange(request, 1, timeout_ms)
+        return reply
+
+    async def _exchange(self, chunks: list[bytes], count: int, timeout_ms: int) -> list[object]:
+        """Send `count` requests encoded as `chunks`; their replies, in order."""
         deadline = _now() + timeout_ms / 1000
         if not self.connected:
             try:
                 await asyncio.wait_for(self._connect(), timeout=max(deadline - _now(), 0.001))
             except TimeoutError:
                 raise PeerError(f"{self.addr}: not connected within {timeout_ms} ms") from None
-        futures = self._send(commands)
+        futures = self._send(chunks, count)
         try:
             async with asyncio.timeout(max(deadline - _now(), 0.001)):
-                replies = list(await asyncio.gather(*futures))
+                # One request (a batch, a call) waits on its own future: no gather.
+                one = count == 1
+                replies = [await futures[0]] if one else list(await asyncio.gather(*futures))
         except TimeoutError:
             # Connected but silent (hung, cut off, or overloaded): down for quorums and
             # routing until it answers again, as if its connection had failed. The
@@ -295,23 +321,23 @@ class PeerClient:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _send(self, commands: Sequence[Sequence[Arg]]) -> list[asyncio.Future[object]]:
+    def _send(self, chunks: list[bytes], count: int) -> list[asyncio.Future[object]]:
+        """Queue `count` requests, encoded as `chunks`, for this turn's write."""
         transport = self._transport
         if transport is None or transport.is_closing():
             raise PeerError(f"{self.addr}: not connected")
-        if len(self._pending) + len(commands) > MAX_IN_FLIGHT:
+        if len(self._pending) + count > MAX_IN_FLIGHT:
             raise PeerError(f"{self.addr}: too many requests in flight")
         if _buffered(transport) + self._outbox_bytes > MAX_UNSENT_BYTES:
             self._failed_at = _now()
             raise PeerError(f"{self.addr}: not reading what was sent")
         loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in commands]
+        futures = [loop.create_future() for _ in range(count)]
         self._pending.extend(futures)
         # Requests made in the same loop iteration (many clients' writes replicated to
         # this peer) leave in one write: one syscall and one packet instead of dozens.
-        encoded = [encode_command(*c) for c in commands]
-        self._outbox.extend(encoded)
-        self._outbox_bytes += sum(len(e) for e in encoded)
+        self._outbox += chunks
+        self._outbox_bytes += sum(map(len, chunks))
         if not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
@@ -339,7 +365,7 @@ class PeerClient:
         if self._datagram is not None and transport is not None:
             self._datagram(transport, encode_command(*args))
             return
-        for future in self._send([args]):
+        for future in self._send([encode_command(*args)], 1):
             future.add_done_callback(_consume)
 
     async def _connect_quietly(self, first: Sequence[Arg]) -> None:
@@ -402,7 +428,8 @@ class PeerClient:
         """The client's side of auth.py's handshake; HandshakeError if it fails."""
         addr = self.addr
         client_nonce = auth.new_nonce()
-        (hello,) = await asyncio.gather(*self._send([("GC.HELLO", self._node_id, client_nonce)]))
+        (greeted,) = self._send([encode_command("GC.HELLO", self._node_id, client_nonce)], 1)
+        hello = await greeted
         if isinstance(hello, Error):
             raise HandshakeError(f"{addr} refused GC.HELLO: {hello}", "malformed")
         if not (
@@ -426,7 +453,8 @@ class PeerClient:
                 f"{addr} ({server_id}) failed to prove the cluster secret", "forged"
             )
         proof = auth.proof(self._secret, auth.CLIENT_TO_SERVER, transcript)
-        (answer,) = await asyncio.gather(*self._send([("GC.AUTH", proof)]))
+        (waiting,) = self._send([encode_command("GC.AUTH", proof)], 1)
+        answer = await waiting
         if isinstance(answer, Error):
             raise HandshakeError(f"{addr} ({server_id}) refused this node's proof", "refused")
 

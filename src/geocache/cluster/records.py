@@ -10,9 +10,10 @@ has its own version adds it:
 - GC.APPLYDEL key version origin [expires_at_ms expiry_version expiry_origin]
 - GC.FETCH's reply: the entry or tombstone tuple as a RESP array (value first, a bulk
   string, for an entry; the version first, an integer, for a tombstone).
-- GC.GEO: per record key, version, origin, expires_at_ms (-1: a delete), value, expiry,
-  where expiry is empty or "<expires_at_ms> <version> <origin>" (origin last: it may
-  hold spaces).
+- GC.GEO and GC.APPLYBATCH: per record key, version, origin, expires_at_ms (-1: a
+  delete), value, expiry, where expiry is empty or "<expires_at_ms> <version> <origin>"
+  (origin last: it may hold spaces). `encode_fields` writes them as RESP bulk strings
+  straight into a request being built, the value referenced, not copied.
 
 Every decoder raises ValueError on a malformed record. No I/O.
 """
@@ -103,6 +104,19 @@ def geo_fields(key: bytes, record: Entry | Tombstone) -> list[Arg]:
     value, expires_at_ms, version, origin = record[:4]
     expiry = b"" if len(record) == 4 else _expiry_field(expires_at_ms, record[4], record[5])
     return [key, version, origin, expires_at_ms, value, expiry]
+
+
+def encode_fields(out: list[bytes], key: bytes, record: Entry | Tombstone) -> None:
+    """Append one record's GC.GEO fields to `out` as RESP bulk strings (a request's
+    arguments)."""
+    for field in geo_fields(key, record):
+        if isinstance(field, bytes):
+            data = field
+        elif isinstance(field, str):
+            data = field.encode("utf-8", "surrogateescape")
+        else:
+            data = b"%d" % field
+        out += (b"$%d\r\n" % len(data), data, b"\r\n")
 
 
 def from_geo_fields(fields: list[bytes]) -> tuple[bytes, Entry | Tombstone]:

@@ -1,10 +1,11 @@
-"""Repair (anti-entropy) and warm-up: owners compare bucket digests and pull newer records.
+"""Repair (anti-entropy) and readiness: owners compare bucket digests and pull newer records.
 
 Pull model: a node only ever changes its own store, from what it pulls, so each decision
 (is this newer? may this missing key be copied? is there room?) is taken where all the
 facts are. A round against one peer:
 
-1. `GC.DIGEST`: the peer's 1024 bucket digests (digest.py, 8 KiB).
+1. `GC.DIGEST`: the peer's 1024 bucket digests (digest.py, 8 KiB), and `GC.EVICTED`:
+   per bucket, the newest version the peer evicted from it (journal.py).
 2. The buckets that differ, that this node owns and in which the peer holds something
    (placement is per bucket, so two owners of a bucket should hold all of it alike).
    The peer need not be an owner: a former owner's leftovers may hold the newest write
@@ -25,6 +26,11 @@ facts are. A round against one peer:
    the peer's hints for it overflowed). Even then a missing key is taken only if it
    fits without evicting anything, so a full node never churns its LRU for repair, and
    a key it evicted is not pulled back (eviction is local).
+
+6. Evictions followed: in a bucket both own, a live entry here that the peer does not
+   hold and whose value is no newer than the peer's eviction floor there is evicted
+   here too (`_drop_evicted`). The peer may have evicted a newer value of it; an owner
+   cut off when that value was written would otherwise keep its older one for good.
 
 A bucket that still differs after a round in which nothing more could be pulled (an
 eviction on one side, a tombstone reaped a little earlier on one side) is remembered as
@@ -49,12 +55,11 @@ region peer. Work is bounded per round and paced between batches.
 A round that fails (no answer, or the peer's connection still in its reconnect backoff
 just after it came back) is tried again RETRY_S later, up to MAX_ATTEMPTS times in a row.
 
-Warm-up: at start (after membership found a region peer, if seeds were given) this node
-runs copying passes against every region peer until none is left, then against the
-members of the nearest other region (geo.py: its peers may have restarted too, or it has
-none); then it sets `ready`;
-`ready` is set anyway after WARMUP_MAX_S. Meanwhile the node serves, and a
-miss asks an owner (router.py, while `cluster.warming()`).
+Warm-up: at start (after membership found a peer, within JOIN_MAX_S, if seeds were
+given) this node pulls the buckets it owns, whole, from its region's peers and then from
+the nearest other region (warmup.py); then it sets `ready`. `ready` is set anyway after
+`warmup_max_s` (the pull goes on), and the log line says what the node holds. Until
+then key commands answer LOADING (router.py). Repair's rounds start after the pull.
 
 The repairer sees its cluster as a `RepairView`: this region's members and their
 addresses, the owners of a bucket, the peer connections, the store, the hints that
@@ -76,6 +81,7 @@ from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore
 from geocache.cluster.peers import PeerClient, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
+from geocache.cluster.warmup import WarmSources, WarmUp
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
 from geocache.store.entry import entry_size, is_tombstone
@@ -103,8 +109,9 @@ PAUSE_S = 0.01
 # A bucket list or a fetch batch may be large: more time than one replicated write.
 REPAIR_TIMEOUT_MS = 5000
 NUDGE_TIMEOUT_MS = 500
-# A starting node reports ready after this long even if warm-up has not finished (s).
-WARMUP_MAX_S = 10.0
+# A node started with seeds waits this long to hear from one (the join timeout, s):
+# past it, it warms up from whatever it knows, and a node no seed trusts stops.
+JOIN_MAX_S = 10.0
 # After joining, a node that knows no member of its own region yet waits this long for
 # one before it counts itself alone in its region (the first region, or a new one).
 JOIN_GRACE_S = 1.0
@@ -127,6 +134,7 @@ class RepairStats:
     keys_pulled: int = 0
     deletes_pulled: int = 0
     skipped_full: int = 0
+    evictions_followed: int = 0
     handed_off: int = 0
     failures: int = 0
     nudges_sent: int = 0
@@ -147,12 +155,6 @@ class _Pass:
     # Failed rounds in a row, and when (loop time) to try again.
     attempts: int = 0
     retry_at: float = 0.0
-
-
-class WarmUpSource(Protocol):
-    """Where warm-up looks beyond this region (streams.RegionStreams)."""
-
-    def warm_up_source(self) -> list[str]: ...
 
 
 class RepairView(Protocol):
@@ -180,7 +182,7 @@ class RepairView(Protocol):
     def hints(self) -> Hints: ...
 
     @property
-    def streams(self) -> WarmUpSource: ...
+    def streams(self) -> WarmSources: ...
 
     def region_peers(self) -> list[str]: ...
 
@@ -225,6 +227,7 @@ class Repairer:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._ready_timer: asyncio.TimerHandle | None = None
+        self.warmer = WarmUp(cluster)
 
     @property
     def store(self) -> JournaledStore:
@@ -234,7 +237,8 @@ class Repairer:
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._ready_timer = loop.call_later(WARMUP_MAX_S, self._set_ready, "time bound")
+        bound_s = self.cluster.host.config.warmup_max_s
+        self._ready_timer = loop.call_later(bound_s, self._set_ready, "time bound")
         self._tasks.append(asyncio.create_task(self._run()))
 
     def stop(self) -> None:
@@ -283,7 +287,7 @@ class Repairer:
     def _set_ready(self, why: str) -> None:
         if not self.ready:
             self.ready = True
-            log.info("warm-up done", extra={"why": why, "stats": self.stats.as_dict()})
+            log.info("warm-up done", extra={"why": why, "stats": self.warmer.status()})
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -318,7 +322,7 @@ class Repairer:
     async def _warm_up(self) -> None:
         cluster = self.cluster
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + WARMUP_MAX_S
+        deadline = loop.time() + JOIN_MAX_S
         seeds = cluster.seeds_to_join()
         while seeds and not cluster.joined() and loop.time() < deadline:
             await asyncio.sleep(0.05)
@@ -327,23 +331,12 @@ class Repairer:
         alone_until = min(deadline, loop.time() + JOIN_GRACE_S)
         while seeds and not cluster.region_peers() and loop.time() < alone_until:
             await asyncio.sleep(0.05)
-        for peer in cluster.region_peers():
-            self.request(peer, copy_missing=True)
-        await self._finish_passes()
-        # Then against the nearest other region (every region holds the data set): the
-        # region's own peers may have been warming too (a whole region restarted), and a
-        # node alone in its region has no other source. Mostly equal digests: cheap.
+        # The region's peers, then the nearest other region (every region holds the data
+        # set): the region's own peers may have been warming too (a whole region
+        # restarted), and a node alone in its region has no other source.
         if seeds:
-            for peer in cluster.streams.warm_up_source():
-                self.request(peer, copy_missing=True)
-            await self._finish_passes()
+            await self.warmer.run()
         self._set_ready("warmed")
-
-    async def _finish_passes(self) -> None:
-        while not self.ready and self._passes:
-            await self._wait()
-            self._wake.clear()  # else, with a failed pass not yet due, this loop never yields
-            await self._rounds()
 
     async def _wait(self) -> None:
         """Until a pass is due (at once if one is), a trigger, or CHECK_S without passes."""
@@ -457,10 +450,13 @@ class Repairer:
             p.todo = []  # never known: nothing to compare
             return
         client = cluster.peers.get(addr)
-        theirs = digest.decode_buckets(
-            digest.as_bytes(await client.call("GC.DIGEST", timeout_ms=REPAIR_TIMEOUT_MS))
+        digest_reply, evicted_reply = await client.pipeline(
+            [("GC.DIGEST",), ("GC.EVICTED",)], timeout_ms=REPAIR_TIMEOUT_MS
         )
+        theirs = digest.decode_buckets(digest.as_bytes(digest_reply))
+        floors = digest.decode_buckets(digest.as_bytes(evicted_reply))
         self.stats.rounds += 1
+        self._follow_evictions(peer_id, theirs, floors)
         copy = p.copy_missing or not self.ready or cluster.warming()
         if p.todo is None:
             p.todo = self._to_compare(peer_id, theirs, copy)
@@ -474,7 +470,7 @@ class Repairer:
         before = self.stats.keys_pulled + self.stats.deletes_pulled
         for i in range(0, len(now), BUCKETS_PER_CALL):
             batch = now[i : i + BUCKETS_PER_CALL]
-            await self._repair_buckets(client, peer_id, batch, theirs, copy)
+            await self._repair_buckets(client, peer_id, batch, theirs, floors, copy)
             await asyncio.sleep(PAUSE_S)
         if now:
             pulled = self.stats.keys_pulled + self.stats.deletes_pulled - before
@@ -508,14 +504,17 @@ class Repairer:
         peer_id: str,
         batch: list[int],
         theirs: list[int],
+        floors: list[int],
         copy_missing: bool,
     ) -> None:
         replies = await client.pipeline(
             [("GC.BUCKET", b) for b in batch], timeout_ms=REPAIR_TIMEOUT_MS
         )
         fetch: list[bytes] = []
-        for reply in replies:
-            fetch += self._plan(peer_id, digest.decode_records(reply), copy_missing)
+        for b, reply in zip(batch, replies, strict=True):
+            listed = digest.decode_records(reply)
+            self._drop_evicted(peer_id, b, floors[b], {record[0] for record in listed})
+            fetch += self._plan(peer_id, listed, copy_missing)
         self.stats.buckets_compared += len(batch)
         for i in range(0, len(fetch), FETCH_BATCH):
             keys = fetch[i : i + FETCH_BATCH]
@@ -532,6 +531,35 @@ class Repairer:
         for b in batch:
             settled[b] = (buckets[b], theirs[b])
 
+    def _follow_evictions(self, peer_id: str, theirs: list[int], floors: list[int]) -> None:
+        """`_drop_evicted` for the buckets in which the peer holds nothing at all (repair
+        lists no records there: `_to_compare`)."""
+        mine = self.store.digest.buckets
+        for b in range(digest.BUCKETS):
+            if floors[b] and mine[b] and not theirs[b]:
+                self._drop_evicted(peer_id, b, floors[b], set())
+
+    def _drop_evicted(self, peer_id: str, bucket: int, floor: int, listed: set[bytes]) -> None:
+        """Evict here the live entries of `bucket` that `peer_id`, a fellow owner of it,
+        does not hold (`listed`) and whose value is no newer than the newest version the
+        peer evicted from the bucket (`floor`, GC.EVICTED).
+
+        The peer may have evicted a newer value of such a key, and eviction is local: an
+        owner that missed the newer write (cut off) would keep its older value, which would
+        then stand, undoing an acknowledged write. The floor is per bucket, so this may
+        also drop a key the peer never had; dropping is what a cache may always do, and it
+        counts as an eviction here (INFO `evicted_keys`).
+        """
+        if not floor:
+            return
+        owners = self.cluster.bucket_owners(bucket)
+        if peer_id not in owners or self.cluster.node_id not in owners:
+            return
+        store = self.store
+        for key, version, _origin, tombstone, _xv, _xo in store.digest.keys_in_bucket(bucket):
+            if not tombstone and version <= floor and key not in listed and store.evict(key):
+                self.stats.evictions_followed += 1
+
     def _plan(self, peer_id: str, listed: list[digest.Record], copy_missing: bool) -> list[bytes]:
         """Apply the peer's newer plain tombstones; return the keys whose records to fetch.
         A record whose version the clock does not admit is neither applied nor fetched."""
@@ -547,7 +575,12 @@ class Repairer:
             if held is None:
                 if not copy_missing:
                     continue
-            elif not _has_newer(held, (version, origin, tombstone, x_version, x_origin)):
+            elif not _has_newer(held, (version, origin, tombstone, x_version, x_origin)) and not (
+                not tombstone
+                and held[2]
+                and held[:2] == (version, origin)
+                and store.forgot_value(key)
+            ):
                 continue
             if not tombstone or (x_version, x_origin) != (version, origin):
                 fetch.append(key)
@@ -579,7 +612,8 @@ class Repairer:
 
 def _has_newer(held: Stamps, theirs: Stamps) -> bool:
     """Whether the peer's record has a register newer than this node's. (An entry at the
-    version of this node's tombstone, with the same expiry, has expired here already.)"""
+    version of this node's tombstone, with the same expiry, has expired here already,
+    unless this node forgot a value that lives: JournaledStore.forgot_value.)"""
     return theirs[:2] > held[:2] or theirs[3:] > held[3:]
 
 

@@ -1,9 +1,12 @@
 """Routing in cluster mode: any node answers any command.
 
 - Keyless commands (PING, INFO, KEYS, SCAN, DBSIZE, FLUSHALL...) run on this node only.
+- Until the node is ready (joined, warmed up: repair.py, warmup.py), a command on keys
+  answers LOADING, as Redis does while it loads its data set: a client moves on to a
+  node that holds the keys rather than reading misses here.
 - A read of one key runs here if this node owns the key, else at the first owner that
-  answers. A miss at an owner asks, in turn: the other members of the region while it is
-  warming up or has just gained keys (a membership change); the nearest other region
+  answers. A miss at an owner asks, in turn: the other members of the region while it
+  has just gained keys (start, a membership change); the nearest other region
   (`read_remote_on_miss`); the read-through origin, which only the key's primary
   loads from (others forward the read to it).
 - A write of one key is coordinated by the key's primary owner: another node forwards
@@ -55,7 +58,7 @@ Table = dict[bytes, Command]
 WATCH_ELSEWHERE = Error(
     "ERR WATCH in cluster mode needs a connection to the keys' primary (a cluster-aware client)"
 )
-LOADING = Error("LOADING geocache is joining its cluster")
+LOADING = Error("LOADING geocache is joining its cluster and warming up")
 FLUSHES = frozenset({b"flushdb", b"flushall"})
 FLUSH_IN_MULTI = Error("ERR FLUSHALL and FLUSHDB run outside MULTI in cluster mode")
 CROSSSLOT = Error("CROSSSLOT Keys in request don't hash to the same slot")
@@ -105,8 +108,6 @@ class RouterView(Protocol):
 
     def warming(self) -> bool: ...
 
-    def alone_before_joining(self) -> bool: ...
-
     def replicate(self, writes: list[Write], reply: object) -> object: ...
 
     async def forward(
@@ -145,7 +146,7 @@ class Router:
         arity = cmd.arity
         if (arity > 0 and len(argv) != arity) or len(argv) < -arity:
             return dispatch(table, session, argv)  # the arity error
-        if self.cluster.alone_before_joining():
+        if not self.cluster.ready:  # joining, warming up (repair.py), or no seed trusts it
             return LOADING
         keys = cmd.keys(argv)
         if not keys:  # a key-taking command called without one (OBJECT HELP)
@@ -165,11 +166,6 @@ class Router:
                 return self.coordinate(table, session, argv, cmd, key)
             return Deferred(self._forward_write(table, session, argv, cmd, key, owners))
         if me in owners:
-            if not cluster.ready and len(owners) > 1:
-                # Still warming up: an owner that has been up all along answers, so a
-                # write this node missed while joining cannot be read back stale.
-                others = [o for o in owners if o != me]
-                return Deferred(self._read_elsewhere(table, session, argv, cmd, key, others))
             return self.coordinate(table, session, argv, cmd, key)
         origin = cluster.host.origin
         if origin is not None and origin.serves(cmd.name):
@@ -326,21 +322,6 @@ class Router:
             if isinstance(written, Deferred):
                 await written.awaitable
         return fill.value
-
-    async def _read_elsewhere(
-        self,
-        table: Table,
-        session: Session,
-        argv: list[bytes],
-        cmd: Command,
-        key: bytes,
-        others: list[str],
-    ) -> object:
-        reply = await self.cluster.forward(argv, others, session.proto, PEER_TIMEOUT_MS)
-        if isinstance(reply, bytes):
-            return Raw(reply)
-        result = self.coordinate(table, session, argv, cmd, key)  # nobody else answered
-        return await result.awaitable if isinstance(result, Deferred) else result
 
     async def _forward(
         self, argv: list[bytes], owners: list[str], proto: int, timeout_ms: int = FORWARD_TIMEOUT_MS

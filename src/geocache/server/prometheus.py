@@ -150,6 +150,13 @@ class NodeCollector:
             if name.startswith("repair_"):
                 repair.add_metric((name.removeprefix("repair_"),), value)
         yield repair
+        warmup = CounterMetricFamily(
+            "geocache_warmup", "Warm-up's pull at start, by kind", labels=("kind",)
+        )
+        for name, value in sorted(status.items()):
+            if name.startswith("warmup_"):
+                warmup.add_metric((name.removeprefix("warmup_"),), value)
+        yield warmup
         yield from _trust(status)
         yield from _regions(cluster.streams.status())
         yield _lag_histogram(cluster.streams.streams)

@@ -21,10 +21,10 @@ coordinated the write, which breaks version ties. Positions 0 to 3 mean the same
 both shapes, so code that reads the value, the expiry or the value's version indexes
 either alike.
 
-Why tuples and not a class: CPython's garbage collector stops tracking a tuple that
-holds only bytes, ints and strs, so a million entries add nothing to each full GC pass
-(a slotted object would be traversed every time), and a tuple is as small as a slotted
-object. Entries are immutable: every write makes a new one.
+Entries are what the store hands out and takes in (journals, hints, streams, commands
+read them by position); inside the keyspace each is held packed, its registers as
+machine integers in front of the value in one bytes object (record.py), which the
+garbage collector never tracks. Entries are immutable: every write makes a new one.
 
 A tombstone (a delete, or an expiry, in cluster mode) holds no value:
 
@@ -56,23 +56,25 @@ ORIGIN: Final = 3
 EXPIRY_VERSION: Final = 4
 EXPIRY_ORIGIN: Final = 5
 
-# Bytes a stored entry costs beyond len(key) + len(value), as tracemalloc counts them:
-# the key's and the value's bytes headers (33 each), the entry tuple (72), its version
-# int (36), and the key's share of the OrderedDict (a 32-byte LRU node plus hash table,
-# index and fast-node slots: 74 to 116 bytes as the table fills from 1/3 to 2/3).
-# tests/unit/test_store_memory.py measures it and fails if entry_size drifts by over
-# 10%; measured on CPython 3.11: 279 at 200,000 entries and 265 at 1,000,000, for
-# 16-byte keys with 100-byte values and for 8-byte keys with 1000-byte values alike.
-# The process's resident memory grows by more (445 an entry at 1,000,000 against 381
-# traced, bench/store.py): pymalloc rounds blocks up to a multiple of 16 and keeps arenas.
-ENTRY_OVERHEAD_BYTES: Final = 280
-# Bytes an entry with an expiry costs on top: its expires_at_ms int (36) and its key's
-# filing in the expiry wheel's slot dict (37 to 52). Measured: 73 to 88.
-EXPIRY_OVERHEAD_BYTES: Final = 80
-# Bytes an entry whose expiry was written apart costs on top: two more tuple slots (16)
-# and one more version int kept alive (36), plus allocator rounding. Measured
-# (test_store_memory.py, 16-byte keys, 100-byte values, 200,000 entries): 67.
-SPLIT_OVERHEAD_BYTES: Final = 64
+# Bytes a stored entry costs beyond len(key) + len(value), as tracemalloc counts them,
+# held in the compact form of record.py: the key's bytes header (33), the record's
+# (33) with its 13-byte header, and the key's share of the OrderedDict (a 32-byte LRU
+# node plus hash table, index and fast-node slots: 74 to 116 bytes as the table fills
+# from 1/3 to 2/3). tests/unit/test_store_memory.py measures it and fails if entry_size
+# drifts by over 10%; measured on CPython 3.11: 184 at 200,000 entries and 170 at
+# 1,000,000, for 16-byte keys with 100-byte values and for 8-byte keys with 1000-byte
+# values alike (280 and 265 when entries were tuples). A value over
+# record.PACK_MAX_VALUE_BYTES is held as its tuple, about 100 bytes more: under a tenth
+# of such an entry. The process's resident memory grows by more (bench/store.py):
+# pymalloc rounds blocks up to a multiple of 16 and keeps arenas.
+ENTRY_OVERHEAD_BYTES: Final = 180
+# Bytes an entry with an expiry costs on top: its expires_at_ms in the record (8) and
+# its key's filing in the expiry wheel's slot dict. Measured: 38.
+EXPIRY_OVERHEAD_BYTES: Final = 40
+# Bytes an entry whose expiry was written apart costs on top: the expiry register's
+# version and origin in the record (12), plus allocator rounding. Measured
+# (test_store_memory.py, 16-byte keys, 100-byte values, 200,000 entries): 27.
+SPLIT_OVERHEAD_BYTES: Final = 28
 
 
 def entry_size(key: bytes, value: bytes, expires_at_ms: int = 0, split: bool = False) -> int:

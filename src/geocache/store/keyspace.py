@@ -2,8 +2,10 @@
 
 Theory of operation:
 
-- `_data` is an OrderedDict from key to entry (entry.py), least recently used first.
-  A read or a write moves the key to the end; eviction pops from the front. All O(1).
+- `_data` is an OrderedDict from key to its entry (entry.py), least recently used
+  first, each held in the compact form of record.py (one bytes object: the registers
+  as machine integers, then the value). A read or a write moves the key to the end;
+  eviction pops from the front. All O(1). Entries go in and out as tuples.
 - An entry whose `expires_at_ms` has passed is never returned: every access checks it
   (lazy expiry), and `active_expire` reclaims expired entries from the timing wheel
   within a budget of keys per call (expiry.py).
@@ -54,6 +56,16 @@ from geocache.store.entry import (
 )
 from geocache.store.errors import TooLarge, VersionRefused
 from geocache.store.expiry import ExpiryWheel
+from geocache.store.record import (
+    HAS_EXPIRY,
+    VALUE_AT,
+    Held,
+    Origins,
+    expiry_of,
+    pack,
+    sizes_of,
+    unpack,
+)
 from geocache.store.registers import merge
 
 # What a key holds, as repair compares it: (version, origin, is_tombstone, expiry_version,
@@ -124,6 +136,7 @@ class Store:
     __slots__ = (
         "_clock",
         "_data",
+        "_origins",
         "_wheel",
         "evictions",
         "expirations",
@@ -152,7 +165,8 @@ class Store:
         if max_bytes < 0 or max_keys < 0:
             raise ValueError("max_bytes and max_keys must be 0 (no limit) or positive")
         self._clock = clock
-        self._data: OrderedDict[bytes, Entry] = OrderedDict()
+        self._data: OrderedDict[bytes, Held] = OrderedDict()
+        self._origins = Origins()
         self._wheel = ExpiryWheel()
         self.max_bytes = max_bytes
         self.max_keys = max_keys
@@ -179,13 +193,38 @@ class Store:
 
     def get(self, key: bytes) -> bytes | None:
         """The value of a live key, counting a hit or miss and making it most recent."""
-        entry = self._data.get(key)
-        if entry is None or (entry[1] and entry[1] <= self._clock.wall_ms() and self._expire(key)):
+        held = self._data.get(key)
+        if held is None or (
+            (held[0] & HAS_EXPIRY if isinstance(held, bytes) else held[1])
+            and expiry_of(held) <= self._clock.wall_ms()
+            and self._expire(key)
+        ):
             self.misses += 1
             return None
         self.hits += 1
         self._data.move_to_end(key)
-        return entry[0]
+        return held[VALUE_AT[held[0]] :] if isinstance(held, bytes) else held[0]
+
+    def get_shared(self, key: bytes) -> bytes | None:
+        """`get` for threads that share the store, without their lock (LocalCache): the
+        value of a key that has not expired, made most recent and counted a hit; None
+        for a missing or expired key, counted nothing (the caller's locked `get` then
+        counts the miss and reclaims the entry). It reads the table once and moves the
+        key once, each atomic under the GIL, and writes nothing else but the hit count
+        (which a race may leave one short); an entry removed between the two steps is
+        returned as it was read."""
+        held = self._data.get(key)
+        if held is None or (
+            (held[0] & HAS_EXPIRY if isinstance(held, bytes) else held[1])
+            and expiry_of(held) <= self._clock.wall_ms()
+        ):
+            return None
+        self.hits += 1
+        try:  # noqa: SIM105 (contextlib.suppress costs a context manager per read)
+            self._data.move_to_end(key)
+        except KeyError:
+            pass  # removed by another thread since the read: the read came first
+        return held[VALUE_AT[held[0]] :] if isinstance(held, bytes) else held[0]
 
     def lookup(self, key: bytes) -> Entry | None:
         """The live entry, counting a hit or miss and making it most recent."""
@@ -199,22 +238,27 @@ class Store:
 
     def peek(self, key: bytes) -> Entry | None:
         """The live entry, without counting or touching LRU order."""
-        entry = self._data.get(key)
-        if entry is None or (entry[1] and entry[1] <= self._clock.wall_ms() and self._expire(key)):
+        held = self._data.get(key)
+        if held is None:
+            return None
+        entry = unpack(held, self._origins)
+        if entry[1] and entry[1] <= self._clock.wall_ms() and self._expire(key):
             return None
         return entry
 
     def keys(self) -> Iterator[bytes]:
         """Live keys, least recently used first (a snapshot: safe to write while iterating)."""
         now = self._clock.wall_ms()
-        for key, entry in list(self._data.items()):
-            if not entry[1] or entry[1] > now:
+        for key, held in list(self._data.items()):
+            expires_at_ms = expiry_of(held)
+            if not expires_at_ms or expires_at_ms > now:
                 yield key
 
     def items(self) -> Iterator[tuple[bytes, Entry]]:
         """Live (key, entry) pairs, least recently used first (a snapshot)."""
         now = self._clock.wall_ms()
-        for key, entry in list(self._data.items()):
+        for key, held in list(self._data.items()):
+            entry = unpack(held, self._origins)
             if not entry[1] or entry[1] > now:
                 yield key, entry
 
@@ -328,6 +372,7 @@ class Store:
     def swap_contents(self, other: Store) -> None:
         """SWAPDB: exchange every entry with `other` (counters and limits stay put)."""
         self._data, other._data = other._data, self._data
+        self._origins, other._origins = other._origins, self._origins  # numbers their records
         self._wheel, other._wheel = other._wheel, self._wheel
         self.used_bytes, other.used_bytes = other.used_bytes, self.used_bytes
 
@@ -344,7 +389,8 @@ class Store:
         """
         self._admit(latest_version(record))
         self.hlc.update(latest_version(record))
-        held: Entry | Tombstone | None = self._data.get(key)
+        packed = self._data.get(key)
+        held: Entry | Tombstone | None = None if packed is None else unpack(packed, self._origins)
         if held is None:
             held = self.tombstones.get(key)
         merged = merge(held, record, self.tombstones.floor, self._clock.wall_ms())
@@ -370,7 +416,7 @@ class Store:
 
     def version_of(self, key: bytes) -> Stamps | None:
         """The versions of what is held for `key` (live, expired or a tombstone), for repair."""
-        entry = self._data.get(key)
+        entry = self._entry_at(key)
         if entry is not None:
             return (entry[2], entry[3], False, *expiry_stamp(entry))
         tomb = self.tombstones.get(key)
@@ -426,7 +472,7 @@ class Store:
             raise TooLarge("entry", size, max_bytes)
         data = self._data
         old = data.get(key)
-        data[key] = entry
+        data[key] = pack(entry, self._origins)
         if self.on_change is not None:
             self.on_change(key, entry[0], True)
         if old is None:
@@ -434,8 +480,8 @@ class Store:
             old_expires = 0
         else:
             data.move_to_end(key)
-            old_expires = old[1]
-            self.used_bytes += size - stored_size(key, old)
+            old_expires = expiry_of(old)
+            self.used_bytes += size - held_size(key, old)
         # The new entry is last in LRU order and fits alone, so eviction never takes it.
         if (max_bytes and self.used_bytes > max_bytes) or (
             self.max_keys and len(data) > self.max_keys
@@ -450,7 +496,7 @@ class Store:
         """Evict least recently used entries until both limits hold."""
         data, max_bytes, max_keys = self._data, self.max_bytes, self.max_keys
         while (max_bytes and self.used_bytes > max_bytes) or (max_keys and len(data) > max_keys):
-            old_key, old = data.popitem(last=False)
+            old_key, old = self._pop_lru()
             self.used_bytes -= stored_size(old_key, old)
             self.evictions += 1
             if self.on_change is not None:
@@ -458,8 +504,23 @@ class Store:
             if old[1]:
                 self._wheel.discard(old_key, old[1])
 
+    def _entry_at(self, key: bytes) -> Entry | None:
+        """The entry held for `key`, live or expired, as a tuple."""
+        held = self._data.get(key)
+        return None if held is None else unpack(held, self._origins)
+
+    def _held_entries(self) -> list[tuple[bytes, Entry]]:
+        """Every (key, entry) held, live or expired, least recently used first."""
+        origins = self._origins
+        return [(key, unpack(held, origins)) for key, held in self._data.items()]
+
+    def _pop_lru(self) -> tuple[bytes, Entry]:
+        """Take the least recently used entry out of the table (the caller accounts)."""
+        key, held = self._data.popitem(last=False)
+        return key, unpack(held, self._origins)
+
     def _remove(self, key: bytes) -> Entry:
-        entry = self._data.pop(key)
+        entry = unpack(self._data.pop(key), self._origins)
         self.used_bytes -= stored_size(key, entry)
         if entry[1]:
             self._wheel.discard(key, entry[1])
@@ -479,6 +540,15 @@ class Store:
         return True
 
     def _reap_one(self, key: bytes, now_ms: int) -> None:
-        entry = self._data.get(key)
-        if entry is not None and entry[1] and entry[1] <= now_ms:
+        held = self._data.get(key)
+        if held is not None and 0 < expiry_of(held) <= now_ms:
             self._expire(key)
+
+
+def held_size(key: bytes, held: Held) -> int:
+    """`stored_size` of a held record, read without unpacking it."""
+    value_bytes, expires_at_ms, split = sizes_of(held)
+    size = len(key) + value_bytes + ENTRY_OVERHEAD_BYTES
+    if expires_at_ms:
+        size += EXPIRY_OVERHEAD_BYTES
+    return size + SPLIT_OVERHEAD_BYTES if split else size

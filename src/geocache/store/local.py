@@ -1,13 +1,17 @@
 """LocalCache: the node's store for in-process use, thread-safe, with memoize.
 
-One lock guards the store; it is held only for the store operation itself, never while
-a loader or a memoized function runs. Concurrent callers of `get_or_set` or a memoized
+One lock guards the store's writes; it is held only for the store operation itself,
+never while a loader or a memoized function runs. A read of a key that has not expired
+takes no lock (`Store.get_shared`: one dict lookup and one move in LRU order, each
+atomic under the GIL); a miss or an expired key takes the locked path, which counts
+the miss and reclaims the entry. Concurrent callers of `get_or_set` or a memoized
 function for the same missing key wait for one computation (singleflight), for
 threads and for coroutines alike.
 
-Values go through a serializer (serializers.py): `pickle` by default, which round-trips
-any object and is safe here because only this process writes to this cache; `raw`
-keeps bytes as they are and is the fastest. Memory limits count serialized bytes.
+Values go through a serializer (serializers.py): `auto` by default, which keeps bytes as
+they are (as `raw` does: no copy, no header) and pickles any other object (safe here
+because only this process writes to this cache); `raw` refuses anything but bytes.
+Memory limits count serialized bytes.
 
 `key_prefix` and `version` put every key in a namespace (`key_prefix`, then `version:`
 when a version is given), as the network clients do; `clear` then deletes only that
@@ -69,8 +73,9 @@ class LocalCache:
     """An in-process cache: the node's store behind a lock, with memoize.
 
     `max_keys`, `max_bytes`: limits (0: none), LRU eviction beyond. `default_ttl_s`: the
-    TTL of writes that give none (None: never expire). `serializer`: "pickle" (default),
-    "raw" (bytes only, fastest), "json" or "msgpack", or a Serializer. `key_prefix`,
+    TTL of writes that give none (None: never expire). `serializer`: "auto" (default:
+    bytes as they are, anything else pickled), "pickle", "raw" (bytes only), "json" or
+    "msgpack", or a Serializer. `key_prefix`,
     `version`: the namespace of every key (module docstring). `clock`: for tests.
     """
 
@@ -80,7 +85,7 @@ class LocalCache:
         max_keys: int = 0,
         max_bytes: int = 0,
         default_ttl_s: float | None = None,
-        serializer: SerializerName | Serializer = "pickle",
+        serializer: SerializerName | Serializer = "auto",
         key_prefix: str | bytes = "",
         version: int | None = None,
         clock: Clock | None = None,
@@ -107,15 +112,23 @@ class LocalCache:
 
     def get(self, key: str | bytes, default: Any = None) -> Any:
         """The value of `key`, or `default` if there is none (a stored None is a value)."""
-        raw = self._key(key)
-        with self._lock:
-            value = self._store.get(raw)
-        return default if value is None else self._serializer.loads(value)
+        raw = key if type(key) is bytes and not self._namespace else self._key(key)
+        value = self._store.get_shared(raw)
+        if value is None:
+            with self._lock:  # counts the miss, and reclaims an expired entry
+                value = self._store.get(raw)
+            if value is None:
+                return default
+        return self._serializer.loads(value)
 
     def set(self, key: str | bytes, value: Any, ttl_s: float | None = None) -> None:
         """Store `value`; `ttl_s` (seconds) overrides the default TTL."""
-        raw, data = self._key(key), self._serializer.dumps(value)
-        expires_at_ms = self._expires_at_ms(check_ttl_s(ttl_s))
+        raw = key if type(key) is bytes and not self._namespace else self._key(key)
+        data = self._serializer.dumps(value)
+        if ttl_s is None and self._default_ttl_s is None:
+            expires_at_ms = 0
+        else:
+            expires_at_ms = self._expires_at_ms(check_ttl_s(ttl_s))
         with self._lock:
             self._store.set(raw, data, expires_at_ms)
 
