@@ -297,11 +297,17 @@ def test_versions_from_the_far_future_are_refused_everywhere(tmp_path: Path) -> 
 
 
 def _readyz(http_port: int) -> tuple[int, dict[str, str]]:
+    """/readyz's status and body; (0, {}) while the HTTP port is not listening yet (it
+    opens after the RESP port the start waits for)."""
     try:
         with urllib.request.urlopen(f"http://{HOST}:{http_port}/readyz", timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ConnectionRefusedError):
+            return 0, {}
+        raise
 
 
 def _wrong_secret_node(
