@@ -76,6 +76,8 @@ WARM_WINDOW_MS = 30_000
 # After announcing a graceful leave, keep answering peers this long, so members that
 # missed the announcement learn it from their next probe (about a third of an interval).
 LEAVE_GRACE_S = 0.3
+# How long the leave announcement waits for each member to take it (ms).
+LEAVE_ACK_TIMEOUT_MS = 2000
 
 
 class Cluster:
@@ -172,17 +174,35 @@ class Cluster:
     async def stop(self) -> None:
         """Announce a graceful leave, hand this node's keys to the members that take
         over its buckets (handoff.py), then close peer connections."""
-        self._send(self.swim.leave())
+        announced = asyncio.ensure_future(self._announce_leave())
         self.seed_watcher.stop()
         if self.mdns is not None:
             await self.mdns.stop()
-        await asyncio.sleep(LEAVE_GRACE_S)  # let the LEFT gossip reach the wire
+        await asyncio.sleep(LEAVE_GRACE_S)  # members that missed it learn it from a probe
+        await announced
         self.handoff = await hand_off(self)
         await self.streams.stop()
         for task in self._tasks:
             task.cancel()
         self.repairer.stop()
         self.peers.close()
+
+    async def _announce_leave(self) -> None:
+        """LEFT to every live member, waiting (up to LEAVE_ACK_TIMEOUT_MS) until each has
+        taken it: a member that answered no longer counts this node an owner, so it sends
+        no more writes here and coordinates them itself. (Told without waiting, a member
+        slow to read it, on a loaded host, forwarded writes here after this node closed:
+        a client error, with one copy of each key.) Writes forwarded before are still
+        served: peer connections stay open through the handoff, whose second pass
+        carries them over."""
+        wall_ms = self.clock.wall_ms()
+        calls = [
+            self.peers.get(send.to_addr).call(
+                "GC.SWIM", self.addr, encode(send.msg), wall_ms, timeout_ms=LEAVE_ACK_TIMEOUT_MS
+            )
+            for send in self.swim.leave()
+        ]
+        await asyncio.gather(*calls, return_exceptions=True)
 
     # -- membership ------------------------------------------------------------------------
 
