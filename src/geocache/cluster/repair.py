@@ -81,10 +81,10 @@ from geocache.cluster.host import ClusterHost
 from geocache.cluster.journal import JournaledStore
 from geocache.cluster.peers import PeerClient, PeerError, Peers
 from geocache.cluster.swim_messages import MemberState
-from geocache.cluster.warmup import WarmSources, WarmUp
+from geocache.cluster.warmup import WarmSources, WarmUp, has_room
 from geocache.observability.events import NO_EVENTS, ClusterEvents
 from geocache.protocol.types import Error
-from geocache.store.entry import entry_size, is_tombstone
+from geocache.store.entry import is_tombstone
 from geocache.store.errors import VersionRefused
 from geocache.store.keyspace import Stamps
 
@@ -601,7 +601,7 @@ class Repairer:
                 if store.apply(key, record):
                     self.stats.deletes_pulled += 1
                 return
-            if store.version_of(key) is None and not _has_room(store, key, record[0], record[1]):
+            if store.version_of(key) is None and not has_room(store, key, record[0], record[1]):
                 self.stats.skipped_full += 1
                 return
             if store.apply(key, record):
@@ -616,10 +616,3 @@ def _has_newer(held: Stamps, theirs: Stamps) -> bool:
     unless this node forgot a value that lives: JournaledStore.forgot_value.)"""
     return theirs[:2] > held[:2] or theirs[3:] > held[3:]
 
-
-def _has_room(store: JournaledStore, key: bytes, value: bytes, expires_at_ms: int) -> bool:
-    """Whether a new key fits without evicting anything."""
-    if store.max_keys and len(store) >= store.max_keys:
-        return False
-    size = entry_size(key, value, expires_at_ms)
-    return not store.max_bytes or store.used_bytes + size <= store.max_bytes
