@@ -615,4 +615,3 @@ def _has_newer(held: Stamps, theirs: Stamps) -> bool:
     version of this node's tombstone, with the same expiry, has expired here already,
     unless this node forgot a value that lives: JournaledStore.forgot_value.)"""
     return theirs[:2] > held[:2] or theirs[3:] > held[3:]
-
