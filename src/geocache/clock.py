@@ -20,7 +20,7 @@ digest packs versions in 8 bytes): every later write still gets a version.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Final, Protocol
 
 COUNTER_BITS = 16
 COUNTER_MASK = (1 << COUNTER_BITS) - 1
@@ -30,6 +30,12 @@ MAX_VERSION = (1 << 64) - 1
 # times what NTP-disciplined clocks drift, and bounds how far one bad sender can drag
 # every clock in the cluster into the future (config max_clock_skew_ms).
 MAX_AHEAD_MS = 60_000
+# Below this a version is a machine integer in compiled code (mypyc tags ints up to
+# 2**62 - 1), so `now` compares it without touching the 64-bit MAX_VERSION object.
+_SMALL_VERSION: Final = (1 << 62) - 1
+# Bound once: compiled code reads a Final from a C static, not `time`'s attributes.
+_time_ns: Final = time.time_ns
+_monotonic_ns: Final = time.monotonic_ns
 
 
 class Clock(Protocol):
@@ -46,10 +52,10 @@ class SystemClock:
     __slots__ = ()
 
     def wall_ms(self) -> int:
-        return time.time_ns() // 1_000_000
+        return _time_ns() // 1_000_000
 
     def mono_ms(self) -> int:
-        return time.monotonic_ns() // 1_000_000
+        return _monotonic_ns() // 1_000_000
 
 
 class ManualClock:
@@ -155,6 +161,10 @@ class HLC:
         if self._pinned:
             return self._pinned
         wall, last = self._wall_ms() << COUNTER_BITS, self._last
+        if wall < _SMALL_VERSION and last < _SMALL_VERSION:  # nearly always: no cap near
+            version = wall if wall > last else last + 1
+            self._last = version
+            return version
         # Counter overflow (65,536 events in one ms) borrows the next millisecond, which
         # keeps versions strictly increasing; the wall clock catches up. Written out
         # rather than through `_capped`: this runs on every local write.

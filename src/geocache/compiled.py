@@ -35,6 +35,9 @@ MODULES: tuple[str, ...] = (
     "commands/",
     "server/resp.py",
     "slots.py",
+    # Every write takes a version from the HLC (and a lookup of a key with a TTL reads
+    # the wall clock): interpreted, a version cost about 240 ns of a 800 ns Store.set.
+    "clock.py",
     "cluster/placement.py",
     "cluster/digest.py",
     # JournaledStore subclasses Store: an interpreted class cannot subclass a compiled one.
