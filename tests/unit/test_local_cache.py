@@ -13,6 +13,7 @@ import pytest
 
 from geocache import LocalCache, ManualClock
 from geocache.store import TooLarge, entry_size
+from geocache.store.bytespath import BytesPath
 from geocache.store.errors import NotAnInteger, Overflow
 
 NOW_MS = 1_700_000_000_000
@@ -67,6 +68,48 @@ def test_ttl_and_expiry(cache: LocalCache, clock: ManualClock) -> None:
     assert cache.get("k") is None
     cache.set("tiny", 1, ttl_s=0.0001)  # rounds up to 1 ms, never to 0
     assert cache.ttl("tiny") == 0.001
+
+
+@pytest.mark.parametrize("serializer", ["auto", "raw"])
+def test_bytes_take_the_compiled_path_and_everything_else_the_checked_one(
+    serializer: str, clock: ManualClock
+) -> None:
+    cache = LocalCache(serializer=serializer, clock=clock)  # type: ignore[arg-type]
+    assert isinstance(cache.get.__self__, BytesPath)
+    assert isinstance(cache.set.__self__, BytesPath)
+    cache.set(b"k", b"v")
+    assert cache.get(b"k") == b"v" and cache.get("k") == b"v"
+    cache.set(b"odd", b"\x80\x05.")  # pickle's first opcode: `auto` pickles it, `raw` not
+    assert cache.get(b"odd") == b"\x80\x05."
+    assert cache.get(b"missing") is None and cache.get(b"missing", 7) == 7
+    cache.set(b"short", b"v", ttl_s=1)  # a TTL takes the checked path, and holds
+    clock.advance(1000)
+    assert cache.get(b"short") is None
+    stats = cache.stats()
+    assert (stats.hits, stats.misses) == (3, 3)  # misses are counted on the locked path
+    with pytest.raises(TypeError, match="cache keys are str or bytes, not int"):
+        cache.get(5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="cache keys are str or bytes, not int"):
+        cache.set(5, b"v")  # type: ignore[arg-type]
+    if serializer == "auto":
+        cache.set(b"obj", {"a": 1})
+        assert cache.get(b"obj") == {"a": 1}
+        cache.set(b"ba", bytearray(b"x"))
+        assert cache.get(b"ba") == bytearray(b"x") and type(cache.get(b"ba")) is bytearray
+    else:
+        with pytest.raises(TypeError):
+            cache.set(b"obj", {"a": 1})
+
+
+def test_a_namespace_or_a_default_ttl_keeps_the_checked_path(clock: ManualClock) -> None:
+    for cache in (
+        LocalCache(key_prefix="app:", clock=clock),
+        LocalCache(default_ttl_s=5, clock=clock),
+        LocalCache(serializer="json", clock=clock),
+    ):
+        assert not isinstance(getattr(cache.get, "__self__", None), BytesPath)
+        cache.set(b"k", b"v")
+        assert cache.get(b"k") == b"v"
 
 
 def test_default_ttl_and_override(clock: ManualClock) -> None:

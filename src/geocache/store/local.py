@@ -11,7 +11,9 @@ threads and for coroutines alike.
 Values go through a serializer (serializers.py): `auto` by default, which keeps bytes as
 they are (as `raw` does: no copy, no header) and pickles any other object (safe here
 because only this process writes to this cache); `raw` refuses anything but bytes.
-Memory limits count serialized bytes.
+Memory limits count serialized bytes. A cache without a namespace or a default TTL that
+keeps bytes as they are (`auto`, `raw`) serves `get` and `set` of bytes compiled
+(bytespath.py): this module is not compiled, so that its checks speak in its own words.
 
 `key_prefix` and `version` put every key in a namespace (`key_prefix`, then `version:`
 when a version is given), as the network clients do; `clear` then deletes only that
@@ -27,9 +29,10 @@ from typing import Any, TypeVar
 
 from geocache.clock import Clock, SystemClock
 from geocache.memoize import MISSING, KeyBuilder, Memoize, MemoStore, memoize_sync
-from geocache.serializers import Serializer, SerializerName, get_serializer
+from geocache.serializers import SERIALIZERS, Serializer, SerializerName, get_serializer
 from geocache.singleflight import Flights
 from geocache.store import counters
+from geocache.store.bytespath import BytesPath
 from geocache.store.entry import latest_version
 from geocache.store.errors import NotAnInteger
 from geocache.store.keyspace import Store, StoreStats
@@ -97,6 +100,17 @@ class LocalCache:
         self._namespace = namespace_of(key_prefix, version)
         self._lock = threading.Lock()
         self._flights: Flights[Any] = Flights()
+        # Bytes in and out with no TTL: `get` and `set` are served compiled (bytespath.py)
+        # and hand every other call to the methods below.
+        auto = self._serializer is SERIALIZERS["auto"]
+        if (
+            not self._namespace
+            and default_ttl_s is None
+            and (auto or self._serializer is SERIALIZERS["raw"])
+        ):
+            path = BytesPath(self._store, self._lock, auto, self.get, self.set)
+            self.get = path.get  # type: ignore[method-assign]
+            self.set = path.set  # type: ignore[method-assign]
 
     def __len__(self) -> int:
         """Keys held, in every namespace."""
