@@ -6,9 +6,12 @@ INCRBYFLOAT on a key holding the first argument).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from geocache.clock import ManualClock
 from geocache.store import Store, StoreError
@@ -64,6 +67,28 @@ def test_parse_int_refuses_what_redis_refuses(raw: bytes) -> None:
     with pytest.raises(NotAnInteger) as error:
         parse_int(raw)
     assert str(error.value) == NOT_AN_INTEGER
+
+
+# Redis's string2ll as a pattern and a range: what parse_int's digit loop must agree with.
+_CANONICAL = re.compile(rb"-?[1-9][0-9]{0,19}|0")
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=22),
+        st.integers(min_value=-(10**20), max_value=10**20).map(lambda n: str(n).encode()),
+        st.text(alphabet="-0123456789 +", max_size=21).map(str.encode),
+    )
+)
+def test_parse_int_agrees_with_redis_pattern(raw: bytes) -> None:
+    expected = int(raw) if _CANONICAL.fullmatch(raw) else None
+    if expected is not None and not INT64_MIN <= expected <= INT64_MAX:
+        expected = None
+    try:
+        got: int | None = parse_int(raw)
+    except NotAnInteger:
+        got = None
+    assert got == expected
 
 
 def test_add_int_overflow_is_an_error_with_redis_text() -> None:

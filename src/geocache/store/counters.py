@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation, localcontext
+from typing import Final
 
 from geocache.store.errors import NanOrInfinity, NotAFloat, NotAnInteger, Overflow
 
-INT64_MIN = -(1 << 63)
-INT64_MAX = (1 << 63) - 1
+INT64_MIN: Final = -(1 << 63)
+INT64_MAX: Final = (1 << 63) - 1
+# Up to 18 digits a decimal always fits in 64 bits: parsed digit by digit, no range check.
+_SHORT_DIGITS: Final = 18
+_MINUS: Final = 0x2D
+_ZERO: Final = 0x30
 
 # Redis's string2ll: optional '-', then no leading zeros, no '+', no spaces; "-0" is
 # rejected; at most 20 characters.
@@ -21,6 +26,19 @@ _FLOAT = re.compile(
 
 def parse_int(raw: bytes) -> int:
     """A signed 64-bit integer from its canonical decimal form, or NotAnInteger."""
+    size = len(raw)
+    negative = size > 1 and raw[0] == _MINUS
+    start = 1 if negative else 0
+    if 0 < size - start <= _SHORT_DIGITS:  # every counter a client keeps, in practice
+        if raw[start] == _ZERO and size != 1:
+            raise NotAnInteger()  # "-0" and leading zeros are not canonical
+        value = 0
+        for i in range(start, size):
+            digit = raw[i] - _ZERO
+            if not 0 <= digit <= 9:
+                raise NotAnInteger()
+            value = value * 10 + digit
+        return -value if negative else value
     if _INTEGER.fullmatch(raw) is None:
         raise NotAnInteger()
     value = int(raw)
