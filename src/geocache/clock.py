@@ -130,7 +130,8 @@ class HLC:
 
     def limit(self) -> int:
         """The largest version admitted now: `max_ahead_ms` past the wall clock."""
-        return _capped(make_version(self._wall_ms() + self.max_ahead_ms, COUNTER_MASK))
+        version = ((self._wall_ms() + self.max_ahead_ms) << COUNTER_BITS) | COUNTER_MASK
+        return version if 0 <= version < _SMALL_VERSION else _capped(version)
 
     def admits(self, version: int) -> bool:
         """Whether a received version is in range and not too far ahead of this clock."""
@@ -178,9 +179,19 @@ class HLC:
     def update(self, received: int) -> int:
         """Fold in a version received from another node; returns a version after both
         (after `limit()` at most: a version beyond it moves the clock only that far)."""
-        folded = min(max(received, 0), self.limit())
-        wall = _capped(self._wall_ms() << COUNTER_BITS)
-        version = max(wall, _capped(self._last + 1), _capped(folded + 1))
+        wall_ms, last = self._wall_ms(), self._last
+        limit = ((wall_ms + self.max_ahead_ms) << COUNTER_BITS) | COUNTER_MASK
+        if 0 <= received <= limit < _SMALL_VERSION and 0 <= last < _SMALL_VERSION:
+            # Nearly always: every value a machine integer, nothing near a cap (received
+            # + 1 and last + 1 stay below 2**62).
+            wall = wall_ms << COUNTER_BITS
+            version = received + 1 if received >= last else last + 1
+            if wall > version:
+                version = wall
+        else:
+            folded = min(max(received, 0), _capped(limit))
+            wall = _capped(wall_ms << COUNTER_BITS)
+            version = max(wall, _capped(last + 1), _capped(folded + 1))
         self._last = version
         return version
 

@@ -13,7 +13,7 @@ hashing (cluster/placement.py). Cluster-aware clients route by the same slots.
 
 from __future__ import annotations
 
-from binascii import crc_hqx
+import binascii
 from typing import Final
 
 SLOTS: Final = 16384
@@ -22,6 +22,8 @@ SLOT_MASK: Final = SLOTS - 1
 # bucket holds a thousandth of the keys; 16 contiguous slots each.
 BUCKETS: Final = 1024
 SLOTS_PER_BUCKET: Final = SLOTS // BUCKETS
+# Bound once: compiled code reads a Final from a C static rather than the module's dict.
+_crc_hqx: Final = binascii.crc_hqx
 
 
 def key_slot(key: bytes) -> int:
@@ -31,4 +33,4 @@ def key_slot(key: bytes) -> int:
         end = key.find(b"}", start + 1)
         if end > start + 1:
             key = key[start + 1 : end]
-    return crc_hqx(key, 0) & SLOT_MASK
+    return _crc_hqx(key, 0) & SLOT_MASK

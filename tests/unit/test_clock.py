@@ -179,3 +179,26 @@ def test_every_version_is_larger_than_all_before(events: list[tuple[str, int]]) 
         assert version > highest
         assert version >= make_version(clock.wall_ms())
         highest = version
+
+
+def _capped(version: int) -> int:
+    return min(max(version, 0), MAX_VERSION)
+
+
+@given(
+    wall_ms=st.one_of(st.integers(0, 1 << 47), st.integers(1 << 45, 1 << 50)),
+    last=st.one_of(st.integers(0, 1 << 63), st.just(MAX_VERSION), st.integers(0, 1 << 20)),
+    received=st.one_of(st.integers(-(1 << 66), 1 << 66), st.integers(0, 1 << 62)),
+)
+def test_update_and_now_match_the_plain_formulas(wall_ms: int, last: int, received: int) -> None:
+    """The fast paths for machine integers give what the capped formulas give."""
+    hlc = HLC(ManualClock(wall_ms))
+    hlc.pin(last)
+    hlc.pin(0)
+    limit = _capped(make_version(wall_ms + MAX_AHEAD_MS, COUNTER_MASK))
+    assert hlc.limit() == limit
+    wall = _capped(wall_ms << COUNTER_BITS)
+    expected = max(wall, _capped(last + 1), _capped(min(max(received, 0), limit) + 1))
+    assert hlc.update(received) == expected
+    after = hlc.now()
+    assert after == (wall if wall > expected else min(expected + 1, MAX_VERSION))

@@ -38,7 +38,7 @@ import xxhash
 
 from geocache.slots import BUCKETS as BUCKETS  # re-exported: repair and tests count buckets
 from geocache.slots import SLOTS_PER_BUCKET, key_slot
-from geocache.store.entry import Entry, Tombstone, expiry_stamp, tombstone_expiry
+from geocache.store.entry import Entry, Tombstone
 from geocache.store.keyspace import Stamps
 
 # 1024 buckets: a digest is 8 KiB on the wire, and each bucket holds a thousandth of the
@@ -50,7 +50,7 @@ _WIRE: Final = struct.Struct(f"<{BUCKETS}Q")
 # Origins whose salts are cached: node ids are few, but junk must not grow the cache.
 _MAX_ORIGINS: Final = 4096
 
-_hash = xxhash.xxh3_64_intdigest
+_hash: Final = xxhash.xxh3_64_intdigest
 
 # (key, version, origin, is_tombstone, expiry_version, expiry_origin): one record as
 # repair compares it, the versions of its value and expiry registers.
@@ -108,13 +108,19 @@ def _salts_of(origin: str) -> tuple[int, int, int]:
     return salts
 
 
+# Both written out rather than through expiry_stamp: they run twice on every write a
+# cluster node takes (the record replaced, the record written), and compiled code calls
+# with a star-argument tuple through the generic path.
 def entry_hash(key: bytes, entry: Entry) -> int:
-    return record_hash(key, entry[2], entry[3], False, *expiry_stamp(entry))
+    if len(entry) == 6:
+        return record_hash(key, entry[2], entry[3], False, entry[4], entry[5])
+    return record_hash(key, entry[2], entry[3], False)
 
 
 def tombstone_hash(key: bytes, tomb: Tombstone) -> int:
-    _expires, x_version, x_origin = tombstone_expiry(tomb)
-    return record_hash(key, tomb[0], tomb[1], True, x_version, x_origin)
+    if len(tomb) == 6:
+        return record_hash(key, tomb[0], tomb[1], True, tomb[4], tomb[5])
+    return record_hash(key, tomb[0], tomb[1], True)
 
 
 class Digest:
