@@ -168,6 +168,40 @@ def test_a_request_that_times_out_marks_the_peer_failed_for_a_while() -> None:
     run(main())
 
 
+def test_request_answers_a_callback_as_call_encoded_answers_its_caller() -> None:
+    peer = FakePeer(SECRET, echo)
+
+    async def main() -> None:
+        client = client_of(peer)
+        loop = asyncio.get_running_loop()
+        answers: list[asyncio.Future[object]] = [loop.create_future() for _ in range(4)]
+        # Not connected yet: it connects first. The answer never comes from the call.
+        client.request(encode_request(("ECHO",), [b"a"]), 1000, answers[0].set_result)
+        assert not answers[0].done()
+        assert await answers[0] == b"a"
+        # A hung peer fails the request at its timeout and counts as down, as a
+        # timed-out call does.
+        started = now()
+        client.request(encode_request(("HANG",), []), 100, answers[1].set_result)
+        failed = await answers[1]
+        assert isinstance(failed, PeerError) and "no answer in 100 ms" in str(failed)
+        assert now() - started == pytest.approx(0.1, abs=0.002)
+        assert client.connected and client.failed_recently()
+        # A lost connection fails what is in flight at once.
+        client.request(encode_request(("HANG",), []), 10_000, answers[2].set_result)
+        await asyncio.sleep(0.01)
+        peer.drop()
+        dropped = await answers[2]
+        assert isinstance(dropped, PeerError) and "connection lost" in str(dropped)
+        # The next one reconnects, after the backoff; its answer clears the failure.
+        await asyncio.sleep(RECONNECT_BACKOFF_MS / 1000 + 0.01)
+        client.request(encode_request(("ECHO",), [b"b"]), 1000, answers[3].set_result)
+        assert await answers[3] == b"b"
+        assert not client.failed_recently()
+
+    run(main())
+
+
 def test_an_answer_clears_the_failure() -> None:
     peer = FakePeer(SECRET, echo)
 

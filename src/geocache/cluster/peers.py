@@ -38,6 +38,7 @@ import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from geocache import auth
 from geocache.observability.throttle import LogThrottle
@@ -246,6 +247,7 @@ class PeerClient:
         self._outbox: list[bytes] = []
         self._outbox_bytes = 0
         self._flush_scheduled = False
+        self._requests: set[asyncio.Task[None]] = set()  # `request`s waiting to connect
 
     def channel_binding(self) -> bytes:
         """The TLS channel binding of the current connection (tls.py: "tls-unique"), b""
@@ -281,6 +283,59 @@ class PeerClient:
         once, with everything else this loop turn sends to the peer."""
         (reply,) = await self._exchange(request, 1, timeout_ms)
         return reply
+
+    def request(self, chunks: list[bytes], timeout_ms: int, done: Callable[[object], None]) -> None:
+        """`call_encoded` without a task or coroutine: `done` gets the reply, or the
+        PeerError that stands for it, from a later callback, never from this call.
+        Replication sends a batch a peer this way: a connected peer then costs a
+        batch a future and a timer, not a task, three coroutines and a timeout
+        context. Not connected: the request waits for the connection in a task."""
+        if not self.connected:
+            task = asyncio.ensure_future(self._request_later(chunks, timeout_ms, done))
+            self._requests.add(task)
+            task.add_done_callback(self._requests.discard)
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            (future,) = self._send(chunks, 1)
+        except PeerError as exc:
+            loop.call_soon(done, exc)
+            return
+        timer = loop.call_at(loop.time() + timeout_ms / 1000, self._expire, future, timeout_ms)
+        future.add_done_callback(partial(self._answered, timer, done))
+
+    async def _request_later(
+        self, chunks: list[bytes], timeout_ms: int, done: Callable[[object], None]
+    ) -> None:
+        answer: object
+        try:
+            answer = await self.call_encoded(chunks, timeout_ms=timeout_ms)
+        except PeerError as exc:
+            answer = exc
+        done(answer)
+
+    def _expire(self, future: asyncio.Future[object], timeout_ms: int) -> None:
+        """A `request` not answered in time: down, as `_exchange` says on its timeout."""
+        if not future.done():
+            self._failed_at = _now()
+            future.set_exception(PeerError(f"{self.addr}: no answer in {timeout_ms} ms"))
+
+    def _answered(
+        self,
+        timer: asyncio.TimerHandle,
+        done: Callable[[object], None],
+        future: asyncio.Future[object],
+    ) -> None:
+        timer.cancel()
+        if future.cancelled():
+            done(PeerError(f"{self.addr}: request cancelled"))
+            return
+        exc = future.exception()
+        if exc is None:
+            self._failed_at = None
+            done(future.result())
+        else:
+            done(exc if isinstance(exc, PeerError) else PeerError(f"{self.addr}: {exc}"))
 
     async def _exchange(self, chunks: list[bytes], count: int, timeout_ms: int) -> list[object]:
         """Send `count` requests encoded as `chunks`; their replies, in order."""

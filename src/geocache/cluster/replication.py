@@ -4,9 +4,10 @@ The writes coordinated in one event-loop turn for the same owner leave together,
 `GC.APPLYBATCH` request (six fields a record, as GC.GEO carries them: records.py),
 answered with one reply: the number of records when each was taken (applied, or
 already superseded there), else one reply per record (1 or 0, or the error that refused
-it). A peer then costs one request, one reply, one timeout and one task a batch, not a
-write, and a batch's records are RESP-encoded once, straight into the request (their
-values referenced, not copied) that the peer connection joins with the rest of its turn.
+it). A peer then costs one request, one reply, one future and one timer a batch, not
+a write (`PeerClient.request`: no task or coroutine), and a batch's records are
+RESP-encoded once, straight into the request (their values referenced, not copied)
+that the peer connection joins with the rest of its turn.
 
 Bounds. A batch is open for the rest of the loop turn and holds at most BATCH_RECORDS
 records and BATCH_BYTES bytes: a write that would take it past either seals it (it
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 from geocache.clock import Clock
@@ -183,7 +185,6 @@ class Replicator:
         self._flush_scheduled = False
         # Per owner: [records, bytes] sent and not answered yet.
         self._in_flight: dict[str, list[int]] = {}
-        self._sending: set[asyncio.Task[None]] = set()
 
     def replicate(self, writes: list[Write], reply: object) -> object:
         """Queue writes for their other owners: `reply` at once when no other owner needs
@@ -193,21 +194,31 @@ class Replicator:
         me = cluster.node_id
         by_target: dict[str, list[Write]] = {}
         need = 0
+        down: dict[str, bool] = {}  # known_down, asked once an owner a command
         for write in writes:
             owners = cluster.owners(write[0])
-            reachable = sum(1 for o in owners if not cluster.known_down(o))
+            reachable = 0
+            for owner in owners:
+                is_down = down.get(owner)
+                if is_down is None:
+                    is_down = down[owner] = cluster.known_down(owner)
+                reachable += not is_down
             need = max(need, cluster.required_acks(reachable or 1) - 1)
             for owner in owners:
                 if owner != me:
                     by_target.setdefault(owner, []).append(write)
         if not by_target:
             return reply
+        # Asked once: get_running_loop costs a getpid system call on Python 3.11.
+        loop = asyncio.get_running_loop()
         quorum: Quorum | None = None
         if need > 0:
-            future = asyncio.get_running_loop().create_future()
-            quorum = Quorum(future, reply, need, len(by_target))
+            quorum = Quorum(loop.create_future(), reply, need, len(by_target))
         for target, shipped in by_target.items():
             self._queue(Shipment(target, quorum), shipped)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return reply if quorum is None else Deferred(quorum.future)
 
     def _queue(self, shipment: Shipment, writes: list[Write]) -> None:
@@ -221,9 +232,6 @@ class Replicator:
                 self._send(target, batch)
                 batch = self._open[target] = Batch()
             batch.add(write, cost, shipment)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         """The loop turn is over: every open batch leaves."""
@@ -242,25 +250,19 @@ class Replicator:
             return
         in_flight[0] += len(batch.writes)
         in_flight[1] += batch.size
-        task = asyncio.ensure_future(self._deliver(target, batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        addr = self._cluster.addr_of(target)
+        done = partial(self._delivered, target, batch)
+        if addr is None:
+            asyncio.get_running_loop().call_soon(done, PeerError(f"{target}: no address"))
+        else:
+            peer = self._cluster.peers.get(addr)
+            peer.request(batch.request(), self._timeout_ms, done)
 
-    async def _deliver(self, target: str, batch: Batch) -> None:
-        cluster = self._cluster
-        addr = cluster.addr_of(target)
-        answer: object
-        try:
-            if addr is None:
-                raise PeerError(f"{target}: no address")
-            peer = cluster.peers.get(addr)
-            answer = await peer.call_encoded(batch.request(), timeout_ms=self._timeout_ms)
-        except PeerError as exc:
-            answer = exc
-        finally:
-            in_flight = self._in_flight[target]
-            in_flight[0] -= len(batch.writes)
-            in_flight[1] -= batch.size
+    def _delivered(self, target: str, batch: Batch, answer: object) -> None:
+        """A batch's answer came (or the PeerError that stands for it)."""
+        in_flight = self._in_flight[target]
+        in_flight[0] -= len(batch.writes)
+        in_flight[1] -= batch.size
         self._answered(target, batch, answer)
 
     def _answered(self, target: str, batch: Batch, answer: object) -> None:
