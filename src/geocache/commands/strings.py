@@ -7,6 +7,8 @@ writes its entries without awaiting in between, so no locks are needed.
 
 from __future__ import annotations
 
+from typing import Final
+
 from geocache.commands.context import Session
 from geocache.commands.table import command
 from geocache.protocol.types import OK, Error
@@ -17,9 +19,18 @@ SYNTAX_ERROR = Error("ERR syntax error")
 NOT_INTEGER = Error("ERR value is not an integer or out of range")
 TOO_BIG = Error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
 
-# Option flags, as Redis's OBJ_* bits.
-NX, XX, GET, KEEPTTL, PERSIST, EX, PX, EXAT, PXAT = (1 << i for i in range(9))
-_EXPIRY = EX | PX | EXAT | PXAT
+# Option flags, as Redis's OBJ_* bits. Final literals: compiled, SET tests them as C
+# constants rather than looking each up in the module's globals.
+NX: Final = 1
+XX: Final = 2
+GET: Final = 4
+KEEPTTL: Final = 8
+PERSIST: Final = 16
+EX: Final = 32
+PX: Final = 64
+EXAT: Final = 128
+PXAT: Final = 256
+_EXPIRY: Final = EX | PX | EXAT | PXAT
 _OPTIONS = {
     b"NX": (NX, XX, True),
     b"XX": (XX, NX, True),
