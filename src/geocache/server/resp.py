@@ -344,7 +344,7 @@ class RespConnection(asyncio.Protocol):
         start = _now_ns()
         auth_required = reader.auth_required
         gate = node.gate
-        gated = gate.limit and not session.peer_id
+        gated = gate.limit != 0 and not session.peer_id  # a bool: compiled, no truth test
         probation = self._probation
         pending = self._pending
         argv_held, self._held = self._held, None
@@ -433,16 +433,19 @@ class RespConnection(asyncio.Protocol):
                     except KeyError:
                         slot = latency.slot_for(argv[0])
                     # Most commands fit the first bucket: skip the bisect and the slow
-                    # log for them.
+                    # log for them. (`x[i] = x[i] + n`: compiled, an int add, where `+=`
+                    # on an item goes through the generic number protocol.)
                     if elapsed <= fast_ns:
-                        slot[0] += 1
+                        slot[0] = slot[0] + 1
                     else:
-                        slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
+                        bucket = 0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)
+                        slot[bucket] = slot[bucket] + 1
                         if elapsed >= slow_ns:
                             node.slowlog.add(
                                 argv, elapsed, node.clock.wall_ms(), session.addr, session.name
                             )
-                    slot[SUM_INDEX] += elapsed  # not [-1]: CPython specializes non-negative indexes
+                    # Not [-1]: CPython specializes non-negative indexes.
+                    slot[SUM_INDEX] = slot[SUM_INDEX] + elapsed
                 if session.authenticated is auth_required:  # AUTH, HELLO or RESET ran
                     auth_required = not session.authenticated
                     reader.set_auth_required(auth_required)
