@@ -7,6 +7,8 @@ writes its entries without awaiting in between, so no locks are needed.
 
 from __future__ import annotations
 
+from typing import Final
+
 from geocache.commands.context import Session
 from geocache.commands.table import command
 from geocache.protocol.types import OK, Error
@@ -17,9 +19,18 @@ SYNTAX_ERROR = Error("ERR syntax error")
 NOT_INTEGER = Error("ERR value is not an integer or out of range")
 TOO_BIG = Error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")
 
-# Option flags, as Redis's OBJ_* bits.
-NX, XX, GET, KEEPTTL, PERSIST, EX, PX, EXAT, PXAT = (1 << i for i in range(9))
-_EXPIRY = EX | PX | EXAT | PXAT
+# Option flags, as Redis's OBJ_* bits. Final literals: compiled, SET tests them as C
+# constants rather than looking each up in the module's globals.
+NX: Final = 1
+XX: Final = 2
+GET: Final = 4
+KEEPTTL: Final = 8
+PERSIST: Final = 16
+EX: Final = 32
+PX: Final = 64
+EXAT: Final = 128
+PXAT: Final = 256
+_EXPIRY: Final = EX | PX | EXAT | PXAT
 _OPTIONS = {
     b"NX": (NX, XX, True),
     b"XX": (XX, NX, True),
@@ -194,38 +205,40 @@ def cmd_mget(session: Session, argv: list[bytes]) -> object:
     return [get(key) for key in argv[1:]]
 
 
-def _mset_pairs(session: Session, argv: list[bytes]) -> list[tuple[bytes, bytes]] | Error:
+def _mset_refusal(session: Session, argv: list[bytes]) -> Error | None:
+    """MSET's and MSETNX's errors, before any key is written; None if the call is good."""
     if len(argv) % 2 == 0:
         return Error(f"ERR wrong number of arguments for '{argv[0].decode().lower()}' command")
     limit = session.node.config.max_value_bytes
-    pairs = list(zip(argv[1::2], argv[2::2], strict=True))
-    if any(len(value) > limit for _, value in pairs):
-        return TOO_BIG
-    return pairs
+    # Indexes rather than zipped pairs: compiled, no pair tuples or slices per call.
+    for i in range(2, len(argv), 2):
+        if len(argv[i]) > limit:
+            return TOO_BIG
+    return None
 
 
 @command("mset", -3, "write", keys=(1, -1, 2), summary="Set multiple keys to multiple values")
 def cmd_mset(session: Session, argv: list[bytes]) -> object:
-    pairs = _mset_pairs(session, argv)
-    if isinstance(pairs, Error):
-        return pairs
-    expires_at = default_expiry(session)
-    for key, value in pairs:
-        session.store.set(key, value, expires_at)
+    refusal = _mset_refusal(session, argv)
+    if refusal is not None:
+        return refusal
+    store, expires_at = session.store, default_expiry(session)
+    for i in range(1, len(argv), 2):
+        store.set(argv[i], argv[i + 1], expires_at)
     return OK
 
 
 @command("msetnx", -3, "write", keys=(1, -1, 2), summary="Set keys to values, only if none exist")
 def cmd_msetnx(session: Session, argv: list[bytes]) -> object:
-    pairs = _mset_pairs(session, argv)
-    if isinstance(pairs, Error):
-        return pairs
+    refusal = _mset_refusal(session, argv)
+    if refusal is not None:
+        return refusal
     store = session.store
-    if any(store.peek(key) is not None for key, _ in pairs):
+    if any(store.peek(argv[i]) is not None for i in range(1, len(argv), 2)):
         return 0
     expires_at = default_expiry(session)
-    for key, value in pairs:
-        store.set(key, value, expires_at)
+    for i in range(1, len(argv), 2):
+        store.set(argv[i], argv[i + 1], expires_at)
     return 1
 
 

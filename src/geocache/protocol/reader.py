@@ -144,7 +144,7 @@ class RequestReader:
 
     def feed(self, data: bytes) -> None:
         """Add bytes received from the client. No I/O; nothing is parsed until `gets`."""
-        if data.__class__ is not bytes:
+        if type(data) is not bytes:
             data = bytes(data)  # the window keeps references: they must not change
         if self._cursor is None:
             self._exact.feed(data)
@@ -217,9 +217,9 @@ class RequestReader:
                     raise  # not from hiredis: a bug, not a client's doing
                 self._resync()
                 continue
-            if cmd.__class__ is list and cmd:
+            if type(cmd) is list and cmd:
                 for arg in cmd:
-                    if arg.__class__ is not bytes:
+                    if type(arg) is not bytes:
                         break
                 else:
                     return cmd

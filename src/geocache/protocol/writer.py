@@ -23,25 +23,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, Final, cast
 
 from geocache.protocol.types import BigNumber, Error, Raw, Simple, Verbatim, _NullArray
 
 Encoder = Callable[[list[bytes], Any], None]
 
-CRLF = b"\r\n"
+# Final throughout: the compiled module reads these as C statics, not from its globals.
+CRLF: Final = b"\r\n"
 # Precomputed: integers a reply is likely to carry (counts, TTLs, booleans, -1/-2).
-_INT_MIN, _INT_MAX = -2, 1023
-_INTS = [b":%d\r\n" % i for i in range(_INT_MIN, _INT_MAX + 1)]
+_INT_MIN: Final = -2
+_INT_MAX: Final = 1023
+_INTS: Final = [b":%d\r\n" % i for i in range(_INT_MIN, _INT_MAX + 1)]
 # Bulk headers for short values; longer ones are formatted (cost is dwarfed by the copy).
-_BULK_HEADERS = [b"$%d\r\n" % n for n in range(1024)]
+_BULK_HEADERS: Final = [b"$%d\r\n" % n for n in range(1024)]
 # A value at least this long (bytes) is appended as is rather than copied into one piece
 # with its header: the batch join copies it once anyway.
-_SEPARATE_BYTES = 512
-_NULL2, _NULL3, _NULL_ARRAY2 = b"$-1\r\n", b"_\r\n", b"*-1\r\n"
+_SEPARATE_BYTES: Final = 512
+_NULL2: Final = b"$-1\r\n"
+_NULL3: Final = b"_\r\n"
+_NULL_ARRAY2: Final = b"*-1\r\n"
 # d2string prints an integral double within this bound as an integer (its double2ll).
-_EXACT_INT_LIMIT = float(2**62)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXACT_INT_LIMIT: Final = float(2**62)
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+# Raw (types.py is not compiled), for the fast path of encode_into.
+_RAW_TYPE: Final = Raw
 
 
 def encode(value: object, proto: int = 2) -> bytes:
@@ -53,8 +60,26 @@ def encode(value: object, proto: int = 2) -> bytes:
 
 def encode_into(out: list[bytes], value: object, proto: int) -> None:
     """Append the encoding of `value` to `out` (to be joined once per batch)."""
+    # The commonest replies (GET's bulk, `+OK`, a counter) skip the table: compiled, these
+    # are direct C calls, not calls through the table's function objects.
+    cls = type(value)
+    if cls is bytes:
+        _bulk(out, cast(bytes, value))
+        return
+    if value is None:
+        out.append(_NULL3 if proto == 3 else _NULL2)
+        return
+    if cls is _RAW_TYPE:
+        out.append(cast(bytes, value))
+        return
+    if cls is int:
+        if proto == 3:
+            _int3(out, cast(int, value))
+        else:
+            _int2(out, cast(int, value))
+        return
     table = _RESP3 if proto == 3 else _RESP2
-    encoder = table.get(value.__class__)
+    encoder = table.get(cls)
     if encoder is None:
         encoder = _resolve(table, value)
     encoder(out, value)
@@ -204,7 +229,7 @@ def _double_text(value: float) -> bytes:
 
 def _items(table: dict[type, Encoder], out: list[bytes], items: Any) -> None:
     for item in items:
-        encoder = table.get(item.__class__)
+        encoder = table.get(type(item))
         if encoder is None:
             encoder = _resolve(table, item)
         encoder(out, item)
@@ -238,7 +263,7 @@ def _set3(out: list[bytes], value: set[object] | frozenset[object]) -> None:
     _items(_RESP3, out, value)
 
 
-_COMMON: dict[type, Encoder] = {
+_COMMON: Final[dict[type, Encoder]] = {
     bytes: _bulk,
     Raw: _raw,
     Simple: _simple,
@@ -247,7 +272,7 @@ _COMMON: dict[type, Encoder] = {
     bytearray: _bytes_like,
     memoryview: _bytes_like,
 }
-_RESP2: dict[type, Encoder] = {
+_RESP2: Final[dict[type, Encoder]] = {
     **_COMMON,
     type(None): _null2,
     _NullArray: _null_array2,
@@ -262,7 +287,7 @@ _RESP2: dict[type, Encoder] = {
     Verbatim: _text_bulk,
     BigNumber: _big_number2,
 }
-_RESP3: dict[type, Encoder] = {
+_RESP3: Final[dict[type, Encoder]] = {
     **_COMMON,
     type(None): _null3,
     _NullArray: _null3,
@@ -304,6 +329,6 @@ def _resolve(table: dict[type, Encoder], value: object) -> Encoder:
     for base in _BASES:
         if isinstance(value, base):
             encoder = table[base]
-            table[value.__class__] = encoder
+            table[type(value)] = encoder
             return encoder
     raise TypeError(f"cannot encode {type(value).__name__} as a RESP reply")

@@ -38,12 +38,12 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 from time import perf_counter_ns
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from geocache import auth
 from geocache.commands.context import Deferred, Session
-from geocache.observability.metrics import LATENCY_BOUNDS_NS as BOUNDS_NS
-from geocache.observability.metrics import SUM_INDEX
+from geocache.commands.table import dispatch as local_dispatch
+from geocache.observability import metrics
 from geocache.protocol.reader import DEFAULT_MAX_MULTIBULK_LEN, ProtocolError, RequestReader
 from geocache.protocol.types import Error
 from geocache.protocol.writer import encode_into
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("geocache.resp")
 
-MAX_CLIENTS_REACHED = b"-ERR max number of clients reached\r\n"
+MAX_CLIENTS_REACHED: Final = b"-ERR max number of clients reached\r\n"
 # A TLS ClientHello on the plaintext port: the client expects TLS, so any answer reads
 # to it as a bad record; this one at least says it to whoever captures the traffic.
 TLS_ON_PLAINTEXT = b"-ERR this port speaks plaintext RESP, not TLS\r\n"
@@ -66,26 +66,32 @@ CLOSED_FOR = {
 # A read at least this long (bytes), or a connection already holding something, tells
 # the client memory budget at once; the node's limits check (every 250 ms) measures
 # the rest. The event loop hands over up to 256 KiB a read, so a burst is seen at once.
-REPORT_READ_BYTES = 16 << 10
+REPORT_READ_BYTES: Final = 16 << 10
 # SO_LINGER on, 0 s: close with a reset (struct linger).
 LINGER_RESET = struct.pack("ii", 1, 0)
 # Peer handshake commands: all a connection let in on probation (the peer door) may run.
-HANDSHAKE = frozenset({b"gc.hello", b"gc.auth"})
+HANDSHAKE: Final = frozenset({b"gc.hello", b"gc.auth"})
 # Replies leave once this many bytes are ready (bytes): small replies still leave in one
 # write per batch; big ones leave as they are made, never joined into a batch's buffer.
-FLUSH_BYTES = 256 << 10
+FLUSH_BYTES: Final = 256 << 10
 # The transport's high-water mark (bytes): above it the connection runs no commands until
 # its client has read it down to a quarter. At most half of max_output_buffer_bytes.
-PAUSE_BYTES = 1 << 20
+PAUSE_BYTES: Final = 1 << 20
 # Deferred replies one connection may wait on at once (its pipeline runs on meanwhile);
 # past this it stops reading until the oldest is sent.
-MAX_PENDING = 256
-FIRST_NS = BOUNDS_NS[0]
+MAX_PENDING: Final = 256
+# The latency histogram's bounds (metrics.py). These and the constants above that the
+# command loop reads are Final: compiled, they are C statics, not a dict lookup each time.
+BOUNDS_NS: Final = metrics.LATENCY_BOUNDS_NS
+SUM_INDEX: Final = metrics.SUM_INDEX
+FIRST_NS: Final = BOUNDS_NS[0]
+# The clock of latency metrics, read per command: a C static too, not a globals lookup.
+_now_ns: Final = perf_counter_ns
 # Arguments beyond two per key a command may carry in cluster mode (its name, options).
 ARGUMENT_SLACK = 16
 # A deferred command with more arguments than this (a multi-key command in a cluster)
 # is waited for before the connection's next command runs.
-SERIAL_ARGS = 64
+SERIAL_ARGS: Final = 64
 
 
 class CommandGate:
@@ -321,6 +327,9 @@ class RespConnection(asyncio.Protocol):
             self._pause()
             return
         node, table, dispatch = self._node, self._table, self._node.dispatch
+        # The usual path (standalone, no CLIENT PAUSE): called directly, compiled it is a
+        # C call rather than one through a Python function object and its argument parsing.
+        direct = dispatch is local_dispatch
         out: list[bytes] = []
         out_bytes = 0
         waiting: Deferred | None = None
@@ -332,10 +341,10 @@ class RespConnection(asyncio.Protocol):
         # The slow log's threshold; below `fast_ns` a command needs one comparison.
         slow_ns = node.slowlog.threshold_ns
         fast_ns = min(FIRST_NS, slow_ns - 1)
-        start = perf_counter_ns()
+        start = _now_ns()
         auth_required = reader.auth_required
         gate = node.gate
-        gated = gate.limit and not session.peer_id
+        gated = gate.limit != 0 and not session.peer_id  # a bool: compiled, no truth test
         probation = self._probation
         pending = self._pending
         argv_held, self._held = self._held, None
@@ -361,7 +370,10 @@ class RespConnection(asyncio.Protocol):
                     break
                 done += 1
                 try:
-                    reply = dispatch(table, session, argv)
+                    if direct:
+                        reply = local_dispatch(table, session, argv)
+                    else:
+                        reply = dispatch(table, session, argv)
                 except Exception as exc:  # a bug must cost one error reply, not the node
                     reply = self._handler_failed(argv, exc)
                 if session.hold_ms:  # a wrong password: answered late, nothing read meanwhile
@@ -392,7 +404,7 @@ class RespConnection(asyncio.Protocol):
                     task.add_done_callback(partial(self._pending_done, place=place))
                     if len(pending) >= MAX_PENDING or held_back:
                         break
-                    start = perf_counter_ns()
+                    start = _now_ns()
                     continue
                 if session.proto <= 0:  # CLIENT REPLY OFF or SKIP: nothing to send
                     if session.proto < 0:
@@ -414,23 +426,26 @@ class RespConnection(asyncio.Protocol):
                         if self._writing_paused or self._transport is None:
                             break
                 if slots is not None:
-                    end = perf_counter_ns()
+                    end = _now_ns()
                     elapsed, start = end - start, end
                     try:
                         slot = slots[argv[0]]
                     except KeyError:
                         slot = latency.slot_for(argv[0])
                     # Most commands fit the first bucket: skip the bisect and the slow
-                    # log for them.
+                    # log for them. (`x[i] = x[i] + n`: compiled, an int add, where `+=`
+                    # on an item goes through the generic number protocol.)
                     if elapsed <= fast_ns:
-                        slot[0] += 1
+                        slot[0] = slot[0] + 1
                     else:
-                        slot[0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)] += 1
+                        bucket = 0 if elapsed <= FIRST_NS else bisect_left(BOUNDS_NS, elapsed)
+                        slot[bucket] = slot[bucket] + 1
                         if elapsed >= slow_ns:
                             node.slowlog.add(
                                 argv, elapsed, node.clock.wall_ms(), session.addr, session.name
                             )
-                    slot[SUM_INDEX] += elapsed  # not [-1]: CPython specializes non-negative indexes
+                    # Not [-1]: CPython specializes non-negative indexes.
+                    slot[SUM_INDEX] = slot[SUM_INDEX] + elapsed
                 if session.authenticated is auth_required:  # AUTH, HELLO or RESET ran
                     auth_required = not session.authenticated
                     reader.set_auth_required(auth_required)
