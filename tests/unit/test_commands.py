@@ -83,6 +83,18 @@ def test_set_get_with_expiry_on_manual_clock(node: FakeNode) -> None:
     assert run(node, "TTL", "k") == -2
 
 
+def test_a_plain_set_over_an_expired_key_counts_it_expired(node: FakeNode) -> None:
+    """As Redis's SET looks the key up first: the expired entry is reclaimed and counted,
+    then the new value holds, with no expiry of its own."""
+    assert run(node, "SET", "k", "old", "PX", "100") == b"+OK\r\n"
+    node.clock.advance(100)
+    assert run(node, "SET", "k", "new") == b"+OK\r\n"
+    assert node.store.expirations == 1
+    assert run(node, "GET", "k") == b"new" and run(node, "TTL", "k") == -1
+    assert run(node, "SET", "k", "newer") == b"+OK\r\n"  # a live key: nothing expires
+    assert node.store.expirations == 1 and run(node, "GET", "k") == b"newer"
+
+
 @pytest.mark.parametrize(
     ("args", "reply"),
     [

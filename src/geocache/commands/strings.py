@@ -110,6 +110,10 @@ def _set(
     except _Reply as reply:
         return reply.reply
     store = session.store
+    if not flags & (NX | XX | GET | KEEPTTL):  # a plain SET needs no old entry
+        store.reclaim_if_expired(key)  # as Redis's lookup: an expired key counts expired
+        store.set(key, value, default_expiry(session) if expire is None else expires_at)
+        return OK
     old = store.peek(key)
     if (flags & NX and old is not None) or (flags & XX and old is None):
         if flags & GET:

@@ -246,6 +246,13 @@ class Store:
             return None
         return entry
 
+    def reclaim_if_expired(self, key: bytes) -> None:
+        """Reclaim the key's entry if it has expired (counted, as any lookup would),
+        without reading it: what a plain SET needs before it overwrites the key."""
+        held = self._data.get(key)
+        if held is not None and 0 < expiry_of(held) <= self._clock.wall_ms():
+            self._expire(key)
+
     def keys(self) -> Iterator[bytes]:
         """Live keys, least recently used first (a snapshot: safe to write while iterating)."""
         now = self._clock.wall_ms()
