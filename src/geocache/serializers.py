@@ -82,8 +82,9 @@ class Pickle:
         return pickle.loads(data)
 
 
-# The first byte of every pickle of protocol 2 or later (the PROTO opcode).
-_PICKLE_PROTO = 0x80
+# The first byte of every pickle of protocol 2 or later (the PROTO opcode): how `auto`
+# tells its pickles from bytes (and LocalCache's compiled path, store/bytespath.py).
+PICKLE_PROTO = 0x80
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +92,12 @@ class Auto:
     name: str = "auto"
 
     def dumps(self, value: Any) -> bytes:
-        if type(value) is bytes and not (value and value[0] == _PICKLE_PROTO):
+        if type(value) is bytes and not (value and value[0] == PICKLE_PROTO):
             return value  # the common case costs nothing: no copy, no header
         return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
     def loads(self, data: bytes) -> Any:
-        if data and data[0] == _PICKLE_PROTO:
+        if data and data[0] == PICKLE_PROTO:
             return pickle.loads(data)
         return data
 

@@ -18,17 +18,11 @@ No I/O.
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Callable
-from typing import Final, Protocol
 
+from geocache.serializers import PICKLE_PROTO
 from geocache.store.keyspace import Store
-
-PICKLE_PROTO: Final = 0x80
-
-
-class Lock(Protocol):
-    def acquire(self) -> bool: ...
-    def release(self) -> None: ...
 
 
 class BytesPath:
@@ -38,7 +32,7 @@ class BytesPath:
     def __init__(
         self,
         store: Store,
-        lock: Lock,
+        lock: threading.Lock,
         auto: bool,
         slow_get: Callable[..., object],
         slow_set: Callable[..., None],
@@ -65,11 +59,7 @@ class BytesPath:
             and ttl_s is None
             and not (self._auto and value and value[0] == PICKLE_PROTO)
         ):
-            lock = self._lock
-            lock.acquire()
-            try:
+            with self._lock:
                 self._store.set(key, value, 0)
-            finally:
-                lock.release()
             return
         self._slow_set(key, value, ttl_s)
